@@ -1,0 +1,2 @@
+"""Custom TFX components of the recommender pipeline."""
+from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)

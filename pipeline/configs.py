@@ -1,0 +1,63 @@
+"""Settings of a pipeline run: paths, sizes, Beam arguments.
+
+Everything environment-specific lives here, never in ``pipeline.py``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, List, Optional
+
+PIPELINE_NAME = "recsys"
+MODEL_NAME = "recommender"
+
+# Beam DirectRunner modes. Each multi-processing stage pays ~15-20 s to start
+# workers that import TF, so small inputs run faster in memory.
+IN_MEMORY_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+MULTI_PROCESSING_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
+MULTI_PROCESSING_MIN_BYTES = 64 * 2**20
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Where a run reads and writes, and how big it is."""
+
+    data_dir: str
+    work_dir: str = "runs/local"
+    serving_dir: Optional[str] = None
+    model_name: str = MODEL_NAME
+    train_steps: int = 300
+    eval_steps: int = 50
+    history_length: int = 10
+    beam_args: Optional[List[str]] = None
+    model_config: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    eval_thresholds: Optional[Dict[str, float]] = None
+    enable_cache: bool = True
+
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.work_dir, "pipeline_root")
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.work_dir, "metadata.sqlite")
+
+    @property
+    def push_base(self) -> str:
+        """TF Serving's model base path: versions go in ``<push_base>/<version>``."""
+        return os.path.join(self.serving_dir or os.path.join(self.work_dir, "serving"),
+                            self.model_name)
+
+
+def input_bytes(data_dir: str) -> int:
+    total = 0
+    for root, _, files in os.walk(data_dir):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+
+def default_beam_args(data_dir: str) -> List[str]:
+    """In-memory DirectRunner for small inputs, multi-processing for large ones."""
+    mode = (MULTI_PROCESSING_ARGS if input_bytes(data_dir) >= MULTI_PROCESSING_MIN_BYTES
+            else IN_MEMORY_ARGS)
+    return ["--runner=DirectRunner", *mode]

@@ -1,0 +1,46 @@
+"""TFMA configuration derived from the task list in ``trainer/features.py``."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import tensorflow_model_analysis as tfma
+
+from trainer import features as F
+
+# Metric per task kind: (TFMA class name, direction, default threshold).
+TASK_METRICS = {
+    "binary": ("AUC", tfma.MetricDirection.HIGHER_IS_BETTER),
+    "regression": ("RootMeanSquaredError", tfma.MetricDirection.LOWER_IS_BETTER),
+}
+DEFAULT_THRESHOLDS = {"click": 0.6, "rating": 1.5}
+REGRESSION_TOLERANCE = {"click": 0.01, "rating": 0.05}
+
+
+def build_eval_config(thresholds: Mapping[str, float] = DEFAULT_THRESHOLDS) -> tfma.EvalConfig:
+    """Per-task metrics with absolute thresholds and no-regression checks."""
+    model_spec = tfma.ModelSpec(
+        signature_name="serving_default",
+        label_keys={t.name: t.label for t in F.TASKS},
+        example_weight_keys={t.name: t.weight for t in F.TASKS})
+    metrics_specs = []
+    for task in F.TASKS:
+        class_name, direction = TASK_METRICS[task.kind]
+        bound = thresholds[task.name]
+        value_threshold = (tfma.GenericValueThreshold(lower_bound={"value": bound})
+                           if direction == tfma.MetricDirection.HIGHER_IS_BETTER
+                           else tfma.GenericValueThreshold(upper_bound={"value": bound}))
+        tolerance = REGRESSION_TOLERANCE[task.name]
+        change_threshold = tfma.GenericChangeThreshold(
+            direction=direction,
+            absolute={"value": -tolerance if direction == tfma.MetricDirection.HIGHER_IS_BETTER
+                      else tolerance})
+        metrics = [tfma.MetricConfig(
+            class_name=class_name,
+            threshold=tfma.MetricThreshold(value_threshold=value_threshold,
+                                           change_threshold=change_threshold))]
+        metrics.append(tfma.MetricConfig(class_name="ExampleCount"))
+        metrics_specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=metrics))
+    return tfma.EvalConfig(
+        model_specs=[model_spec],
+        metrics_specs=metrics_specs,
+        slicing_specs=[tfma.SlicingSpec()])

@@ -1,0 +1,98 @@
+"""What a run produced, read back from ML Metadata: metrics, blessing, push."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Dict, Optional
+
+import tensorflow_model_analysis as tfma
+from ml_metadata.metadata_store import metadata_store
+from tfx.orchestration import metadata
+
+from trainer import features as F
+
+
+def _latest(store: metadata_store.MetadataStore, type_name: str):
+    artifacts = store.get_artifacts_by_type(type_name)
+    return max(artifacts, key=lambda a: a.id) if artifacts else None
+
+
+def _custom(artifact, key: str) -> Any:
+    if artifact is None or key not in artifact.custom_properties:
+        return None
+    value = artifact.custom_properties[key]
+    return value.int_value or value.string_value or value.double_value
+
+
+def _task_metrics(eval_uri: str) -> Dict[str, Dict[str, float]]:
+    """Overall-slice metrics per task output of a TFMA result."""
+    result = tfma.load_eval_result(eval_uri)
+    per_task: Dict[str, Dict[str, float]] = {}
+    for slice_key, metrics in result.slicing_metrics:
+        if slice_key:
+            continue
+        for output_name, by_sub_key in metrics.items():
+            for metric_name, value in by_sub_key.get("", {}).items():
+                number = value.get("doubleValue")
+                if number is not None:
+                    per_task.setdefault(output_name, {})[metric_name] = float(number)
+    return per_task
+
+
+def summarize(metadata_path: str) -> Dict[str, Any]:
+    """Per-task metrics, blessing and push destination of the latest run."""
+    config = metadata.sqlite_metadata_connection_config(metadata_path)
+    store = metadata_store.MetadataStore(config)
+    evaluation = _latest(store, "ModelEvaluation")
+    blessing = _latest(store, "ModelBlessing")
+    pushed = _latest(store, "PushedModel")
+    model_run = _latest(store, "ModelRun")
+    summary: Dict[str, Any] = {
+        "tasks": F.TASK_NAMES,
+        "metrics": _task_metrics(evaluation.uri) if evaluation else {},
+        "blessed": bool(_custom(blessing, "blessed")),
+        "pushed": bool(_custom(pushed, "pushed")),
+        "pushed_destination": _custom(pushed, "pushed_destination"),
+        "pushed_version": _custom(pushed, "pushed_version"),
+        "evaluation_uri": evaluation.uri if evaluation else None,
+        "training_curves": (os.path.join(model_run.uri, "training_curves.png")
+                            if model_run else None),
+    }
+    if evaluation:
+        validation = tfma.load_validation_result(evaluation.uri)
+        summary["validation_failures"] = [
+            str(failure).replace("\n", " ")
+            for per_slice in validation.metric_validations_per_slice
+            for failure in per_slice.failures]
+    return summary
+
+
+def format_summary(summary: Dict[str, Any], work_dir: Optional[str] = None) -> str:
+    """Human-readable report of a run."""
+    lines = ["", "=== Run summary ==="]
+    for task in summary["tasks"]:
+        metrics = summary["metrics"].get(task, {})
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())
+                          if not math.isnan(v)) or "no metrics"
+        lines.append(f"  {task:<10} {shown}")
+    lines.append(f"  blessed: {summary['blessed']}")
+    for failure in summary.get("validation_failures") or []:
+        lines.append(f"  failed threshold: {failure}")
+    if summary["pushed"]:
+        lines.append(f"  pushed model (version {summary['pushed_version']}): "
+                     f"{summary['pushed_destination']}")
+    else:
+        lines.append("  not pushed: the model was not blessed")
+    if summary.get("training_curves"):
+        lines.append(f"  training curves: {summary['training_curves']}")
+    if work_dir:
+        lines.append(f"  summary json: {os.path.join(work_dir, 'run_summary.json')}")
+    return "\n".join(lines)
+
+
+def write_summary(summary: Dict[str, Any], work_dir: str) -> str:
+    path = os.path.join(work_dir, "run_summary.json")
+    with open(path, "w") as f:
+        json.dump(summary, f, indent=2, sort_keys=True)
+    return path

@@ -1,0 +1,110 @@
+"""The single source of truth for feature, label and task names.
+
+ExampleGen writes these features, the curated schema in ``schemas/`` declares
+them, Transform, the model, the Evaluator config and serving all read them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Tuple
+
+# Raw features written by the interaction-log ExampleGen.
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+ITEM_TITLE = "item_title"
+ITEM_DESCRIPTION = "item_description"
+ITEM_CATEGORY = "item_category"
+HISTORY_TITLES = "history_titles"
+TIMESTAMP = "timestamp"
+EVENT_ID = "event_id"
+
+# Raw labels and weights (one example per impression).
+CLICK = "click"
+PURCHASE = "purchase"
+RATING = "rating"
+RATING_WEIGHT = "rating_weight"
+# Weight of an impression for the click task (1.0 unless logs are importance-weighted).
+IMPRESSION_WEIGHT = "impression_weight"
+
+HISTORY_SEPARATOR = " | "
+
+
+@dataclasses.dataclass(frozen=True)
+class RawFeature:
+    """A feature of the raw tf.Example, with its dtype ("string", "int", "float")."""
+
+    name: str
+    dtype: str
+    role: str  # "model" (serving input), "label", "weight" or "meta"
+
+
+RAW_FEATURES: Tuple[RawFeature, ...] = (
+    RawFeature(EVENT_ID, "string", "meta"),
+    RawFeature(TIMESTAMP, "int", "meta"),
+    RawFeature(USER_ID, "string", "model"),
+    RawFeature(ITEM_ID, "string", "model"),
+    RawFeature(ITEM_TITLE, "string", "model"),
+    RawFeature(ITEM_DESCRIPTION, "string", "model"),
+    RawFeature(ITEM_CATEGORY, "string", "model"),
+    RawFeature(HISTORY_TITLES, "string", "model"),
+    RawFeature(CLICK, "int", "label"),
+    RawFeature(PURCHASE, "int", "label"),
+    RawFeature(RATING, "float", "label"),
+    RawFeature(RATING_WEIGHT, "float", "weight"),
+    RawFeature(IMPRESSION_WEIGHT, "float", "weight"),
+)
+
+SERVING_FEATURES: Tuple[str, ...] = tuple(
+    f.name for f in RAW_FEATURES if f.role == "model")
+
+
+def transformed_name(name: str) -> str:
+    """Name of a feature after TF Transform."""
+    return f"{name}_xf"
+
+
+# Transformed model inputs.
+USER_ID_XF = transformed_name(USER_ID)
+ITEM_ID_XF = transformed_name(ITEM_ID)
+ITEM_CATEGORY_XF = transformed_name(ITEM_CATEGORY)
+ITEM_TOKENS_XF = "item_tokens_xf"
+HISTORY_TOKENS_XF = "history_tokens_xf"
+
+# Vocabulary files written by TF Transform.
+TEXT_VOCAB = "text_tokens"
+ID_VOCABS: Dict[str, str] = {
+    USER_ID: USER_ID,
+    ITEM_ID: ITEM_ID,
+    ITEM_CATEGORY: ITEM_CATEGORY,
+}
+
+ITEM_TEXT_LENGTH = 32
+HISTORY_TEXT_LENGTH = 48
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A supervised task head: its label, example-weight feature and kind.
+
+    A weight of 0 marks an example without a label for that task.
+    """
+
+    name: str
+    label: str
+    kind: str  # "binary" or "regression"
+    weight: str
+
+
+TASKS: Tuple[Task, ...] = (
+    Task(name="click", label=CLICK, kind="binary", weight=IMPRESSION_WEIGHT),
+    Task(name="rating", label=RATING, kind="regression", weight=RATING_WEIGHT),
+)
+TASK_NAMES: List[str] = [t.name for t in TASKS]
+
+
+def task(name: str) -> Task:
+    """Looks a task up by name, with a clear error for an unknown one."""
+    for t in TASKS:
+        if t.name == name:
+            return t
+    raise KeyError(f"unknown task {name!r}; known tasks: {TASK_NAMES}")

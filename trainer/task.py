@@ -1,0 +1,66 @@
+"""TFX Trainer entry point (``run_fn``): trains and exports the multi-task model."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx.components.trainer.fn_args_utils import FnArgs
+
+from trainer import data, export, plots
+from trainer import features as F
+from trainer import transform as transform_lib
+from trainer.config import ModelConfig
+from trainer.model import build_model
+
+CONFIG_KEY = "model_config"
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    """MirroredStrategy over all GPUs when there are any, else the default."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        logging.info("Training on %d GPU(s) with MirroredStrategy.", len(gpus))
+        return tf.distribute.MirroredStrategy()
+    logging.info("No GPU found: training on CPU.")
+    return tf.distribute.get_strategy()
+
+
+def vocab_sizes(tf_transform_output: tft.TFTransformOutput):
+    sizes = {F.transformed_name(raw): transform_lib.id_vocab_size(tf_transform_output, raw)
+             for raw in F.ID_VOCABS}
+    sizes[F.TEXT_VOCAB] = transform_lib.text_vocab_size(tf_transform_output)
+    return sizes
+
+
+def run_fn(fn_args: FnArgs) -> None:
+    """Trains on the transformed train split, validates on eval, exports."""
+    config = ModelConfig.from_dict((fn_args.custom_config or {}).get(CONFIG_KEY))
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train = data.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                          config.batch_size)
+    evaluation = data.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
+                               config.batch_size, shuffle=False)
+    with distribution_strategy().scope():
+        model = build_model(config, vocab_sizes(tf_transform_output))
+    model.summary(print_fn=logging.info)
+
+    epochs = max(1, config.epochs)
+    steps_per_epoch = max(1, fn_args.train_steps // epochs)
+    eval_steps = max(1, fn_args.eval_steps or 1)
+    history = model.fit(
+        train, epochs=epochs, steps_per_epoch=steps_per_epoch,
+        validation_data=evaluation, validation_steps=eval_steps, verbose=2,
+        callbacks=[tf.keras.callbacks.TensorBoard(
+            log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq="epoch")])
+
+    tf.io.gfile.makedirs(fn_args.model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
+        json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f, indent=2)
+    plots.plot_training_curves(history.history, os.path.join(fn_args.model_run_dir, "training_curves.png"))
+    export.export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
+    logging.info("Exported the serving model to %s", fn_args.serving_model_dir)
