@@ -23,6 +23,7 @@ from components import interaction_logs as logs
 
 CATALOG_PATTERN_KEY = "catalog_pattern"
 HISTORY_LENGTH_KEY = "history_length"
+CODE_VERSION_KEY = "code_version"  # part of the cache key; not read by the executor
 _NAMESPACE = "interaction_logs"
 
 
@@ -91,6 +92,7 @@ class InteractionLogExampleGenSpec(standard_component_specs.FileBasedExampleGenS
         **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
         CATALOG_PATTERN_KEY: ExecutionParameter(type=str),
         HISTORY_LENGTH_KEY: ExecutionParameter(type=int),
+        CODE_VERSION_KEY: ExecutionParameter(type=str, optional=True),
     }
 
 
@@ -111,7 +113,8 @@ class InteractionLogExampleGen(base_beam_component.BaseBeamComponent):
 
     def __init__(self, input_base: str, events_pattern: str = "events/*",
                  catalog_pattern: str = "items.jsonl*", history_length: int = 10,
-                 output_config: Optional[example_gen_pb2.Output] = None):
+                 output_config: Optional[example_gen_pb2.Output] = None,
+                 code_version: Optional[str] = None):
         input_config = example_gen_pb2.Input(splits=[
             example_gen_pb2.Input.Split(name="events", pattern=events_pattern)])
         spec = InteractionLogExampleGenSpec(
@@ -124,6 +127,7 @@ class InteractionLogExampleGen(base_beam_component.BaseBeamComponent):
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
             catalog_pattern=catalog_pattern,
             history_length=history_length,
+            code_version=code_version,
             examples=channel.Channel(type=standard_artifacts.Examples))
         super().__init__(spec=spec)
 

@@ -77,6 +77,15 @@ def _item_text(rng: np.random.Generator, category: str, categories: List[str]):
     return title, description
 
 
+def _pick_item(rng: np.random.Generator, interest: np.ndarray,
+               items_by_cat: List[np.ndarray], num_items: int) -> int:
+    if rng.random() < 0.5:
+        candidates = items_by_cat[rng.choice(len(interest), p=interest)]
+        if len(candidates):
+            return int(rng.choice(candidates))
+    return int(rng.integers(num_items))
+
+
 def generate(out_dir: str, config: GeneratorConfig = GeneratorConfig()) -> Dict:
     """Writes a synthetic log under ``out_dir`` and returns the manifest."""
     rng = np.random.default_rng(config.seed)
@@ -117,13 +126,14 @@ def generate(out_dir: str, config: GeneratorConfig = GeneratorConfig()) -> Dict:
         user = int(session_users[s])
         session = f"s{s:08d}"
         ts = int(session_starts[s])
-        # Half the slate follows the user's interests, half is exploration.
-        for _ in range(config.impressions_per_session):
-            if rng.random() < 0.5:
-                cat = rng.choice(n_cat, p=interests[user])
-                item = int(rng.choice(items_by_cat[cat])) if len(items_by_cat[cat]) else int(rng.integers(config.num_items))
-            else:
+        shown = set()
+        # Half the slate follows the user's interests, half is exploration;
+        # an item is shown at most once per session.
+        for _ in range(min(config.impressions_per_session, config.num_items)):
+            item = _pick_item(rng, interests[user], items_by_cat, config.num_items)
+            while item in shown:
                 item = int(rng.integers(config.num_items))
+            shown.add(item)
             affinity = interests[user, item_cat[item]]
             p_click = float(_sigmoid(-2.2 + 5.0 * affinity + item_quality[item] + user_bias[user]))
             ts += int(rng.integers(1, 30))

@@ -1,6 +1,7 @@
 """The pipeline factory: one DAG for every runner (local, Kubeflow, Airflow)."""
 from __future__ import annotations
 
+import os
 from typing import List, Optional
 
 from tfx import v1 as tfx
@@ -10,6 +11,7 @@ import schemas
 from components.anomalies_gate import AnomaliesGate
 from components.log_example_gen import InteractionLogExampleGen
 from pipeline import eval_config as eval_config_lib
+from pipeline import fingerprint
 from trainer.task import CONFIG_KEY
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
@@ -32,16 +34,22 @@ def create_pipeline(
     schema_path: str = schemas.SCHEMA_PATH,
 ) -> tfx_pipeline.Pipeline:
     """ExampleGen -> statistics -> schema check -> Transform -> Trainer -> Evaluator -> Pusher."""
-    example_gen = InteractionLogExampleGen(input_base=data_dir, history_length=history_length)
+    trainer_code = fingerprint.source_fingerprint(["trainer"])
+    example_gen = InteractionLogExampleGen(
+        input_base=data_dir, history_length=history_length,
+        code_version=fingerprint.source_fingerprint(["components"]))
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
+    schema_gen = tfx.components.ImportSchemaGen(
+        schema_file=fingerprint.content_addressed_copy(
+            schema_path, os.path.join(pipeline_root, "_schemas")))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
 
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
-        preprocessing_fn=PREPROCESSING_FN)
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config={"code_version": trainer_code})
     transform.add_upstream_node(anomalies_gate)
 
     trainer = tfx.components.Trainer(
@@ -51,7 +59,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
-        custom_config={CONFIG_KEY: model_config or {}})
+        custom_config={CONFIG_KEY: model_config or {}, "code_version": trainer_code})
 
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,

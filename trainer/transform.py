@@ -39,8 +39,8 @@ def _token_ids(tokens: tf.RaggedTensor, vocab: tf.Tensor, length: int) -> tf.Ten
     return tokens.with_flat_values(ids).to_tensor(default_value=PAD_ID, shape=[None, length])
 
 
-def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    """TFX Transform entry point."""
+def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[str, tf.Tensor]:
+    """TFX Transform entry point (``custom_config`` only carries the code version)."""
     outputs: Dict[str, tf.Tensor] = {}
     for raw_name, vocab_name in F.ID_VOCABS.items():
         outputs[F.transformed_name(raw_name)] = tft.compute_and_apply_vocabulary(
