@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import tensorflow_model_analysis as tfma
+from google.protobuf import text_format
 from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
 from trainer import features as F
@@ -40,6 +42,33 @@ def _task_metrics(eval_uri: str) -> Dict[str, Dict[str, float]]:
     return per_task
 
 
+def component_timings(store: metadata_store.MetadataStore) -> List[Dict[str, Any]]:
+    """Wall time and state of every component of the latest pipeline run."""
+    runs = store.get_contexts_by_type("pipeline_run")
+    if not runs:
+        return []
+    latest = max(runs, key=lambda c: c.id)
+    types = {t.id: t.name for t in store.get_execution_types()}
+    states = {v: k.lower() for k, v in metadata_store_pb2.Execution.State.items()}
+    rows = []
+    for execution in sorted(store.get_executions_by_context(latest.id),
+                            key=lambda e: e.create_time_since_epoch):
+        rows.append({
+            "component": types[execution.type_id].rsplit(".", 1)[-1],
+            "seconds": round((execution.last_update_time_since_epoch
+                              - execution.create_time_since_epoch) / 1000.0, 1),
+            "state": states.get(execution.last_known_state, "unknown"),
+        })
+    return rows
+
+
+def _describe_failure(failure) -> str:
+    key = failure.metric_key
+    value = failure.metric_value.double_value.value
+    threshold = text_format.MessageToString(failure.metric_threshold, as_one_line=True)
+    return f"{key.output_name}/{key.name} = {value:.4f} fails {threshold}"
+
+
 def summarize(metadata_path: str) -> Dict[str, Any]:
     """Per-task metrics, blessing and push destination of the latest run."""
     config = metadata.sqlite_metadata_connection_config(metadata_path)
@@ -58,24 +87,33 @@ def summarize(metadata_path: str) -> Dict[str, Any]:
         "evaluation_uri": evaluation.uri if evaluation else None,
         "training_curves": (os.path.join(model_run.uri, "training_curves.png")
                             if model_run else None),
+        "components": component_timings(store),
     }
     if evaluation:
         validation = tfma.load_validation_result(evaluation.uri)
         summary["validation_failures"] = [
-            str(failure).replace("\n", " ")
+            _describe_failure(failure)
             for per_slice in validation.metric_validations_per_slice
             for failure in per_slice.failures]
     return summary
 
 
+def _format_metric(name: str, value: float) -> str:
+    return f"{name}={int(value)}" if name == "example_count" else f"{name}={value:.4f}"
+
+
 def format_summary(summary: Dict[str, Any], work_dir: Optional[str] = None) -> str:
     """Human-readable report of a run."""
-    lines = ["", "=== Run summary ==="]
+    lines = ["", "=== Run summary ===", "  components (wall seconds):"]
+    for row in summary.get("components", []):
+        note = "" if row["state"] == "complete" else f" ({row['state']})"
+        lines.append(f"    {row['component']:<28} {row['seconds']:>7.1f}{note}")
+    lines.append("  evaluation per task:")
     for task in summary["tasks"]:
         metrics = summary["metrics"].get(task, {})
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())
+        shown = ", ".join(_format_metric(k, v) for k, v in sorted(metrics.items())
                           if not math.isnan(v)) or "no metrics"
-        lines.append(f"  {task:<10} {shown}")
+        lines.append(f"    {task:<10} {shown}")
     lines.append(f"  blessed: {summary['blessed']}")
     for failure in summary.get("validation_failures") or []:
         lines.append(f"  failed threshold: {failure}")

@@ -11,6 +11,7 @@ def plot_training_curves(history: Dict[str, List[float]], path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     names = sorted(k for k in history if not k.startswith("val_"))
     cols = min(3, len(names))
@@ -23,6 +24,7 @@ def plot_training_curves(history: Dict[str, List[float]], path: str) -> None:
             ax.plot(epochs, history[f"val_{name}"], marker="o", label="eval")
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")

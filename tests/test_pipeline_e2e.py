@@ -1,0 +1,137 @@
+"""The whole TFX pipeline on a small generated log, with LocalDagRunner.
+
+Runs once per module (a couple of minutes): every stage is real.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pipeline import configs, local_runner
+from tests.conftest import write_jsonl
+from trainer import features as F
+
+pytestmark = pytest.mark.e2e
+
+FAST = dict(train_steps=40, eval_steps=10, beam_args=["--runner=DirectRunner", *configs.IN_MEMORY_ARGS],
+            model_config={"epochs": 2, "batch_size": 64},
+            # Lenient bars: this test checks plumbing, not model quality.
+            eval_thresholds={"click": 0.5, "rating": 2.5})
+
+
+@pytest.fixture(scope="module")
+def run(small_logs, tmp_path_factory):
+    work = tmp_path_factory.mktemp("run")
+    config = configs.RunConfig(data_dir=small_logs, work_dir=str(work), **FAST)
+    summary = local_runner.run(config)
+    return config, summary
+
+
+def test_run_blesses_and_pushes_in_tf_serving_layout(run):
+    config, summary = run
+    assert summary["blessed"] and summary["pushed"]
+    version_dir = summary["pushed_destination"]
+    assert os.path.dirname(version_dir) == config.push_base
+    assert os.path.basename(version_dir).isdigit()
+    assert os.path.exists(os.path.join(version_dir, "saved_model.pb"))
+    assert json.load(open(os.path.join(config.work_dir, "run_summary.json")))["pushed"]
+
+
+def test_evaluator_reports_metrics_per_task(run):
+    _, summary = run
+    click, rating = summary["metrics"]["click"], summary["metrics"]["rating"]
+    assert 0.0 <= click["auc"] <= 1.0
+    assert 0.0 < rating["root_mean_squared_error"] < 5.0
+    assert click["example_count"] > rating["example_count"] > 0  # rating is weighted
+
+
+def test_training_curves_and_component_timings(run):
+    _, summary = run
+    assert os.path.getsize(summary["training_curves"]) > 1000
+    components = {row["component"] for row in summary["components"]}
+    assert {"InteractionLogExampleGen", "StatisticsGen", "ExampleValidator", "AnomaliesGate",
+            "Transform", "Trainer", "Evaluator", "Pusher"} <= components
+
+
+SCORE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    model = tf.saved_model.load(sys.argv[1])
+    rows = json.loads(sys.argv[2])
+    def example(row):
+        feature = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
+                   for k, v in row.items()}
+        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    outputs = model.signatures["serving_default"](examples=tf.constant([example(r) for r in rows]))
+    print(json.dumps({k: v.numpy().tolist() for k, v in outputs.items()}))
+    print("modules:", json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in
+                                        ("keras_nlp", "tensorflow_text", "tensorflow_transform"))))
+""")
+
+
+def test_pushed_model_scores_raw_examples_in_a_fresh_process(run):
+    _, summary = run
+    rows = [
+        {F.USER_ID: "u00001", F.ITEM_ID: "i00002", F.ITEM_TITLE: "Jazz piano album",
+         F.ITEM_DESCRIPTION: "song melody concert", F.ITEM_CATEGORY: "music",
+         F.HISTORY_TITLES: "Guitar song | Piano concert"},
+        {F.USER_ID: "never-seen", F.ITEM_ID: "never-seen", F.ITEM_TITLE: "",
+         F.ITEM_DESCRIPTION: "", F.ITEM_CATEGORY: "unknown", F.HISTORY_TITLES: ""},
+        {F.USER_ID: "u00003", F.ITEM_ID: "i00004", F.ITEM_TITLE: "Budget stock",
+         F.ITEM_DESCRIPTION: "invest market", F.ITEM_CATEGORY: "finance", F.HISTORY_TITLES: ""},
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    proc = subprocess.run([sys.executable, "-c", SCORE_SCRIPT, summary["pushed_destination"],
+                           json.dumps(rows)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    outputs = json.loads(lines[-2])
+    assert set(outputs) == set(F.TASK_NAMES)
+    for name, values in outputs.items():
+        assert len(values) == len(rows) and all(len(v) == 1 for v in values), name
+    assert all(0.0 < v[0] < 1.0 for v in outputs["click"])
+    assert all(-10 < v[0] < 15 for v in outputs["rating"])
+    # The serving graph needs neither keras-nlp nor tensorflow-text.
+    assert json.loads(lines[-1].split(":", 1)[1]) == []
+
+
+def test_schema_stops_a_run_on_data_that_breaks_it(small_logs, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(small_logs, data)
+    items = [json.loads(line) for line in open(data / "items.jsonl")]
+    for item in items[::3]:
+        item["category"] = "not-a-category"
+    write_jsonl(str(data / "items.jsonl"), items)
+    config = configs.RunConfig(data_dir=str(data), work_dir=str(tmp_path / "run"), **FAST)
+    with pytest.raises(Exception, match="item_category") as err:
+        local_runner.run(config)
+    assert "schema" in str(err.value)
+    assert not os.path.exists(os.path.join(config.pipeline_root, "Transform"))
+    assert not os.path.exists(config.push_base)
+
+
+def test_missing_or_empty_data_path_is_named(tmp_path):
+    with pytest.raises(SystemExit, match=str(tmp_path / "nowhere")):
+        local_runner.check_data_dir(str(tmp_path / "nowhere"))
+    (tmp_path / "empty" / "events").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="no event logs"):
+        local_runner.check_data_dir(str(tmp_path / "empty"))
+
+
+def test_log_line_without_a_required_field_stops_the_run_naming_it(small_logs, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(small_logs, data)
+    part = data / "events" / "part-00000.jsonl"
+    lines = open(part).read().splitlines()
+    broken = json.loads(lines[5])
+    del broken["user_id"]
+    lines[5] = json.dumps(broken)
+    part.write_text("\n".join(lines) + "\n")
+    config = configs.RunConfig(data_dir=str(data), work_dir=str(tmp_path / "run"), **FAST)
+    with pytest.raises(Exception, match="user_id") as err:
+        local_runner.run(config)
+    assert "part-00000.jsonl" in str(err.value)
