@@ -1,30 +1,41 @@
-"""Turns one user's raw interaction events into training examples.
+"""Rules that turn raw interaction records into training examples.
 
-Pure Python (no Beam), so the rules are easy to test: parsing and checking a
-log line, and walking a user's events in time order to emit one example per
-impression with its labels and the user's history strictly before it.
+Pure Python (no Beam), so every rule is easy to test:
+
+* ``decode_*`` turn one raw line into a record dict;
+* ``normalize_event`` / ``normalize_item`` / ``normalize_user`` map the user's
+  field names to ours and check every value, raising ``BadRecord`` with a
+  reason code and the field;
+* ``user_examples`` walks one user's events in time order and yields one
+  example per impression, with its labels and the user's history strictly
+  before it, holding only the events of the label window in memory.
 """
 from __future__ import annotations
 
 import collections
+import csv
 import dataclasses
+import datetime
+import io
 import json
-from typing import Dict, Iterable, Iterator, List, Mapping, Tuple
+import math
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from components.log_config import EVENT_FIELDS, ITEM_FIELDS, LogConfig, field_map
 from trainer import features as F
 
 EVENT_TYPES = ("impression", "click", "purchase", "rating")
-REQUIRED_EVENT_FIELDS = ("event_id", "event_type", "user_id", "item_id",
-                         "timestamp", "session_id")
-REQUIRED_ITEM_FIELDS = ("item_id", "title", "description", "category")
+REQUIRED_EVENT_FIELDS = ("event_id", "event_type", "user_id", "item_id", "timestamp")
+REQUIRED_ITEM_FIELDS = ("item_id", "title", "category")
+MAX_FIELD_CHARS = 10_000
 # Events at the same second are applied impression first, then its outcomes.
 _TYPE_ORDER = {t: i for i, t in enumerate(EVENT_TYPES)}
 
 
 class BadRecord(ValueError):
-    """A log or catalogue record that cannot be used, with a short reason code."""
+    """A record that cannot be used, with a short reason code for counting."""
 
     def __init__(self, reason: str, detail: str, source: str = ""):
         self.reason, self.detail, self.source = reason, detail, source
@@ -39,117 +50,240 @@ class CatalogItem:
     category: str
 
 
-def _load_json(line: str, source: str, what: str) -> Dict:
+# --- decoding --------------------------------------------------------------
+
+def decode_json(line: str, source: str = "") -> Dict[str, Any]:
     try:
         record = json.loads(line)
     except ValueError as e:
-        raise BadRecord("unparseable", f"{what} is not JSON ({e}): {line[:200]!r}", source) from None
+        raise BadRecord("unparseable", f"not JSON ({e}): {line[:200]!r}", source) from None
     if not isinstance(record, dict):
-        raise BadRecord("unparseable", f"{what} is not a JSON object: {line[:200]!r}", source)
+        raise BadRecord("unparseable", f"not a JSON object: {line[:200]!r}", source)
     return record
 
 
-def _require(record: Dict, fields: Iterable[str], source: str, what: str) -> None:
-    for field in fields:
-        value = record.get(field)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            raise BadRecord(f"missing_{field}",
-                            f"{what} lacks required field {field!r}: {json.dumps(record)[:200]}",
-                            source)
-
-
-def parse_event(line: str, source: str = "") -> Dict:
-    """Parses and checks one JSON event line; raises BadRecord naming the field."""
-    event = _load_json(line, source, "event")
-    _require(event, REQUIRED_EVENT_FIELDS, source, "event")
-    if event["event_type"] not in EVENT_TYPES:
-        raise BadRecord("bad_event_type",
-                        f"event {event['event_id']!r} has event_type {event['event_type']!r}; "
-                        f"expected one of {EVENT_TYPES}", source)
+def decode_csv(line: str, header: Sequence[str], source: str = "") -> Dict[str, Any]:
     try:
-        event["timestamp"] = int(event["timestamp"])
-    except (TypeError, ValueError):
-        raise BadRecord("bad_timestamp",
-                        f"event {event['event_id']!r} has timestamp {event['timestamp']!r}",
-                        source) from None
-    if event["event_type"] == "rating":
-        rating = event.get("rating")
-        if not isinstance(rating, (int, float)) or not 1 <= rating <= 5:
-            raise BadRecord("bad_rating",
-                            f"rating event {event['event_id']!r} has rating {rating!r}; "
-                            "expected a number in 1..5", source)
-    for key in ("user_id", "item_id", "session_id", "event_id"):
-        event[key] = str(event[key])
+        rows = list(csv.reader(io.StringIO(line), strict=True))
+    except csv.Error as e:
+        raise BadRecord("unparseable", f"not CSV ({e}): {line[:200]!r}", source) from None
+    if len(rows) != 1 or len(rows[0]) != len(header):
+        raise BadRecord("unparseable", f"expected {len(header)} CSV columns: {line[:200]!r}", source)
+    return {name: (value if value != "" else None) for name, value in zip(header, rows[0])}
+
+
+# --- normalisation ---------------------------------------------------------
+
+def _text(record: Mapping, source_name: str, field: str, source: str, required: bool) -> Optional[str]:
+    value = record.get(source_name)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        value = None
+    elif isinstance(value, (str, int)) and not isinstance(value, bool):
+        value = str(value).strip()
+    else:
+        raise BadRecord(f"bad_{field}", f"field {source_name!r} has a {type(value).__name__}, "
+                        f"expected a string: {_show(record)}", source)
+    if not value:
+        if required:
+            raise BadRecord(f"missing_{field}", f"lacks required field {source_name!r}: {_show(record)}",
+                            source)
+        return None
+    if len(value) > MAX_FIELD_CHARS:
+        raise BadRecord(f"bad_{field}", f"field {source_name!r} is longer than {MAX_FIELD_CHARS} "
+                        "characters", source)
+    if any(ord(c) < 32 and c not in "\t" for c in value):
+        value = "".join(c if ord(c) >= 32 else " " for c in value)
+    return value
+
+
+def _show(record: Mapping) -> str:
+    return json.dumps(record, default=str)[:200]
+
+
+def parse_timestamp(value: Any) -> int:
+    """Seconds since the epoch from an int, a float or an ISO-8601 string."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a timestamp")
+    if isinstance(value, (int, float)):
+        if math.isnan(value) or math.isinf(value):
+            raise ValueError("not a finite number")
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(float(text))
+        except ValueError:
+            parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+            return int(parsed.timestamp())
+    raise ValueError(f"a {type(value).__name__} is not a timestamp")
+
+
+def normalize_event(record: Mapping, config: LogConfig, max_timestamp: int,
+                    source: str = "") -> Dict[str, Any]:
+    """Maps and checks one event record; raises BadRecord naming the field."""
+    names = field_map(config.event_field_map, EVENT_FIELDS)
+    event = {f: _text(record, names[f], f, source, f in REQUIRED_EVENT_FIELDS)
+             for f in ("event_id", "event_type", "user_id", "item_id", "session_id")}
+    if record.get(names["timestamp"]) in (None, ""):
+        raise BadRecord("missing_timestamp",
+                        f"lacks required field {names['timestamp']!r}: {_show(record)}", source)
+    kind = config.event_type_map.get(event["event_type"], event["event_type"])
+    if kind not in EVENT_TYPES:
+        raise BadRecord("bad_event_type", f"event {event['event_id']!r} has type "
+                        f"{event['event_type']!r}; expected one of {EVENT_TYPES}", source)
+    event["event_type"] = kind
+    try:
+        timestamp = parse_timestamp(record[names["timestamp"]])
+    except (ValueError, OverflowError, OSError) as e:
+        raise BadRecord("bad_timestamp", f"event {event['event_id']!r} has timestamp "
+                        f"{record[names['timestamp']]!r} ({e})", source) from None
+    if not config.min_timestamp <= timestamp <= max_timestamp:
+        raise BadRecord("timestamp_out_of_range", f"event {event['event_id']!r} has timestamp "
+                        f"{timestamp}, outside {config.min_timestamp}..{max_timestamp}", source)
+    event["timestamp"] = timestamp
+    if kind == "rating":
+        raw = record.get(names["rating"])
+        try:
+            rating = float(raw) if not isinstance(raw, bool) else math.nan
+        except (TypeError, ValueError):
+            rating = math.nan
+        if not 1.0 <= rating <= 5.0:
+            raise BadRecord("bad_rating", f"rating event {event['event_id']!r} has rating "
+                            f"{raw!r}; expected a number in 1..5", source)
+        event["rating"] = rating
     return event
 
 
-def parse_item(line: str, source: str = "") -> Tuple[str, CatalogItem]:
-    """Parses one catalogue line into (item_id, CatalogItem)."""
-    item = _load_json(line, source, "catalogue item")
-    _require(item, REQUIRED_ITEM_FIELDS, source, "catalogue item")
-    return str(item["item_id"]), CatalogItem(
-        str(item["title"]), str(item["description"]), str(item["category"]))
+def normalize_item(record: Mapping, config: LogConfig, source: str = "") -> Tuple[str, CatalogItem]:
+    """Maps and checks one catalogue record into (item_id, CatalogItem)."""
+    names = field_map(config.item_field_map, ITEM_FIELDS)
+    values = {f: _text(record, names[f], f, source, f in REQUIRED_ITEM_FIELDS)
+              for f in ("item_id", "title", "description", "category")}
+    description = values["description"] or ""
+    tags = record.get(names["tags"])
+    if isinstance(tags, list):
+        tags = " ".join(str(t) for t in tags)
+    if tags:
+        description = f"{description} {str(tags)[:MAX_FIELD_CHARS]}".strip()
+    return values["item_id"], CatalogItem(values["title"], description, values["category"])
 
+
+def normalize_user(record: Mapping, config: LogConfig, source: str = "") -> Tuple[str, str]:
+    """(user_id, profile text): every other field of the user table as "name value" words."""
+    id_name = config.user_field_map.get("user_id", "user_id")
+    user_id = _text(record, id_name, "user_id", source, True)
+    parts = [f"{k} {v}" for k, v in sorted(record.items())
+             if k != id_name and v not in (None, "") and isinstance(v, (str, int, float))]
+    return user_id, " ".join(parts)[:MAX_FIELD_CHARS]
+
+
+# --- examples ----------------------------------------------------------------
 
 @dataclasses.dataclass
 class _Impression:
-    event: Dict
+    event: Dict[str, Any]
     item: CatalogItem
-    history_titles: str
+    history_ids: List[str]
+    history_titles: List[str]
     click: int = 0
+    click_time: Optional[int] = None
     purchase: int = 0
     rating: float = 0.0
     rating_weight: float = 0.0
 
 
 def user_examples(
-    events: Iterable[Dict],
+    events: Iterable[Dict[str, Any]],
     catalog: Mapping[str, CatalogItem],
-    history_length: int,
-    counts: collections.Counter | None = None,
-) -> Iterator[tf.train.Example]:
-    """Yields one tf.Example per impression of one user's events.
+    config: LogConfig,
+    user_profile: str = "",
+    counts: Optional[collections.Counter] = None,
+) -> Iterator[Tuple[int, str, tf.train.Example]]:
+    """Yields (timestamp, event_id, example) per impression of one user.
 
-    Labels come from the click, purchase and rating events of the same session
-    and item. The history is the titles of the last ``history_length`` clicked
-    items strictly before the impression. Outcome events without an impression
-    are counted under ``orphan_<type>`` in ``counts``.
+    * click: a click on the same item within ``click_window_seconds`` after the
+      impression (and in the same session when both carry one);
+    * purchase (conversion): a purchase of a clicked item within
+      ``conversion_window_seconds`` after the click;
+    * rating: a rating of the item within the conversion window, weight 1.
+    Impressions without a click are negatives. Duplicate event ids are dropped
+    and counted; outcomes that match no impression are counted as orphans.
+    The history is the last ``history_length`` clicked items strictly before
+    the impression.
     """
     counts = counts if counts is not None else collections.Counter()
     ordered = sorted(events, key=lambda e: (e["timestamp"], _TYPE_ORDER[e["event_type"]], e["event_id"]))
-    history: collections.deque = collections.deque(maxlen=history_length)
-    open_impressions: Dict[Tuple[str, str], _Impression] = {}
-    impressions: List[_Impression] = []
+    horizon = config.click_window_seconds + config.conversion_window_seconds
+    history: collections.deque = collections.deque(maxlen=max(config.history_length, 1))
+    pending: collections.deque = collections.deque()   # impressions still open for labels
+    by_item: Dict[str, List[_Impression]] = collections.defaultdict(list)
+    ids_this_second: set = set()
+    second = None
+
+    def flush(before: Optional[int]):
+        while pending and (before is None or pending[0].event["timestamp"] + horizon < before):
+            imp = pending.popleft()
+            same_item = by_item[imp.event["item_id"]]
+            same_item.remove(imp)
+            if not same_item:
+                del by_item[imp.event["item_id"]]
+            counts["examples"] += 1
+            yield imp.event["timestamp"], imp.event["event_id"], _to_example(imp, user_profile)
+
     for event in ordered:
-        item = catalog.get(event["item_id"])
-        if item is None:
-            raise BadRecord("unknown_item",
-                            f"event {event['event_id']!r} refers to item {event['item_id']!r}, "
-                            "which is not in the catalogue")
-        key = (event["session_id"], event["item_id"])
+        ts = event["timestamp"]
+        if ts != second:
+            second, ids_this_second = ts, set()
+        if event["event_id"] in ids_this_second:
+            counts["duplicate_events"] += 1
+            continue
+        ids_this_second.add(event["event_id"])
+        yield from flush(ts)
+        item = catalog[event["item_id"]]
         kind = event["event_type"]
         if kind == "impression":
-            imp = _Impression(event, item, F.HISTORY_SEPARATOR.join(history))
-            open_impressions[key] = imp
-            impressions.append(imp)
+            keep = config.history_length
+            imp = _Impression(event, item, [i for i, _ in history][-keep:] if keep else [],
+                              [t for _, t in history][-keep:] if keep else [])
+            pending.append(imp)
+            by_item[event["item_id"]].append(imp)
             continue
-        imp = open_impressions.get(key)
+        imp = _match(by_item.get(event["item_id"], ()), event, config)
         if imp is None:
             counts[f"orphan_{kind}"] += 1
         elif kind == "click":
-            imp.click = 1
+            imp.click, imp.click_time = 1, ts
         elif kind == "purchase":
             imp.purchase = 1
-        elif kind == "rating":
-            imp.rating, imp.rating_weight = float(event["rating"]), 1.0
+        else:
+            imp.rating, imp.rating_weight = event["rating"], 1.0
         if kind == "click":
-            history.append(item.title)
-    counts["examples"] += len(impressions)
-    for imp in impressions:
-        yield _to_example(imp)
+            history.append((event["item_id"], item.title))
+    yield from flush(None)
 
 
-def _to_example(imp: _Impression) -> tf.train.Example:
+def _match(candidates: Sequence[_Impression], event: Dict, config: LogConfig) -> Optional[_Impression]:
+    """The latest open impression of the item that this outcome event belongs to."""
+    ts, kind, session = event["timestamp"], event["event_type"], event.get("session_id")
+    for imp in reversed(candidates):
+        imp_session = imp.event.get("session_id")
+        if session and imp_session and session != imp_session:
+            continue
+        if kind == "click":
+            if imp.click == 0 and ts - imp.event["timestamp"] <= config.click_window_seconds:
+                return imp
+        elif kind == "purchase":
+            if imp.click and imp.purchase == 0 and ts - imp.click_time <= config.conversion_window_seconds:
+                return imp
+        elif imp.rating_weight == 0.0 and ts - imp.event["timestamp"] <= (
+                config.click_window_seconds + config.conversion_window_seconds):
+            return imp
+    return None
+
+
+def _to_example(imp: _Impression, user_profile: str) -> tf.train.Example:
     values = {
         F.EVENT_ID: imp.event["event_id"],
         F.TIMESTAMP: imp.event["timestamp"],
@@ -158,7 +292,9 @@ def _to_example(imp: _Impression) -> tf.train.Example:
         F.ITEM_TITLE: imp.item.title,
         F.ITEM_DESCRIPTION: imp.item.description,
         F.ITEM_CATEGORY: imp.item.category,
-        F.HISTORY_TITLES: imp.history_titles,
+        F.HISTORY_TITLES: F.HISTORY_SEPARATOR.join(imp.history_titles),
+        F.HISTORY_ITEM_IDS: imp.history_ids,
+        F.USER_PROFILE: user_profile,
         F.CLICK: imp.click,
         F.PURCHASE: imp.purchase,
         F.RATING: imp.rating,
@@ -168,10 +304,12 @@ def _to_example(imp: _Impression) -> tf.train.Example:
     feature = {}
     for spec in F.RAW_FEATURES:
         value = values[spec.name]
+        items = value if isinstance(value, list) else [value]
         if spec.dtype == "string":
-            feature[spec.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
+            feature[spec.name] = tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[v.encode("utf-8", "replace") for v in items]))
         elif spec.dtype == "int":
-            feature[spec.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+            feature[spec.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in items]))
         else:
-            feature[spec.name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+            feature[spec.name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in items]))
     return tf.train.Example(features=tf.train.Features(feature=feature))

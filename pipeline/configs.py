@@ -8,6 +8,9 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Optional
 
+import schemas
+from components.log_config import LogConfig
+
 PIPELINE_NAME = "recsys"
 MODEL_NAME = "recommender"
 
@@ -28,7 +31,8 @@ class RunConfig:
     model_name: str = MODEL_NAME
     train_steps: int = 300
     eval_steps: int = 50
-    history_length: int = 10
+    log_config: LogConfig = dataclasses.field(default_factory=LogConfig)
+    schema_path: str = schemas.SCHEMA_PATH
     beam_args: Optional[List[str]] = None
     model_config: Dict[str, Any] = dataclasses.field(default_factory=dict)
     eval_thresholds: Optional[Dict[str, float]] = None

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import os
@@ -14,22 +15,26 @@ from typing import List, Optional
 
 from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)
 
+import schemas
+from components.log_config import LogConfig
 from datagen import synthetic
 from pipeline import configs, run_summary
 
 DEFAULT_SYNTHETIC_DIR = "data/synthetic"
 
 
-def check_data_dir(data_dir: str) -> None:
+def check_data_dir(data_dir: str, log_config: LogConfig = LogConfig()) -> None:
     """Fails early, naming the path, when the input is missing or empty."""
     if not os.path.isdir(data_dir):
         raise SystemExit(f"error: data path {data_dir!r} does not exist or is not a directory")
-    events_dir = os.path.join(data_dir, "events")
-    if not os.path.isdir(events_dir) or not any(
-            os.path.getsize(os.path.join(events_dir, f)) for f in os.listdir(events_dir)):
-        raise SystemExit(f"error: no event logs under {events_dir!r} (expected events/*.jsonl[.gz])")
-    if not any(f.startswith("items.jsonl") for f in os.listdir(data_dir)):
-        raise SystemExit(f"error: no item catalogue {os.path.join(data_dir, 'items.jsonl')!r}")
+    inputs = [("event logs", log_config.events_pattern), ("item catalogue", log_config.catalog_pattern)]
+    if log_config.users_pattern:
+        inputs.append(("user table", log_config.users_pattern))
+    for what, pattern in inputs:
+        files = glob.glob(os.path.join(data_dir, pattern))
+        if not any(os.path.isfile(f) and os.path.getsize(f) for f in files):
+            raise SystemExit(f"error: no {what}: nothing non-empty matches "
+                             f"{os.path.join(data_dir, pattern)!r}")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -51,6 +56,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--beam-arg", action="append", dest="beam_args", default=None,
                    help="a Beam pipeline argument, repeatable (default: DirectRunner, "
                         "in-memory for small inputs, multi-processing for large)")
+    p.add_argument("--log-config", help="JSON file with a components.log_config.LogConfig: "
+                   "file patterns and formats, field names, label windows, split, bad-row limit")
+    p.add_argument("--schema", default=schemas.SCHEMA_PATH,
+                   help="curated schema to validate against (default: %(default)s)")
     p.add_argument("--no-cache", action="store_true", help="re-run every component")
     return p.parse_args(argv)
 
@@ -64,7 +73,11 @@ def build_run_config(args: argparse.Namespace) -> configs.RunConfig:
         manifest = synthetic.ensure_dataset(data_dir, config)
         logging.info("Synthetic logs in %s: %s (Bayes click AUC %.4f)", data_dir,
                      manifest["event_counts"], manifest["bayes_click_auc"])
-    check_data_dir(data_dir)
+    log_config = LogConfig()
+    if args.log_config:
+        with open(args.log_config) as f:
+            log_config = LogConfig.from_dict(json.load(f))
+    check_data_dir(data_dir, log_config)
     model_config = json.loads(args.model_config)
     model_config.setdefault("epochs", args.epochs)
     return configs.RunConfig(
@@ -76,6 +89,8 @@ def build_run_config(args: argparse.Namespace) -> configs.RunConfig:
         eval_steps=args.eval_steps,
         beam_args=args.beam_args or configs.default_beam_args(data_dir),
         model_config=model_config,
+        log_config=log_config,
+        schema_path=os.path.abspath(args.schema),
         enable_cache=not args.no_cache)
 
 
@@ -94,7 +109,8 @@ def run(config: configs.RunConfig) -> dict:
         push_base=config.push_base,
         train_steps=config.train_steps,
         eval_steps=config.eval_steps,
-        history_length=config.history_length,
+        log_config=config.log_config,
+        schema_path=config.schema_path,
         model_config=config.model_config,
         eval_thresholds=config.eval_thresholds,
         beam_pipeline_args=config.beam_args,

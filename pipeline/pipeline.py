@@ -9,6 +9,7 @@ from tfx.orchestration import pipeline as tfx_pipeline
 
 import schemas
 from components.anomalies_gate import AnomaliesGate
+from components.log_config import LogConfig
 from components.log_example_gen import InteractionLogExampleGen
 from pipeline import eval_config as eval_config_lib
 from pipeline import fingerprint
@@ -25,7 +26,7 @@ def create_pipeline(
     push_base: str,
     train_steps: int,
     eval_steps: int,
-    history_length: int = 10,
+    log_config: Optional[LogConfig] = None,
     model_config: Optional[dict] = None,
     eval_thresholds: Optional[dict] = None,
     beam_pipeline_args: Optional[List[str]] = None,
@@ -36,7 +37,7 @@ def create_pipeline(
     """ExampleGen -> statistics -> schema check -> Transform -> Trainer -> Evaluator -> Pusher."""
     trainer_code = fingerprint.source_fingerprint(["trainer"])
     example_gen = InteractionLogExampleGen(
-        input_base=data_dir, history_length=history_length,
+        input_base=data_dir, log_config=log_config,
         code_version=fingerprint.source_fingerprint(["components"]))
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(

@@ -2,6 +2,7 @@
 
 Runs once per module (a couple of minutes): every stage is real.
 """
+import glob
 import json
 import os
 import shutil
@@ -122,16 +123,19 @@ def test_missing_or_empty_data_path_is_named(tmp_path):
         local_runner.check_data_dir(str(tmp_path / "empty"))
 
 
-def test_log_line_without_a_required_field_stops_the_run_naming_it(small_logs, tmp_path):
+def test_logs_without_a_required_field_stop_the_run_naming_it(small_logs, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(small_logs, data)
     part = data / "events" / "part-00000.jsonl"
-    lines = open(part).read().splitlines()
-    broken = json.loads(lines[5])
-    del broken["user_id"]
-    lines[5] = json.dumps(broken)
-    part.write_text("\n".join(lines) + "\n")
+    rows = [json.loads(line) for line in open(part)]
+    for row in rows:
+        del row["user_id"]
+    write_jsonl(str(part), rows)
     config = configs.RunConfig(data_dir=str(data), work_dir=str(tmp_path / "run"), **FAST)
-    with pytest.raises(Exception, match="user_id") as err:
+    with pytest.raises(Exception, match="missing_user_id") as err:
         local_runner.run(config)
-    assert "part-00000.jsonl" in str(err.value)
+    assert "DeadLetters" in str(err.value)
+    dead = glob.glob(os.path.join(config.pipeline_root, "InteractionLogExampleGen", "rejected",
+                                  "*", "DeadLetters", "*.jsonl"))
+    assert dead and os.path.dirname(dead[0]) in str(err.value)
+    assert sum(1 for path in dead for _ in open(path)) == len(rows)

@@ -9,9 +9,21 @@ from trainer.data import MODEL_INPUTS
 
 
 def serving_raw_feature_spec(tf_transform_output: tft.TFTransformOutput):
-    """The raw feature spec a client must send (no labels or metadata)."""
+    """The raw features a client sends (no labels or metadata).
+
+    Optional text features default to the empty string when left out.
+    """
     spec = tf_transform_output.raw_feature_spec()
-    return {name: spec[name] for name in F.SERVING_FEATURES}
+    serving = {}
+    for feature in F.RAW_FEATURES:
+        if feature.role != "model":
+            continue
+        parse_spec = spec[feature.name]
+        if feature.optional and isinstance(parse_spec, tf.io.FixedLenFeature):
+            parse_spec = tf.io.FixedLenFeature(parse_spec.shape, parse_spec.dtype,
+                                               default_value=[""] * max(1, int(sum(parse_spec.shape))))
+        serving[feature.name] = parse_spec
+    return serving
 
 
 def make_serving_fn(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput):

@@ -15,6 +15,8 @@ ITEM_TITLE = "item_title"
 ITEM_DESCRIPTION = "item_description"
 ITEM_CATEGORY = "item_category"
 HISTORY_TITLES = "history_titles"
+HISTORY_ITEM_IDS = "history_item_ids"  # a list, newest last
+USER_PROFILE = "user_profile"  # text from the optional user table
 TIMESTAMP = "timestamp"
 EVENT_ID = "event_id"
 
@@ -36,6 +38,8 @@ class RawFeature:
     name: str
     dtype: str
     role: str  # "model" (serving input), "label", "weight" or "meta"
+    varlen: bool = False  # a list of values rather than exactly one
+    optional: bool = False  # serving requests may leave it out (empty)
 
 
 RAW_FEATURES: Tuple[RawFeature, ...] = (
@@ -44,9 +48,11 @@ RAW_FEATURES: Tuple[RawFeature, ...] = (
     RawFeature(USER_ID, "string", "model"),
     RawFeature(ITEM_ID, "string", "model"),
     RawFeature(ITEM_TITLE, "string", "model"),
-    RawFeature(ITEM_DESCRIPTION, "string", "model"),
+    RawFeature(ITEM_DESCRIPTION, "string", "model", optional=True),
     RawFeature(ITEM_CATEGORY, "string", "model"),
-    RawFeature(HISTORY_TITLES, "string", "model"),
+    RawFeature(HISTORY_TITLES, "string", "model", optional=True),
+    RawFeature(HISTORY_ITEM_IDS, "string", "model", varlen=True, optional=True),
+    RawFeature(USER_PROFILE, "string", "model", optional=True),
     RawFeature(CLICK, "int", "label"),
     RawFeature(PURCHASE, "int", "label"),
     RawFeature(RATING, "float", "label"),

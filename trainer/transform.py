@@ -48,7 +48,9 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[s
 
     item_tokens = tokenize(tf.strings.join(
         [_dense(inputs[F.ITEM_TITLE]), _dense(inputs[F.ITEM_DESCRIPTION])], separator=" "))
-    history_tokens = tokenize(inputs[F.HISTORY_TITLES])
+    # The user's text: profile (from the optional user table), then history titles.
+    history_tokens = tokenize(tf.strings.join(
+        [_dense(inputs[F.USER_PROFILE]), _dense(inputs[F.HISTORY_TITLES])], separator=" "))
     vocab = tft.vocabulary(
         tf.concat([item_tokens.flat_values, history_tokens.flat_values], axis=0),
         top_k=TEXT_VOCAB_TOP_K, frequency_threshold=TEXT_VOCAB_MIN_FREQUENCY,
