@@ -38,5 +38,6 @@ setup(
     entry_points={"console_scripts": [
         "recsys-pipeline=pipeline.local_runner:main",
         "recsys-generate=datagen.synthetic:main",
+        "recsys-movielens=datagen.movielens:main",
     ]},
 )

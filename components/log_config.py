@@ -57,7 +57,7 @@ class LogConfig:
     history_length: int = 10
     click_window_seconds: int = 3600
     conversion_window_seconds: int = 7 * 86400
-    min_timestamp: int = 946684800      # 2000-01-01
+    min_timestamp: int = 631152000      # 1990-01-01
     max_future_seconds: int = 86400     # beyond "now" + this is out of range
     max_bad_fraction: float = 0.01
     split: SplitConfig = dataclasses.field(default_factory=SplitConfig)

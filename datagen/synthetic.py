@@ -156,9 +156,9 @@ def generate(out_dir: str, config: GeneratorConfig = GeneratorConfig()) -> Dict:
     per_file = math.ceil(len(events) / config.num_files)
     for f in range(config.num_files):
         path = os.path.join(out_dir, "events", f"part-{f:05d}.jsonl")
-        _write_jsonl(path, events[f * per_file:(f + 1) * per_file])
-    _write_jsonl(os.path.join(out_dir, "items.jsonl"), items)
-    _write_jsonl(os.path.join(out_dir, "truth.jsonl"), truth)
+        write_jsonl(path, events[f * per_file:(f + 1) * per_file])
+    write_jsonl(os.path.join(out_dir, "items.jsonl"), items)
+    write_jsonl(os.path.join(out_dir, "truth.jsonl"), truth)
 
     counts: Dict[str, int] = {}
     for e in events:
@@ -195,7 +195,8 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def _write_jsonl(path: str, rows: List[Dict]) -> None:
+def write_jsonl(path: str, rows: List[Dict]) -> None:
+    """Writes rows as JSON Lines atomically (temp file, then rename)."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         for row in rows:
