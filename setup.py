@@ -31,7 +31,7 @@ setup(
                 "TFMA blessing, TF Serving push.",
     python_requires=">=3.9",
     packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*",
-                                    "trainer", "trainer.*", "schemas", "datagen"]),
+                                    "trainer", "trainer.*", "schemas", "datagen", "serving"]),
     package_data={"schemas": ["*.pbtxt"]},
     install_requires=REQUIRED,
     extras_require={"dev": ["pytest", "hypothesis"]},
@@ -39,5 +39,7 @@ setup(
         "recsys-pipeline=pipeline.local_runner:main",
         "recsys-generate=datagen.synthetic:main",
         "recsys-movielens=datagen.movielens:main",
+        "recsys-serve=serving.server:main",
+        "recsys-client=serving.client:main",
     ]},
 )

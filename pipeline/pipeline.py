@@ -9,6 +9,7 @@ from tfx.orchestration import pipeline as tfx_pipeline
 
 import schemas
 from components.anomalies_gate import AnomaliesGate
+from components.atomic_pusher import AtomicPusher
 from components.log_config import LogConfig
 from components.log_example_gen import InteractionLogExampleGen
 from pipeline import eval_config as eval_config_lib
@@ -75,7 +76,7 @@ def create_pipeline(
         eval_config=eval_config_lib.build_eval_config(
             eval_thresholds or eval_config_lib.DEFAULT_THRESHOLDS))
 
-    pusher = tfx.components.Pusher(
+    pusher = AtomicPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(

@@ -55,7 +55,7 @@ def test_training_curves_and_component_timings(run):
     assert os.path.getsize(summary["training_curves"]) > 1000
     components = {row["component"] for row in summary["components"]}
     assert {"InteractionLogExampleGen", "StatisticsGen", "ExampleValidator", "AnomaliesGate",
-            "Transform", "Trainer", "Evaluator", "Pusher"} <= components
+            "Transform", "Trainer", "Evaluator", "AtomicPusher"} <= components
 
 
 SCORE_SCRIPT = textwrap.dedent("""

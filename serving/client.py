@@ -1,0 +1,164 @@
+"""gRPC client for the recommender, over TF Serving's standard stubs.
+
+Works against the local ``serving.server`` and the real TF Serving alike.
+
+Requests use the ``serving_default`` signature: one input, ``examples``, a
+1-D string tensor of serialized ``tf.train.Example``s holding the raw
+features (see ``make_example``); the outputs are one ``[batch, 1]`` float
+tensor per task.
+
+    recsys-client --target 127.0.0.1:8500 recommend --catalog data/items.jsonl \\
+        --user-id u00001 --history "Jazz piano | Guitar song" --k 10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from trainer import keras_env as _keras_env  # noqa: F401  (before TF)
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc)
+
+from trainer import features as F
+
+ITEM_FIELDS = {F.ITEM_ID: "item_id", F.ITEM_TITLE: "title", F.ITEM_DESCRIPTION: "description",
+               F.ITEM_CATEGORY: "category"}
+
+
+def make_example(features: Mapping[str, object]) -> bytes:
+    """A serialized tf.Example of raw serving features (strings, or a list for lists)."""
+    unknown = sorted(set(features) - set(F.SERVING_FEATURES))
+    if unknown:
+        raise ValueError(f"unknown features {unknown}; the model takes {list(F.SERVING_FEATURES)}")
+    feature = {}
+    for name, value in features.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[str(v).encode("utf-8") for v in values]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def item_features(item: Mapping[str, object]) -> Dict[str, object]:
+    """Catalogue row (item_id, title, description, category) -> raw item features."""
+    return {feature: item.get(field) or "" for feature, field in ITEM_FIELDS.items()}
+
+
+class RecommenderClient:
+    """Scores and recommends through a TF Serving-compatible server."""
+
+    def __init__(self, target: str = "127.0.0.1:8500", model_name: str = "recommender",
+                 timeout: float = 30.0, max_message_bytes: int = 64 * 2**20):
+        self.model_name, self.timeout = model_name, timeout
+        self._channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes)])
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        grpc.channel_ready_future(self._channel).result(timeout=timeout)
+
+    def status(self) -> List[Tuple[int, str]]:
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = self.model_name
+        response = self._models.GetModelStatus(request, timeout=self.timeout)
+        names = get_model_status_pb2.ModelVersionStatus.State.Name
+        return [(s.version, names(s.state)) for s in response.model_version_status]
+
+    def signatures(self) -> Dict[str, object]:
+        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        request.model_spec.name = self.model_name
+        request.metadata_field.append("signature_def")
+        response = self._predict.GetModelMetadata(request, timeout=self.timeout)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        return dict(signature_map.signature_def)
+
+    def predict_examples(self, rows: Sequence[Mapping[str, object]],
+                         version: Optional[int] = None) -> Tuple[Dict[str, np.ndarray], int]:
+        """Runs ``serving_default`` on raw feature rows; returns (outputs, model version)."""
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model_name
+        request.model_spec.signature_name = "serving_default"
+        if version is not None:
+            request.model_spec.version.value = version
+        request.inputs["examples"].CopyFrom(
+            tf.make_tensor_proto([make_example(r) for r in rows], dtype=tf.string))
+        response = self._predict.Predict(request, timeout=self.timeout)
+        outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        return outputs, response.model_spec.version.value
+
+    def score(self, user: Mapping[str, object], items: Sequence[Mapping[str, object]]) -> Dict[str, np.ndarray]:
+        """Every task's output for the user paired with each catalogue item."""
+        outputs, _ = self.predict_examples([{**user, **item_features(item)} for item in items])
+        return {name: value.reshape(-1) for name, value in outputs.items()}
+
+    def recommend(self, user: Mapping[str, object], catalog: Sequence[Mapping[str, object]], k: int = 10,
+                  exclude: Iterable[str] = (), batch_size: int = 256,
+                  task: str = "click") -> List[Tuple[str, float]]:
+        """Top-``k`` (item_id, score) over the catalogue, ranked by ``task``'s output."""
+        excluded = set(exclude)
+        candidates = [item for item in catalog if str(item["item_id"]) not in excluded]
+        scores: List[float] = []
+        for start in range(0, len(candidates), batch_size):
+            scores.extend(self.score(user, candidates[start:start + batch_size])[task].tolist())
+        order = np.argsort(-np.asarray(scores), kind="stable")[:k]
+        return [(str(candidates[i]["item_id"]), float(scores[i])) for i in order]
+
+
+def load_catalog_jsonl(path: str) -> List[Dict[str, object]]:
+    with tf.io.gfile.GFile(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Query the recommender over gRPC.")
+    p.add_argument("--target", default="127.0.0.1:8500")
+    p.add_argument("--model-name", default="recommender")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="model versions and their states")
+    for name in ("score", "recommend"):
+        c = sub.add_parser(name)
+        c.add_argument("--catalog", required=True, help="items.jsonl (item_id, title, description, category)")
+        c.add_argument("--user-id", required=True)
+        c.add_argument("--history", default="", help='titles of recently clicked items, joined by " | "')
+        c.add_argument("--profile", default="", help="user profile text")
+    sub.choices["score"].add_argument("--item-id", action="append", required=True)
+    sub.choices["recommend"].add_argument("--k", type=int, default=10)
+    args = p.parse_args(argv)
+    with RecommenderClient(args.target, args.model_name) as client:
+        if args.command == "status":
+            print(json.dumps(client.status()))
+            return
+        catalog = load_catalog_jsonl(args.catalog)
+        user = {F.USER_ID: args.user_id, F.HISTORY_TITLES: args.history, F.USER_PROFILE: args.profile}
+        if args.command == "score":
+            by_id = {str(i["item_id"]): i for i in catalog}
+            missing = [i for i in args.item_id if i not in by_id]
+            if missing:
+                raise SystemExit(f"error: items {missing} are not in {args.catalog}")
+            scores = client.score(user, [by_id[i] for i in args.item_id])
+            for n, item_id in enumerate(args.item_id):
+                print(item_id, {task: round(float(v[n]), 4) for task, v in scores.items()})
+        else:
+            titles = {str(i["item_id"]): i.get("title", "") for i in catalog}
+            for rank, (item_id, score) in enumerate(client.recommend(user, catalog, args.k), 1):
+                print(f"{rank:>3}. {item_id:<10} {score:.4f}  {titles[item_id]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The local TF Serving-compatible server and the client, end to end over gRPC.
+
+Every test runs against the local server; the ones marked ``both`` also run
+against a real ``tensorflow_model_server`` when one is on PATH.
+"""
+import os
+import socket
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from components import atomic_pusher
+from serving.client import RecommenderClient
+from serving.server import ModelServer
+from tests.serving_fixtures import push_toy, start_tf_serving, which_tf_serving
+
+MODEL = "toy"
+SERVERS = ["local"] + (["tf_serving"] if which_tf_serving() else [])
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    base = tmp_path / "serving" / MODEL
+    push_toy(str(base), 1, str(tmp_path / "scratch"))
+    return base
+
+
+@pytest.fixture
+def local_server(model_dir):
+    server = ModelServer(MODEL, str(model_dir), port=0, poll_seconds=0.2, max_batch_size=64,
+                         max_message_bytes=2**20).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=SERVERS)
+def any_server(request, model_dir):
+    """(address, kind) of a server over ``model_dir``: local, and real TF Serving if present."""
+    if request.param == "local":
+        server = ModelServer(MODEL, str(model_dir), port=0, poll_seconds=0.2).start()
+        yield server.address, "local"
+        server.stop()
+    else:
+        port = _free_port()
+        proc = start_tf_serving(which_tf_serving(), MODEL, str(model_dir), port)
+        yield f"127.0.0.1:{port}", "tf_serving"
+        proc.terminate()
+        proc.wait(10)
+
+
+def _client(address):
+    client = RecommenderClient(address, MODEL, timeout=10)
+    client.wait_ready(30)
+    return client
+
+
+def test_client_scores_through_either_server(any_server):
+    address, _ = any_server
+    with _client(address) as client:
+        for _ in range(50):  # the real server may still be loading
+            try:
+                outputs, version = client.predict_examples([{"user_id": "a"}, {"user_id": "b"}])
+                break
+            except grpc.RpcError:
+                time.sleep(0.2)
+        assert version == 1
+        assert outputs["click"].shape == (2, 1) and np.allclose(outputs["click"], 0.001)
+        assert (1, "AVAILABLE") in client.status()
+        assert "serving_default" in client.signatures()
+
+
+def test_recommend_ranks_the_catalogue(local_server):
+    with _client(local_server.address) as client:
+        catalog = [{"item_id": f"i{n}", "title": "t", "category": "c"} for n in range(70)]
+        top = client.recommend({"user_id": "u"}, catalog, k=5, exclude={"i0"}, batch_size=32)
+        assert len(top) == 5 and len({i for i, _ in top}) == 5 and "i0" not in {i for i, _ in top}
+
+
+def test_binds_loopback_by_default(model_dir):
+    server = ModelServer(MODEL, str(model_dir), port=0)
+    assert server.address.startswith("127.0.0.1:")
+    server.stop()
+
+
+def test_hot_swap_under_concurrent_load_fails_no_request(local_server, model_dir, tmp_path):
+    failures, versions, stop = [], set(), threading.Event()
+
+    def hammer():
+        with _client(local_server.address) as client:
+            while not stop.is_set():
+                try:
+                    outputs, version = client.predict_examples([{"user_id": "x"}] * 8)
+                    assert np.allclose(outputs["click"], version / 1000.0)
+                    versions.add(version)
+                except Exception as e:  # noqa: BLE001 - every failure counts
+                    failures.append(repr(e))
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    push_toy(str(model_dir), 2, str(tmp_path / "scratch"))
+    deadline = time.time() + 30
+    while local_server.store.current.version != 2 and time.time() < deadline:
+        time.sleep(0.1)
+    import shutil
+    shutil.rmtree(model_dir / "1")  # the old version goes away while requests run
+    push_toy(str(model_dir), 3, str(tmp_path / "scratch"))
+    while local_server.store.current.version != 3 and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert {1, 2, 3} <= versions or {1, 3} <= versions
+    assert local_server.store.current.version == 3
+
+
+def test_corrupt_and_partial_versions_are_ignored(local_server, model_dir):
+    (model_dir / "7").mkdir()
+    (model_dir / "7" / "saved_model.pb").write_bytes(b"not a protobuf")
+    (model_dir / "8").mkdir()  # still being copied: no saved_model.pb
+    (model_dir / "8" / "variables").mkdir()
+    (model_dir / ".incoming-9").mkdir()
+    time.sleep(1.0)
+    with _client(local_server.address) as client:
+        _, version = client.predict_examples([{"user_id": "a"}])
+        assert version == 1
+        status = dict(client.status())
+        assert status[1] == "AVAILABLE" and status[7] == "END" and 8 not in status
+
+
+def _raw_predict(address, model=MODEL, signature="", inputs=None):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    for name, proto in (inputs or {}).items():
+        request.inputs[name].CopyFrom(proto)
+    with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        return prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=10)
+
+
+GOOD = {"examples": tf.make_tensor_proto([b""], dtype=tf.string)}
+
+
+@pytest.mark.parametrize("kwargs,code,words", [
+    (dict(model="nope", inputs=GOOD), grpc.StatusCode.NOT_FOUND, "nope"),
+    (dict(signature="missing", inputs=GOOD), grpc.StatusCode.FAILED_PRECONDITION, "missing"),
+    (dict(inputs={}), grpc.StatusCode.INVALID_ARGUMENT, "missing ['examples']"),
+    (dict(inputs={**GOOD, "extra": GOOD["examples"]}), grpc.StatusCode.INVALID_ARGUMENT, "unexpected ['extra']"),
+    (dict(inputs={"examples": tf.make_tensor_proto([1.0, 2.0])}), grpc.StatusCode.INVALID_ARGUMENT, "must be string"),
+    (dict(inputs={"examples": tf.make_tensor_proto([[b"a"]], dtype=tf.string)}), grpc.StatusCode.INVALID_ARGUMENT, "shape"),
+    (dict(inputs={"examples": tf.make_tensor_proto([b"\xff not an example"], dtype=tf.string)}),
+     grpc.StatusCode.INVALID_ARGUMENT, ""),
+    (dict(inputs={"examples": tf.make_tensor_proto([b""] * 65, dtype=tf.string)}),
+     grpc.StatusCode.INVALID_ARGUMENT, "exceeds the maximum of 64"),
+    (dict(inputs={"examples": tf.make_tensor_proto([b"x" * (2**20 + 10)], dtype=tf.string)}),
+     grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+])
+def test_bad_requests_get_the_right_status_and_serving_goes_on(local_server, kwargs, code, words):
+    with pytest.raises(grpc.RpcError) as err:
+        _raw_predict(local_server.address, **kwargs)
+    assert err.value.code() == code, err.value.details()
+    assert words in (err.value.details() or "")
+    ok = _raw_predict(local_server.address, inputs=GOOD)
+    assert ok.model_spec.version.value == 1
+
+
+def test_atomic_push_leaves_nothing_behind_on_failure(tmp_path, monkeypatch):
+    base = tmp_path / "serving" / MODEL
+    push_toy(str(base), 1, str(tmp_path / "scratch"))
+    staged = str(tmp_path / "scratch" / "toy-1")
+
+    def broken_copy(src, dst, *a, **k):
+        os.makedirs(os.path.join(dst, "variables"))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic_pusher.shutil, "copytree", broken_copy)
+    with pytest.raises(atomic_pusher.PushError, match="No space left"):
+        atomic_pusher.push_atomically(staged, str(base), "2")
+    assert sorted(os.listdir(base)) == ["1"]
+
+
+def test_push_into_an_unwritable_place_fails_cleanly(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    push_toy(str(tmp_path / "ok"), 1, str(tmp_path / "scratch"))
+    with pytest.raises(atomic_pusher.PushError):
+        atomic_pusher.push_atomically(str(tmp_path / "scratch" / "toy-1"), str(blocker / "models"), "2")
+    with pytest.raises(atomic_pusher.PushError, match="already exists"):
+        atomic_pusher.push_atomically(str(tmp_path / "scratch" / "toy-1"), str(tmp_path / "ok"), "1")
+
+
+def test_versions_only_grow(tmp_path):
+    (tmp_path / "99999999999").mkdir()
+    assert atomic_pusher.next_version(str(tmp_path)) == "100000000000"
