@@ -7,17 +7,23 @@ import tensorflow_model_analysis as tfma
 
 from trainer import features as F
 
-# Metric per task kind: (TFMA class name, direction, default threshold).
+# Gating metric per task kind (TFMA class name, direction) and reported extras.
 TASK_METRICS = {
     "binary": ("AUC", tfma.MetricDirection.HIGHER_IS_BETTER),
     "regression": ("RootMeanSquaredError", tfma.MetricDirection.LOWER_IS_BETTER),
 }
+EXTRA_METRICS = {
+    "binary": ("Calibration", "MeanLabel", "MeanPrediction", "ExampleCount"),
+    "regression": ("MeanAbsoluteError", "ExampleCount"),
+}
+SLICE_FEATURES = (F.ITEM_CATEGORY,)
 DEFAULT_THRESHOLDS = {"click": 0.6, "rating": 1.5}
 REGRESSION_TOLERANCE = {"click": 0.01, "rating": 0.05}
 
 
 def build_eval_config(thresholds: Mapping[str, float] = DEFAULT_THRESHOLDS) -> tfma.EvalConfig:
-    """Per-task metrics with absolute thresholds and no-regression checks."""
+    """Per-task metrics, overall and per item category, with absolute thresholds
+    and a no-regression check against the latest blessed model (the baseline)."""
     model_spec = tfma.ModelSpec(
         signature_name="serving_default",
         label_keys={t.name: t.label for t in F.TASKS},
@@ -34,13 +40,17 @@ def build_eval_config(thresholds: Mapping[str, float] = DEFAULT_THRESHOLDS) -> t
             direction=direction,
             absolute={"value": -tolerance if direction == tfma.MetricDirection.HIGHER_IS_BETTER
                       else tolerance})
+        # Gate on the overall slice only; per-category slices are reported.
         metrics = [tfma.MetricConfig(
             class_name=class_name,
-            threshold=tfma.MetricThreshold(value_threshold=value_threshold,
-                                           change_threshold=change_threshold))]
-        metrics.append(tfma.MetricConfig(class_name="ExampleCount"))
+            per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+                slicing_specs=[tfma.SlicingSpec()],
+                threshold=tfma.MetricThreshold(value_threshold=value_threshold,
+                                               change_threshold=change_threshold))])]
+        metrics.extend(tfma.MetricConfig(class_name=name) for name in EXTRA_METRICS[task.kind])
         metrics_specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=metrics))
     return tfma.EvalConfig(
         model_specs=[model_spec],
         metrics_specs=metrics_specs,
-        slicing_specs=[tfma.SlicingSpec()])
+        slicing_specs=[tfma.SlicingSpec(),
+                       *(tfma.SlicingSpec(feature_keys=[name]) for name in SLICE_FEATURES)])

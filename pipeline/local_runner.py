@@ -94,8 +94,12 @@ def build_run_config(args: argparse.Namespace) -> configs.RunConfig:
         enable_cache=not args.no_cache)
 
 
-def run(config: configs.RunConfig) -> dict:
-    """Runs the pipeline with LocalDagRunner and returns the run summary."""
+def run(config: configs.RunConfig, query_served_model: bool = True) -> dict:
+    """Runs the pipeline with LocalDagRunner and returns the run summary.
+
+    When a model was pushed, serves it with the local gRPC server and asks it
+    for one user's recommendations (``summary["grpc_query"]``).
+    """
     from tfx import v1 as tfx
     from pipeline.pipeline import create_pipeline
     from trainer.config import ModelConfig
@@ -119,6 +123,11 @@ def run(config: configs.RunConfig) -> dict:
         enable_cache=config.enable_cache)
     tfx.orchestration.LocalDagRunner().run(pipeline)
     summary = run_summary.summarize(config.metadata_path)
+    if summary["pushed"] and query_served_model:
+        from serving import demo
+        summary["grpc_query"] = demo.recommend_over_grpc(
+            config.model_name, config.push_base, config.data_dir, summary["examples_uri"],
+            config.log_config)
     run_summary.write_summary(summary, config.work_dir)
     return summary
 
@@ -130,6 +139,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     config = build_run_config(args)
     summary = run(config)
     print(run_summary.format_summary(summary, config.work_dir), flush=True)
+    if summary.get("grpc_query"):
+        from serving.demo import format_recommendations
+        print(format_recommendations(summary["grpc_query"]), flush=True)
+        print(f"  serve it: .venv/bin/recsys-serve --model_name={config.model_name} "
+              f"--model_base_path={config.push_base}", flush=True)
     return 0 if summary["pushed"] else 1
 
 

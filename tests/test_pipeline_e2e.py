@@ -18,7 +18,7 @@ from trainer import features as F
 
 pytestmark = pytest.mark.e2e
 
-FAST = dict(train_steps=40, eval_steps=10, beam_args=["--runner=DirectRunner", *configs.IN_MEMORY_ARGS],
+FAST = dict(train_steps=60, eval_steps=10, beam_args=["--runner=DirectRunner", *configs.IN_MEMORY_ARGS],
             model_config={"epochs": 2, "batch_size": 64},
             # Lenient bars: this test checks plumbing, not model quality.
             eval_thresholds={"click": 0.5, "rating": 2.5})
@@ -48,6 +48,27 @@ def test_evaluator_reports_metrics_per_task(run):
     assert 0.0 <= click["auc"] <= 1.0
     assert 0.0 < rating["root_mean_squared_error"] < 5.0
     assert click["example_count"] > rating["example_count"] > 0  # rating is weighted
+
+
+def test_run_ends_with_recommendations_over_grpc(run, small_logs):
+    _, summary = run
+    query = summary["grpc_query"]
+    items = {json.loads(line)["item_id"] for line in open(os.path.join(small_logs, "items.jsonl"))}
+    recommended = [row["item_id"] for row in query["recommendations"]]
+    assert len(recommended) == 10 and len(set(recommended)) == 10 and set(recommended) <= items
+    scores = [row["score"] for row in query["recommendations"]]
+    assert scores == sorted(scores, reverse=True)
+    assert query["version"] == int(os.path.basename(summary["pushed_destination"]))
+
+
+def test_evaluator_adds_calibration_mae_and_category_slices(run):
+    import tensorflow_model_analysis as tfma
+    _, summary = run
+    assert {"calibration", "mean_label", "mean_prediction"} <= set(summary["metrics"]["click"])
+    assert "mean_absolute_error" in summary["metrics"]["rating"]
+    result = tfma.load_eval_result(summary["evaluation_uri"])
+    sliced = {dict(key).get(F.ITEM_CATEGORY) for key, _ in result.slicing_metrics}
+    assert len(sliced - {None}) >= 5
 
 
 def test_training_curves_and_component_timings(run):
@@ -139,3 +160,15 @@ def test_logs_without_a_required_field_stop_the_run_naming_it(small_logs, tmp_pa
                                   "*", "DeadLetters", "*.jsonl"))
     assert dead and os.path.dirname(dead[0]) in str(err.value)
     assert sum(1 for path in dead for _ in open(path)) == len(rows)
+
+
+def test_a_regressing_model_is_not_blessed_and_not_pushed(run):
+    config, first = run
+    pushed_before = sorted(os.listdir(config.push_base))
+    worse = dict(FAST, train_steps=2, model_config={
+        "epochs": 1, "batch_size": 64, "learning_rate": 1e-7, "task_weights": {"click": 1.0, "rating": 0.0}})
+    summary = local_runner.run(configs.RunConfig(data_dir=config.data_dir, work_dir=config.work_dir,
+                                                 **{k: v for k, v in worse.items()}))
+    assert not summary["blessed"] and not summary["pushed"]
+    assert sorted(os.listdir(config.push_base)) == pushed_before
+    assert any("change_threshold" in f for f in summary["validation_failures"])
