@@ -53,6 +53,22 @@ def push_atomically(model_path: str, base_directory: str, version: str) -> str:
     return target
 
 
+def write_models_config(base_directory: str) -> str:
+    """Writes ``models.config`` for ``tensorflow_model_server --model_config_file``
+    beside the model directory, listing every model directory found there."""
+    root = os.path.dirname(os.path.abspath(base_directory))
+    names = sorted(n for n in os.listdir(root)
+                   if os.path.isdir(os.path.join(root, n)) and not n.startswith("."))
+    entries = "".join(
+        f'  config {{\n    name: "{n}"\n    base_path: "{os.path.join(root, n)}"\n'
+        f'    model_platform: "tensorflow"\n  }}\n' for n in names)
+    path = os.path.join(root, "models.config")
+    with open(path + ".tmp", "w") as f:
+        f.write(f"model_config_list {{\n{entries}}}\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
 def next_version(base_directory: str) -> str:
     """A Unix-time version, bumped past any existing one so versions only grow."""
     version = int(time.time())
@@ -83,6 +99,7 @@ class Executor(pusher_executor.Executor):
         model_path = self.GetModelPath(input_dict)
         version = next_version(base)
         serving_path = push_atomically(model_path, base, version)
+        write_models_config(base)
         logging.info("Model version %s pushed to %s", version, serving_path)
         io_utils.copy_dir(model_path, model_push.uri)
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=version)

@@ -206,3 +206,14 @@ def test_push_into_an_unwritable_place_fails_cleanly(tmp_path):
 def test_versions_only_grow(tmp_path):
     (tmp_path / "99999999999").mkdir()
     assert atomic_pusher.next_version(str(tmp_path)) == "100000000000"
+
+
+def test_models_config_lists_the_model_for_tf_serving(tmp_path):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+    base = tmp_path / "serving" / MODEL
+    push_toy(str(base), 1, str(tmp_path / "scratch"))
+    path = atomic_pusher.write_models_config(str(base))
+    config = text_format.Parse(open(path).read(), model_server_config_pb2.ModelServerConfig())
+    (entry,) = config.model_config_list.config
+    assert entry.name == MODEL and entry.base_path == str(base) and entry.model_platform == "tensorflow"
