@@ -1,7 +1,7 @@
 """TFMA configuration derived from the task list in ``trainer/features.py``."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Optional
 
 import tensorflow_model_analysis as tfma
 
@@ -17,13 +17,14 @@ EXTRA_METRICS = {
     "regression": ("MeanAbsoluteError", "ExampleCount"),
 }
 SLICE_FEATURES = (F.ITEM_CATEGORY,)
-DEFAULT_THRESHOLDS = {"click": 0.6, "rating": 1.5}
-REGRESSION_TOLERANCE = {"click": 0.01, "rating": 0.05}
+DEFAULT_THRESHOLDS = {"click": 0.6, "conversion": 0.6, "rating": 1.5}
+REGRESSION_TOLERANCE = {"click": 0.01, "conversion": 0.01, "rating": 0.05}
 
 
-def build_eval_config(thresholds: Mapping[str, float] = DEFAULT_THRESHOLDS) -> tfma.EvalConfig:
+def build_eval_config(thresholds: Mapping[str, float] | None = None) -> tfma.EvalConfig:
     """Per-task metrics, overall and per item category, with absolute thresholds
     and a no-regression check against the latest blessed model (the baseline)."""
+    thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     model_spec = tfma.ModelSpec(
         signature_name="serving_default",
         label_keys={t.name: t.label for t in F.TASKS},

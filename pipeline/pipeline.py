@@ -73,8 +73,7 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        eval_config=eval_config_lib.build_eval_config(
-            eval_thresholds or eval_config_lib.DEFAULT_THRESHOLDS))
+        eval_config=eval_config_lib.build_eval_config(eval_thresholds))
 
     pusher = AtomicPusher(
         model=trainer.outputs["model"],

@@ -18,7 +18,7 @@ def _batch(n=16, seed=0):
         F.USER_ID_XF: rng.integers(0, 11, n), F.ITEM_ID_XF: rng.integers(0, 13, n),
         F.ITEM_CATEGORY_XF: rng.integers(0, 5, n),
         F.ITEM_TOKENS_XF: tokens(F.ITEM_TEXT_LENGTH), F.HISTORY_TOKENS_XF: tokens(F.HISTORY_TEXT_LENGTH),
-        F.CLICK: rng.integers(0, 2, n).astype("float32"), F.PURCHASE: np.zeros(n, "float32"),
+        F.CLICK: rng.integers(0, 2, n).astype("float32"), F.PURCHASE: (rng.random(n) < 0.2).astype("float32"),
         F.RATING: rng.integers(1, 6, n).astype("float32"),
         F.RATING_WEIGHT: (rng.random(n) < 0.5).astype("float32"),
         F.IMPRESSION_WEIGHT: np.ones(n, "float32"),
@@ -34,6 +34,8 @@ def test_every_task_output_is_finite_with_batch_shape():
         assert value.shape == (16, 1), name
         assert np.all(np.isfinite(value.numpy())), name
     assert np.all((outputs["click"].numpy() > 0) & (outputs["click"].numpy() < 1))
+    # ESMM: p(conversion) = p(click) * p(conversion | click) <= p(click)
+    assert np.all(outputs["conversion"].numpy() <= outputs["click"].numpy() + 1e-7)
 
 
 def test_one_text_encoder_is_shared_by_both_towers():
@@ -59,6 +61,7 @@ def test_joint_training_lowers_the_loss_and_ignores_unweighted_ratings():
     after = model.evaluate(data, steps=1, verbose=0, return_dict=True)
     assert after["click_loss"] < before["click_loss"]
     assert after["rating_loss"] < before["rating_loss"]
+    assert after["conversion_loss"] < before["conversion_loss"]
 
 
 def test_unknown_config_key_is_rejected():

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 FAST = dict(train_steps=60, eval_steps=10, beam_args=["--runner=DirectRunner", *configs.IN_MEMORY_ARGS],
             model_config={"epochs": 2, "batch_size": 64},
             # Lenient bars: this test checks plumbing, not model quality.
-            eval_thresholds={"click": 0.5, "rating": 2.5})
+            eval_thresholds={"click": 0.5, "conversion": 0.4, "rating": 2.5})
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,8 @@ def test_run_ends_with_recommendations_over_grpc(run, small_logs):
 def test_evaluator_adds_calibration_mae_and_category_slices(run):
     import tensorflow_model_analysis as tfma
     _, summary = run
-    assert {"calibration", "mean_label", "mean_prediction"} <= set(summary["metrics"]["click"])
+    for task in ("click", "conversion"):
+        assert {"auc", "calibration", "mean_label", "mean_prediction"} <= set(summary["metrics"][task])
     assert "mean_absolute_error" in summary["metrics"]["rating"]
     result = tfma.load_eval_result(summary["evaluation_uri"])
     sliced = {dict(key).get(F.ITEM_CATEGORY) for key, _ in result.slicing_metrics}

@@ -20,7 +20,7 @@ class ModelConfig:
     batch_size: int = 128
     epochs: int = 3
     task_weights: Mapping[str, float] = dataclasses.field(
-        default_factory=lambda: {"click": 1.0, "rating": 0.5})
+        default_factory=lambda: {"click": 1.0, "conversion": 1.0, "rating": 0.5})
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: (dict(v) if isinstance(v, Mapping) else v)

@@ -99,10 +99,15 @@ class Task:
     label: str
     kind: str  # "binary" or "regression"
     weight: str
+    # ESMM: the output is p(parent) * p(own head), trained on every impression
+    # (e.g. conversion = pCTR * pCVR), so it is modelled over the entire space.
+    esmm_parent: str | None = None
 
 
 TASKS: Tuple[Task, ...] = (
     Task(name="click", label=CLICK, kind="binary", weight=IMPRESSION_WEIGHT),
+    Task(name="conversion", label=PURCHASE, kind="binary", weight=IMPRESSION_WEIGHT,
+         esmm_parent="click"),
     Task(name="rating", label=RATING, kind="regression", weight=RATING_WEIGHT),
 )
 TASK_NAMES: List[str] = [t.name for t in TASKS]

@@ -68,7 +68,10 @@ def build_model(config: ModelConfig, vocab_sizes: Dict[str, int]) -> keras.Model
     joint = keras.layers.Dense(config.tower_dim, activation="relu", name="interaction")(joint)
     outputs = {}
     for task in F.TASKS:
-        if task.kind == "binary":
+        if task.kind == "binary" and task.esmm_parent:
+            own = keras.layers.Dense(1, activation="sigmoid", name=f"{task.name}_given_{task.esmm_parent}")(joint)
+            outputs[task.name] = keras.layers.Multiply(name=task.name)([outputs[task.esmm_parent], own])
+        elif task.kind == "binary":
             outputs[task.name] = keras.layers.Dense(1, activation="sigmoid", name=task.name)(joint)
         else:
             raw = keras.layers.Dense(1, name=f"{task.name}_raw")(joint)
