@@ -22,6 +22,7 @@ REQUIRED = [
     "tensorflow-text==2.16.1",
     "tensorflow-recommenders==0.7.3",
     "matplotlib",
+    "kfp-pipeline-spec==0.7.0",  # compiling for Kubeflow Pipelines / Vertex
 ]
 
 setup(
@@ -32,11 +33,13 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*",
                                     "trainer", "trainer.*", "schemas", "datagen", "serving"]),
-    package_data={"schemas": ["*.pbtxt"]},
+    package_data={"schemas": ["*.pbtxt"], "pipeline": ["environments/*.json"]},
     install_requires=REQUIRED,
-    extras_require={"dev": ["pytest", "hypothesis"]},
+    extras_require={"dev": ["pytest", "hypothesis"],
+                    # Airflow is large; install where the DAG is scheduled.
+                    "airflow": ["apache-airflow>=2.9,<3"]},
     entry_points={"console_scripts": [
-        "recsys-pipeline=pipeline.local_runner:main",
+        "recsys-pipeline=pipeline.cli:main",
         "recsys-generate=datagen.synthetic:main",
         "recsys-movielens=datagen.movielens:main",
         "recsys-serve=serving.server:main",

@@ -10,6 +10,7 @@ the hidden copy is removed and the component fails with the reason.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -23,6 +24,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 INCOMING_PREFIX = ".incoming-"
+PUSH_LOG = ".pushed_models.json"  # model artifact URI -> version, per base directory
 
 
 class PushError(RuntimeError):
@@ -69,6 +71,31 @@ def write_models_config(base_directory: str) -> str:
     return path
 
 
+def already_pushed(base_directory: str, model_path: str):
+    """The version a model was pushed as before, if that version is still there."""
+    try:
+        with open(os.path.join(base_directory, PUSH_LOG)) as f:
+            version = json.load(f).get(os.path.abspath(model_path))
+    except (OSError, ValueError):
+        return None
+    if version and os.path.exists(os.path.join(base_directory, version, "saved_model.pb")):
+        return version
+    return None
+
+
+def record_push(base_directory: str, model_path: str, version: str) -> None:
+    path = os.path.join(base_directory, PUSH_LOG)
+    try:
+        with open(path) as f:
+            pushed = json.load(f)
+    except (OSError, ValueError):
+        pushed = {}
+    pushed[os.path.abspath(model_path)] = version
+    with open(path + ".tmp", "w") as f:
+        json.dump(pushed, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
 def next_version(base_directory: str) -> str:
     """A Unix-time version, bumped past any existing one so versions only grow."""
     version = int(time.time())
@@ -97,10 +124,16 @@ class Executor(pusher_executor.Executor):
             raise NotImplementedError("AtomicPusher pushes to a filesystem destination only")
         base = destination.filesystem.base_directory
         model_path = self.GetModelPath(input_dict)
-        version = next_version(base)
-        serving_path = push_atomically(model_path, base, version)
+        version = already_pushed(base, model_path)
+        if version:  # e.g. re-blessed against a new baseline: do not copy it again
+            serving_path = os.path.join(base, version)
+            logging.info("Model %s is already served as version %s", model_path, version)
+        else:
+            version = next_version(base)
+            serving_path = push_atomically(model_path, base, version)
+            record_push(base, model_path, version)
+            logging.info("Model version %s pushed to %s", version, serving_path)
         write_models_config(base)
-        logging.info("Model version %s pushed to %s", version, serving_path)
         io_utils.copy_dir(model_path, model_push.uri)
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=version)
 

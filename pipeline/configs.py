@@ -1,10 +1,12 @@
-"""Settings of a pipeline run: paths, sizes, Beam arguments.
+"""Settings of a pipeline run: runner, paths, sizes, Beam arguments, schedule.
 
-Everything environment-specific lives here, never in ``pipeline.py``.
+Everything environment-specific lives here (and in the JSON files under
+``pipeline/environments/``), never in ``pipeline.py``.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Dict, List, Optional
 
@@ -19,6 +21,8 @@ MODEL_NAME = "recommender"
 IN_MEMORY_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 MULTI_PROCESSING_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
 MULTI_PROCESSING_MIN_BYTES = 64 * 2**20
+RUNNERS = ("local", "kubeflow", "airflow")
+ENVIRONMENTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "environments")
 
 
 @dataclasses.dataclass
@@ -37,10 +41,34 @@ class RunConfig:
     model_config: Dict[str, Any] = dataclasses.field(default_factory=dict)
     eval_thresholds: Optional[Dict[str, float]] = None
     enable_cache: bool = True
+    # Orchestrated runs (Kubeflow, Airflow).
+    runner: str = "local"
+    pipeline_name: str = PIPELINE_NAME
+    pipeline_root_dir: Optional[str] = None  # default <work_dir>/pipeline_root
+    image: Optional[str] = None               # container image for Kubeflow
+    schedule: Optional[str] = None            # Airflow schedule (cron or preset)
+    start_date: str = "2026-01-01"            # Airflow start date (ISO)
+
+    def __post_init__(self):
+        if self.runner not in RUNNERS:
+            raise ValueError(f"runner {self.runner!r}: expected one of {RUNNERS}")
+        if isinstance(self.log_config, dict):
+            self.log_config = LogConfig.from_dict(self.log_config)
+
+    @classmethod
+    def from_file(cls, path: str) -> "RunConfig":
+        """Loads a JSON environment file; unknown keys are an error naming them."""
+        with open(path) as f:
+            values = json.load(f)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+        return cls(**values)
 
     @property
     def pipeline_root(self) -> str:
-        return os.path.join(self.work_dir, "pipeline_root")
+        return self.pipeline_root_dir or os.path.join(self.work_dir, "pipeline_root")
 
     @property
     def metadata_path(self) -> str:
@@ -54,6 +82,8 @@ class RunConfig:
 
 
 def input_bytes(data_dir: str) -> int:
+    if "://" in data_dir:
+        return 0
     total = 0
     for root, _, files in os.walk(data_dir):
         total += sum(os.path.getsize(os.path.join(root, f)) for f in files)

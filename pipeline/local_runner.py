@@ -101,26 +101,17 @@ def run(config: configs.RunConfig, query_served_model: bool = True) -> dict:
     for one user's recommendations (``summary["grpc_query"]``).
     """
     from tfx import v1 as tfx
-    from pipeline.pipeline import create_pipeline
+    from pipeline import fingerprint, runners
     from trainer.config import ModelConfig
 
     ModelConfig.from_dict(config.model_config)  # fail before any component runs
     os.makedirs(config.work_dir, exist_ok=True)
-    pipeline = create_pipeline(
-        pipeline_name=configs.PIPELINE_NAME,
-        pipeline_root=config.pipeline_root,
-        data_dir=config.data_dir,
-        push_base=config.push_base,
-        train_steps=config.train_steps,
-        eval_steps=config.eval_steps,
-        log_config=config.log_config,
-        schema_path=config.schema_path,
-        model_config=config.model_config,
-        eval_thresholds=config.eval_thresholds,
-        beam_pipeline_args=config.beam_args,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            config.metadata_path),
-        enable_cache=config.enable_cache)
+    # A copy named by content, so an edited schema invalidates the cache.
+    schema_file = fingerprint.content_addressed_copy(
+        config.schema_path, os.path.join(config.pipeline_root, "_schemas"))
+    pipeline = runners.pipeline_for(
+        config, schema_file,
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path))
     tfx.orchestration.LocalDagRunner().run(pipeline)
     summary = run_summary.summarize(config.metadata_path)
     if summary["pushed"] and query_served_model:

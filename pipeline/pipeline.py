@@ -1,7 +1,6 @@
 """The pipeline factory: one DAG for every runner (local, Kubeflow, Airflow)."""
 from __future__ import annotations
 
-import os
 from typing import List, Optional
 
 from tfx import v1 as tfx
@@ -41,9 +40,7 @@ def create_pipeline(
         input_base=data_dir, log_config=log_config,
         code_version=fingerprint.source_fingerprint(["components"]))
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=fingerprint.content_addressed_copy(
-            schema_path, os.path.join(pipeline_root, "_schemas")))
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])

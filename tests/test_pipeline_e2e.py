@@ -6,9 +6,11 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -161,6 +163,47 @@ def test_logs_without_a_required_field_stop_the_run_naming_it(small_logs, tmp_pa
                                   "*", "DeadLetters", "*.jsonl"))
     assert dead and os.path.dirname(dead[0]) in str(err.value)
     assert sum(1 for path in dead for _ in open(path)) == len(rows)
+
+
+def test_a_rerun_with_unchanged_inputs_reuses_every_output(run):
+    config, first = run
+    again = local_runner.run(config, query_served_model=False)
+    states = {row["component"]: row["state"] for row in again["components"]}
+    for component in ("InteractionLogExampleGen", "StatisticsGen", "ExampleValidator", "Transform",
+                      "Trainer"):
+        assert states[component] == "cached", (component, states)
+    # The first run's model is now the blessed baseline, so the Evaluator may
+    # compare it with itself; the same model is not pushed a second time.
+    assert again["blessed"] and again["pushed_destination"] == first["pushed_destination"]
+    versions = [name for name in os.listdir(config.push_base) if name.isdigit()]
+    assert versions == [os.path.basename(first["pushed_destination"])]
+
+
+def test_a_killed_run_resumes_from_the_last_finished_component(small_logs, tmp_path):
+    work = str(tmp_path / "run")
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--data-dir", small_logs, "--work-dir", work,
+           "--train-steps", str(FAST["train_steps"]), "--eval-steps", str(FAST["eval_steps"]),
+           "--epochs", "2", "--model-config", json.dumps({"batch_size": 64}),
+           *[f"--beam-arg={a}" for a in FAST["beam_args"]]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    trainer_dir = os.path.join(work, "pipeline_root", "Trainer")
+    deadline = time.time() + 400
+    while not os.path.exists(trainer_dir) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before the Trainer started"
+    time.sleep(3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(os.path.join(work, "serving"))
+
+    config = configs.RunConfig(data_dir=small_logs, work_dir=work,
+                               **dict(FAST, eval_thresholds=None, model_config={"epochs": 2, "batch_size": 64}))
+    summary = local_runner.run(config, query_served_model=False)
+    states = {row["component"]: row["state"] for row in summary["components"]}
+    for component in ("InteractionLogExampleGen", "StatisticsGen", "Transform"):
+        assert states[component] == "cached", (component, states)
+    assert states["Trainer"] == "complete"
+    assert summary["evaluation_uri"]
 
 
 def test_a_regressing_model_is_not_blessed_and_not_pushed(run):

@@ -1,0 +1,87 @@
+"""One pipeline, several runners: Kubeflow V2 spec, Airflow DAG, the image."""
+import json
+import os
+import re
+
+import pytest
+
+from pipeline import cli, configs, runners
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMPONENTS = {"InteractionLogExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+              "AnomaliesGate", "Transform", "Trainer", "Evaluator", "AtomicPusher"}
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(configs.ENVIRONMENTS_DIR)))
+def test_environment_files_load(name):
+    config = configs.RunConfig.from_file(os.path.join(configs.ENVIRONMENTS_DIR, name))
+    assert config.runner in configs.RUNNERS and config.beam_args
+
+
+def test_unknown_environment_setting_is_named(tmp_path):
+    path = tmp_path / "env.json"
+    path.write_text(json.dumps({"data_dir": "x", "pipeline_rooot": "y"}))
+    with pytest.raises(ValueError, match="pipeline_rooot"):
+        configs.RunConfig.from_file(str(path))
+
+
+def test_kubeflow_spec_has_every_component_with_its_inputs(tmp_path, capsys):
+    out = tmp_path / "spec" / "recsys.json"
+    assert cli.main(["compile-kubeflow", "--image", "example.com/recsys:1.2",
+                     "--pipeline-root", "gs://b/root", "--output", str(out)]) == 0
+    spec = json.load(open(out))
+    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert COMPONENTS <= set(tasks)
+    inputs = {name: set(t.get("inputs", {}).get("artifacts", {})) for name, t in tasks.items()}
+    assert inputs["StatisticsGen"] == {"examples"}
+    assert inputs["Transform"] == {"examples", "schema"}
+    assert inputs["Trainer"] == {"examples", "schema", "transform_graph"}
+    assert inputs["Evaluator"] == {"examples", "model", "baseline_model"}
+    assert inputs["AtomicPusher"] == {"model", "model_blessing"}
+    assert "AnomaliesGate" in tasks["Transform"]["dependentTasks"]  # bad data stops the run
+    assert spec["runtimeConfig"]["gcsOutputDirectory"] == "gs://b/root"
+    images = {e["container"]["image"] for e in spec["pipelineSpec"]["deploymentSpec"]["executors"].values()
+              if "container" in e}
+    assert images == {"example.com/recsys:1.2"}
+    beam_args = json.dumps(spec)
+    assert "DataflowRunner" in beam_args
+
+
+def test_kubeflow_needs_an_image(tmp_path):
+    config = configs.RunConfig.from_file(os.path.join(configs.ENVIRONMENTS_DIR, "kubeflow.json"))
+    config.image = None
+    with pytest.raises(ValueError, match="image"):
+        runners.compile_kubeflow(config, str(tmp_path / "x.json"))
+
+
+def test_airflow_schedule_is_printed(capsys):
+    assert cli.main(["airflow-schedule"]) == 0
+    assert "schedule=0 3 * * *" in capsys.readouterr().out
+
+
+def test_airflow_dag_has_every_task_in_order(tmp_path):
+    pytest.importorskip("airflow", reason="Airflow is an optional extra ([airflow])")
+    config = configs.RunConfig.from_file(os.path.join(configs.ENVIRONMENTS_DIR, "airflow.json"))
+    config.work_dir, config.data_dir = str(tmp_path), str(tmp_path)
+    dag = runners.airflow_dag(config)
+    assert COMPONENTS <= set(dag.task_ids)
+    assert "Transform" in dag.get_task("AnomaliesGate").downstream_task_ids
+    assert dag.schedule_interval == "0 3 * * *"
+
+
+def test_dockerfile_matches_the_package():
+    text = open(os.path.join(ROOT, "Dockerfile")).read()
+    assert re.search(r"^FROM python:3\.11", text, re.M)
+    assert "-c requirements/constraints.txt" in text and "--ignore-requires-python" in text
+    assert "TF_USE_LEGACY_KERAS=1" in text
+    setup = open(os.path.join(ROOT, "setup.py")).read()
+    include = re.search(r"find_packages\(include=\[(.*?)\]", setup, re.S).group(1)
+    packages = {name for name in re.findall(r'"([a-z_]+)"', include)}
+    copied = set(re.findall(r"^COPY (\w+) \1$", text, re.M))
+    assert packages and packages <= copied, packages - copied
+    workdir = re.search(r"^WORKDIR (\S+)", text, re.M).group(1)
+    kubeflow = configs.RunConfig.from_file(os.path.join(configs.ENVIRONMENTS_DIR, "kubeflow.json"))
+    assert kubeflow.schema_path == f"{workdir}/schemas/schema.pbtxt"
+    pins = open(os.path.join(ROOT, "scripts", "install.sh")).read()
+    for pin in re.findall(r'"(pip==[\d.]+|setuptools==[\d.]+|wheel==[\d.]+)"', text):
+        assert pin in pins
