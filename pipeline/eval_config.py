@@ -1,7 +1,7 @@
 """TFMA configuration derived from the task list in ``trainer/features.py``."""
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import tensorflow_model_analysis as tfma
 
@@ -21,16 +21,18 @@ DEFAULT_THRESHOLDS = {"click": 0.6, "conversion": 0.6, "rating": 1.5}
 REGRESSION_TOLERANCE = {"click": 0.01, "conversion": 0.01, "rating": 0.05}
 
 
-def build_eval_config(thresholds: Mapping[str, float] | None = None) -> tfma.EvalConfig:
+def build_eval_config(thresholds: Mapping[str, float] | None = None,
+                      tasks: Optional[Sequence[str]] = None) -> tfma.EvalConfig:
     """Per-task metrics, overall and per item category, with absolute thresholds
     and a no-regression check against the latest blessed model (the baseline)."""
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    active = [t for t in F.TASKS if tasks is None or t.name in tasks]
     model_spec = tfma.ModelSpec(
         signature_name="serving_default",
-        label_keys={t.name: t.label for t in F.TASKS},
-        example_weight_keys={t.name: t.weight for t in F.TASKS})
+        label_keys={t.name: t.label for t in active},
+        example_weight_keys={t.name: t.weight for t in active})
     metrics_specs = []
-    for task in F.TASKS:
+    for task in active:
         class_name, direction = TASK_METRICS[task.kind]
         bound = thresholds[task.name]
         value_threshold = (tfma.GenericValueThreshold(lower_bound={"value": bound})

@@ -13,6 +13,7 @@ from components.log_config import LogConfig
 from components.log_example_gen import InteractionLogExampleGen
 from pipeline import eval_config as eval_config_lib
 from pipeline import fingerprint
+from trainer.config import ModelConfig
 from trainer.task import CONFIG_KEY
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
@@ -70,7 +71,8 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        eval_config=eval_config_lib.build_eval_config(eval_thresholds))
+        eval_config=eval_config_lib.build_eval_config(
+            eval_thresholds, ModelConfig.from_dict(model_config).active_task_names()))
 
     pusher = AtomicPusher(
         model=trainer.outputs["model"],

@@ -77,12 +77,13 @@ def summarize(metadata_path: str) -> Dict[str, Any]:
     blessing = _latest(store, "ModelBlessing")
     pushed = _latest(store, "PushedModel")
     model_run = _latest(store, "ModelRun")
+    metrics = _task_metrics(evaluation.uri) if evaluation else {}
     examples = [a for a in store.get_artifacts_by_type("Examples")
                 if f"{os.sep}InteractionLogExampleGen{os.sep}" in a.uri]
     summary: Dict[str, Any] = {
-        "tasks": F.TASK_NAMES,
+        "tasks": [t for t in F.TASK_NAMES if t in metrics],
         "examples_uri": max(examples, key=lambda a: a.id).uri if examples else None,
-        "metrics": _task_metrics(evaluation.uri) if evaluation else {},
+        "metrics": metrics,
         "blessed": bool(_custom(blessing, "blessed")),
         "pushed": bool(_custom(pushed, "pushed")),
         "pushed_destination": _custom(pushed, "pushed_destination"),

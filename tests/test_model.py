@@ -68,3 +68,28 @@ def test_unknown_config_key_is_rejected():
     import pytest
     with pytest.raises(ValueError, match="embeding_dim"):
         ModelConfig.from_dict({"embeding_dim": 8})
+
+
+def test_tasks_can_be_switched_off():
+    config = ModelConfig(tasks=("click", "rating"))
+    model = build_model(config, VOCABS)
+    inputs, labels, weights = split_labels({k: tf.constant(v) for k, v in _batch().items()},
+                                           config.active_tasks())
+    assert set(model(inputs)) == set(labels) == set(weights) == {"click", "rating"}
+    assert not any("conversion" in layer.name for layer in model.layers)
+    import pytest
+    with pytest.raises(ValueError, match="needs task 'click'"):
+        ModelConfig(tasks=("conversion",))
+    with pytest.raises(KeyError, match="retrieval"):
+        ModelConfig(tasks=("retrieval",))
+
+
+def test_training_callbacks_checkpoint_and_stop_early(tmp_path):
+    from trainer.task import accelerator_setup, training_callbacks
+    names = [type(c).__name__ for c in training_callbacks(ModelConfig(), str(tmp_path))]
+    assert names == ["TensorBoard", "ModelCheckpoint", "EarlyStopping"]
+    assert "EarlyStopping" not in [type(c).__name__ for c in
+                                   training_callbacks(ModelConfig(early_stopping_patience=0), str(tmp_path))]
+    strategy, jit = accelerator_setup(ModelConfig())
+    if not tf.config.list_physical_devices("GPU"):
+        assert jit is False and not isinstance(strategy, tf.distribute.MirroredStrategy)

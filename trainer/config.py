@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from trainer import features as F
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,9 +23,37 @@ class ModelConfig:
     epochs: int = 3
     task_weights: Mapping[str, float] = dataclasses.field(
         default_factory=lambda: {"click": 1.0, "conversion": 1.0, "rating": 0.5})
+    # Names of the tasks to train and serve; None means every task in features.TASKS.
+    tasks: Optional[Tuple[str, ...]] = None
+    early_stopping_patience: int = 2  # epochs without a better val_loss; 0 turns it off
+    mixed_precision: bool = True  # on GPU only
+    xla: bool = True  # on GPU only
+
+    def __post_init__(self):
+        if self.tasks is not None:
+            object.__setattr__(self, "tasks", tuple(self.tasks))
+            for name in self.tasks:
+                F.task(name)  # raises KeyError naming an unknown task
+            if not self.tasks:
+                raise ValueError("at least one task must be on")
+        names = set(self.active_task_names())
+        for task in self.active_tasks():
+            if task.esmm_parent and task.esmm_parent not in names:
+                raise ValueError(f"task {task.name!r} is p({task.esmm_parent}) x p({task.name} | "
+                                 f"{task.esmm_parent}): it needs task {task.esmm_parent!r} on too")
+        unknown = sorted(set(self.task_weights) - {t.name for t in F.TASKS})
+        if unknown:
+            raise ValueError(f"task_weights names unknown tasks {unknown}")
+
+    def active_tasks(self) -> Tuple[F.Task, ...]:
+        """The tasks switched on, in features.TASKS order."""
+        return tuple(t for t in F.TASKS if self.tasks is None or t.name in self.tasks)
+
+    def active_task_names(self) -> Tuple[str, ...]:
+        return tuple(t.name for t in self.active_tasks())
 
     def to_dict(self) -> Dict[str, Any]:
-        return {k: (dict(v) if isinstance(v, Mapping) else v)
+        return {k: (dict(v) if isinstance(v, Mapping) else list(v) if isinstance(v, tuple) else v)
                 for k, v in dataclasses.asdict(self).items()}
 
     @classmethod

@@ -38,7 +38,7 @@ def make_serving_fn(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
         raw = tf.io.parse_example(serialized, raw_spec)
         transformed = model.tft_layer(raw)
         outputs = model({name: transformed[name] for name in MODEL_INPUTS}, training=False)
-        return {name: tf.identity(outputs[name], name=name) for name in F.TASK_NAMES}
+        return {name: tf.identity(value, name=name) for name, value in outputs.items()}
 
     return serve_tf_examples
 

@@ -36,7 +36,7 @@ def build_text_encoder(config: ModelConfig, vocab_size: int, max_length: int) ->
     return keras.Model(token_ids, pooled, name="text_encoder")
 
 
-def build_model(config: ModelConfig, vocab_sizes: Dict[str, int]) -> keras.Model:
+def build_model(config: ModelConfig, vocab_sizes: Dict[str, int], jit_compile: bool = False) -> keras.Model:
     """Builds the model over transformed features; outputs one tensor per task.
 
     ``vocab_sizes`` maps the transformed id feature names and ``F.TEXT_VOCAB``
@@ -66,24 +66,30 @@ def build_model(config: ModelConfig, vocab_sizes: Dict[str, int]) -> keras.Model
     joint = keras.layers.Concatenate(name="user_item")([user, item, user * item])
     joint = keras.layers.Dropout(config.dropout)(joint)
     joint = keras.layers.Dense(config.tower_dim, activation="relu", name="interaction")(joint)
+    tasks = config.active_tasks()
     outputs = {}
-    for task in F.TASKS:
+    # Heads compute in float32 even under mixed precision.
+    for task in tasks:
         if task.kind == "binary" and task.esmm_parent:
-            own = keras.layers.Dense(1, activation="sigmoid", name=f"{task.name}_given_{task.esmm_parent}")(joint)
-            outputs[task.name] = keras.layers.Multiply(name=task.name)([outputs[task.esmm_parent], own])
+            own = keras.layers.Dense(1, activation="sigmoid", dtype="float32",
+                                     name=f"{task.name}_given_{task.esmm_parent}")(joint)
+            outputs[task.name] = keras.layers.Multiply(name=task.name, dtype="float32")(
+                [outputs[task.esmm_parent], own])
         elif task.kind == "binary":
-            outputs[task.name] = keras.layers.Dense(1, activation="sigmoid", name=task.name)(joint)
+            outputs[task.name] = keras.layers.Dense(1, activation="sigmoid", dtype="float32",
+                                                    name=task.name)(joint)
         else:
-            raw = keras.layers.Dense(1, name=f"{task.name}_raw")(joint)
+            raw = keras.layers.Dense(1, dtype="float32", name=f"{task.name}_raw")(joint)
             # Ratings live in 1..5: centre the regression output there.
-            outputs[task.name] = keras.layers.Rescaling(1.0, offset=3.0, name=task.name)(raw)
+            outputs[task.name] = keras.layers.Rescaling(1.0, offset=3.0, dtype="float32", name=task.name)(raw)
     model = keras.Model(inputs, outputs, name="multitask_recommender")
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss={t.name: ("binary_crossentropy" if t.kind == "binary" else "mse") for t in F.TASKS},
-        loss_weights={t.name: float(config.task_weights.get(t.name, 1.0)) for t in F.TASKS},
+        loss={t.name: ("binary_crossentropy" if t.kind == "binary" else "mse") for t in tasks},
+        loss_weights={t.name: float(config.task_weights.get(t.name, 1.0)) for t in tasks},
         weighted_metrics={t.name: ([keras.metrics.AUC(name="auc")] if t.kind == "binary"
                                    else [keras.metrics.RootMeanSquaredError(name="rmse")])
-                          for t in F.TASKS},
+                          for t in tasks},
+        jit_compile=jit_compile,
     )
     return model

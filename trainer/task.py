@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from typing import List, Tuple
 
 from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)
 
@@ -20,14 +21,34 @@ from trainer.model import build_model
 CONFIG_KEY = "model_config"
 
 
-def distribution_strategy() -> tf.distribute.Strategy:
-    """MirroredStrategy over all GPUs when there are any, else the default."""
+def accelerator_setup(config: ModelConfig) -> Tuple[tf.distribute.Strategy, bool]:
+    """(strategy, jit_compile): MirroredStrategy over all GPUs with mixed
+    precision and XLA when there are GPUs; the default strategy on CPU."""
     gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        logging.info("Training on %d GPU(s) with MirroredStrategy.", len(gpus))
-        return tf.distribute.MirroredStrategy()
-    logging.info("No GPU found: training on CPU.")
-    return tf.distribute.get_strategy()
+    if not gpus:
+        logging.info("No GPU found: training on CPU.")
+        return tf.distribute.get_strategy(), False
+    if config.mixed_precision:
+        tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    logging.info("Training on %d GPU(s) with MirroredStrategy (mixed precision %s, XLA %s).",
+                 len(gpus), config.mixed_precision, config.xla)
+    return tf.distribute.MirroredStrategy(), config.xla
+
+
+def training_callbacks(config: ModelConfig, model_run_dir: str) -> List[tf.keras.callbacks.Callback]:
+    """TensorBoard logs, best-so-far checkpoints and early stopping on val_loss."""
+    callbacks: List[tf.keras.callbacks.Callback] = [
+        tf.keras.callbacks.TensorBoard(log_dir=os.path.join(model_run_dir, "tensorboard"),
+                                       update_freq="epoch"),
+        tf.keras.callbacks.ModelCheckpoint(
+            os.path.join(model_run_dir, "checkpoints", "best.weights.h5"), monitor="val_loss",
+            save_best_only=True, save_weights_only=True),
+    ]
+    if config.early_stopping_patience > 0:
+        callbacks.append(tf.keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True,
+            verbose=1))
+    return callbacks
 
 
 def vocab_sizes(tf_transform_output: tft.TFTransformOutput):
@@ -41,12 +62,14 @@ def run_fn(fn_args: FnArgs) -> None:
     """Trains on the transformed train split, validates on eval, exports."""
     config = ModelConfig.from_dict((fn_args.custom_config or {}).get(CONFIG_KEY))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    tasks = config.active_tasks()
     train = data.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                          config.batch_size)
+                          config.batch_size, tasks=tasks)
     evaluation = data.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                               config.batch_size, shuffle=False)
-    with distribution_strategy().scope():
-        model = build_model(config, vocab_sizes(tf_transform_output))
+                               config.batch_size, shuffle=False, tasks=tasks)
+    strategy, jit_compile = accelerator_setup(config)
+    with strategy.scope():
+        model = build_model(config, vocab_sizes(tf_transform_output), jit_compile=jit_compile)
     model.summary(print_fn=logging.info)
 
     epochs = max(1, config.epochs)
@@ -55,8 +78,7 @@ def run_fn(fn_args: FnArgs) -> None:
     history = model.fit(
         train, epochs=epochs, steps_per_epoch=steps_per_epoch,
         validation_data=evaluation, validation_steps=eval_steps, verbose=2,
-        callbacks=[tf.keras.callbacks.TensorBoard(
-            log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq="epoch")])
+        callbacks=training_callbacks(config, fn_args.model_run_dir))
 
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
