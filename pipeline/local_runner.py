@@ -18,7 +18,7 @@ from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)
 import schemas
 from components.log_config import LogConfig
 from datagen import synthetic
-from pipeline import configs, run_summary
+from pipeline import configs, run_report, run_summary
 
 DEFAULT_SYNTHETIC_DIR = "data/synthetic"
 
@@ -120,6 +120,7 @@ def run(config: configs.RunConfig, query_served_model: bool = True) -> dict:
             config.model_name, config.push_base, config.data_dir, summary["examples_uri"],
             config.log_config)
     run_summary.write_summary(summary, config.work_dir)
+    run_report.write_report(summary, config.work_dir)
     return summary
 
 

@@ -15,8 +15,10 @@ from tfx.orchestration import metadata
 from trainer import features as F
 
 
-def _latest(store: metadata_store.MetadataStore, type_name: str):
-    artifacts = store.get_artifacts_by_type(type_name)
+def _latest(store: metadata_store.MetadataStore, type_name: str, component: Optional[str] = None):
+    """The newest artifact of a type (written by ``component``, when given)."""
+    artifacts = [a for a in store.get_artifacts_by_type(type_name)
+                 if component is None or f"{os.sep}{component}{os.sep}" in a.uri]
     return max(artifacts, key=lambda a: a.id) if artifacts else None
 
 
@@ -78,11 +80,12 @@ def summarize(metadata_path: str) -> Dict[str, Any]:
     pushed = _latest(store, "PushedModel")
     model_run = _latest(store, "ModelRun")
     metrics = _task_metrics(evaluation.uri) if evaluation else {}
-    examples = [a for a in store.get_artifacts_by_type("Examples")
-                if f"{os.sep}InteractionLogExampleGen{os.sep}" in a.uri]
+    statistics = _latest(store, "ExampleStatistics", "StatisticsGen")
+    examples = _latest(store, "Examples", "InteractionLogExampleGen")
     summary: Dict[str, Any] = {
         "tasks": [t for t in F.TASK_NAMES if t in metrics],
-        "examples_uri": max(examples, key=lambda a: a.id).uri if examples else None,
+        "examples_uri": examples.uri if examples else None,
+        "statistics_uri": statistics.uri if statistics else None,
         "metrics": metrics,
         "blessed": bool(_custom(blessing, "blessed")),
         "pushed": bool(_custom(pushed, "pushed")),
@@ -130,6 +133,7 @@ def format_summary(summary: Dict[str, Any], work_dir: Optional[str] = None) -> s
         lines.append(f"  training curves: {summary['training_curves']}")
     if work_dir:
         lines.append(f"  summary json: {os.path.join(work_dir, 'run_summary.json')}")
+        lines.append(f"  report: {os.path.join(work_dir, 'report', 'run_report.md')}")
     return "\n".join(lines)
 
 

@@ -74,6 +74,20 @@ def test_evaluator_adds_calibration_mae_and_category_slices(run):
     assert len(sliced - {None}) >= 5
 
 
+def test_run_report_shows_data_metrics_per_task_and_the_push(run):
+    config, summary = run
+    report_dir = os.path.join(config.work_dir, "report")
+    text = open(os.path.join(report_dir, "run_report.md")).read()
+    assert "| examples_train |" in text and "### Train split features" in text
+    for task in ("click", "conversion", "rating"):
+        assert f"| {task} |" in text
+    assert f"{summary['metrics']['click']['auc']:.4f}" in text
+    assert f"{summary['metrics']['rating']['root_mean_squared_error']:.4f}" in text
+    assert "| item_category |" in text and "**Blessed: yes.**" in text
+    assert summary["pushed_destination"] in text
+    assert os.path.getsize(os.path.join(report_dir, "training_curves.png")) > 1000
+
+
 def test_training_curves_and_component_timings(run):
     _, summary = run
     assert os.path.getsize(summary["training_curves"]) > 1000

@@ -1,0 +1,118 @@
+"""A Markdown run report with PNG plots, written by every local run.
+
+``<work_dir>/report/run_report.md``: data (examples per split, ingestion
+counts and bad rows by reason, feature statistics), training curves,
+evaluation per task overall and per item category with the blessing
+decision, the pushed model, and the wall time per component.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+from typing import Any, Dict, List, Optional
+
+import tensorflow_data_validation as tfdv
+import tensorflow_model_analysis as tfma
+
+from components.log_example_gen import REPORT_FILE
+from trainer import features as F
+
+
+def _table(header: List[str], rows: List[List[Any]]) -> List[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) >= 1 else f"{value:.4f}"
+    return str(value)
+
+
+def _ingestion(examples_uri: str) -> List[str]:
+    path = os.path.join(examples_uri, REPORT_FILE)
+    if not os.path.exists(path):
+        return []
+    report = json.load(open(path))
+    bad = {k[4:]: v for k, v in report.items() if k.startswith("bad:")}
+    lines = ["## Data", "", *_table(["count", "value"], [[k, v] for k, v in sorted(report.items())
+                                                          if not k.startswith("bad:")])]
+    if bad:
+        lines += ["Bad rows by reason (each one is in `DeadLetters/` with its original line):", "",
+                  *_table(["reason", "rows"], sorted(bad.items()))]
+    else:
+        lines += ["No bad rows.", ""]
+    return lines
+
+
+def _statistics(statistics_uri: Optional[str]) -> List[str]:
+    path = statistics_uri and os.path.join(statistics_uri, "Split-train", "FeatureStats.pb")
+    if not path or not os.path.exists(path):
+        return []
+    stats = tfdv.load_stats_binary(path).datasets[0]
+    rows = []
+    for feature in stats.features:
+        common = (feature.num_stats or feature.string_stats).common_stats
+        total = common.num_non_missing + common.num_missing
+        detail = (f"mean {feature.num_stats.mean:.3g}, min {feature.num_stats.min:.3g}, "
+                  f"max {feature.num_stats.max:.3g}" if feature.HasField("num_stats")
+                  else f"{feature.string_stats.unique} unique")
+        rows.append([feature.path.step[0], f"{common.num_missing / max(total, 1):.1%}", detail])
+    return ["### Train split features", "", f"{stats.num_examples} examples.", "",
+            *_table(["feature", "missing", "values"], sorted(rows))]
+
+
+def _slices(evaluation_uri: str) -> List[str]:
+    result = tfma.load_eval_result(evaluation_uri)
+    rows = []
+    for key, metrics in result.slicing_metrics:
+        category = dict(key).get(F.ITEM_CATEGORY)
+        if category is None:
+            continue
+        cells = [category]
+        for task, name in (("click", "auc"), ("conversion", "auc"), ("rating", "root_mean_squared_error")):
+            value = metrics.get(task, {}).get("", {}).get(name, {}).get("doubleValue")
+            cells.append(_fmt(value) if value is not None else "—")
+        rows.append(cells)
+    if not rows:
+        return []
+    return ["### Per item category", "",
+            *_table(["item_category", "click AUC", "conversion AUC", "rating RMSE"], sorted(rows))]
+
+
+def write_report(summary: Dict[str, Any], work_dir: str) -> str:
+    """Writes the report (and copies its plots) under ``<work_dir>/report``; returns its path."""
+    out = os.path.join(work_dir, "report")
+    os.makedirs(out, exist_ok=True)
+    lines = ["# Run report", ""]
+    if summary.get("examples_uri"):
+        lines += _ingestion(summary["examples_uri"])
+        lines += _statistics(summary.get("statistics_uri"))
+    if summary.get("training_curves") and os.path.exists(summary["training_curves"]):
+        shutil.copyfile(summary["training_curves"], os.path.join(out, "training_curves.png"))
+        lines += ["## Training", "", "![training curves per task](training_curves.png)", ""]
+    lines += ["## Evaluation", ""]
+    # TFMA's metrics; "loss" and "rmse" repeat the Keras-compiled ones.
+    metric_names = sorted({m for task in summary["metrics"].values() for m in task} - {"loss", "rmse"})
+    lines += _table(["task", *metric_names],
+                    [[task, *(_fmt(summary["metrics"][task].get(m, "—")) for m in metric_names)]
+                     for task in summary["tasks"]])
+    if summary.get("evaluation_uri"):
+        lines += _slices(summary["evaluation_uri"])
+    lines += [f"**Blessed: {'yes' if summary['blessed'] else 'no'}.**", ""]
+    lines += [f"- failed: {failure}" for failure in summary.get("validation_failures") or []]
+    lines += ["## Model", ""]
+    if summary["pushed"]:
+        lines += [f"Pushed as version {summary['pushed_version']} to `{summary['pushed_destination']}`.", ""]
+    else:
+        lines += ["Not pushed: the model was not blessed.", ""]
+    lines += ["## Components", "", *_table(["component", "seconds", "state"],
+                                          [[r["component"], r["seconds"], r["state"]]
+                                           for r in summary.get("components", [])])]
+    path = os.path.join(out, "run_report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
