@@ -187,6 +187,7 @@ class _Impression:
     item: CatalogItem
     history_ids: List[str]
     history_titles: List[str]
+    history_categories: List[str]
     click: int = 0
     click_time: Optional[int] = None
     purchase: int = 0
@@ -244,9 +245,9 @@ def user_examples(
         item = catalog[event["item_id"]]
         kind = event["event_type"]
         if kind == "impression":
-            keep = config.history_length
-            imp = _Impression(event, item, [i for i, _ in history][-keep:] if keep else [],
-                              [t for _, t in history][-keep:] if keep else [])
+            recent = list(history)[-config.history_length:] if config.history_length else []
+            imp = _Impression(event, item, [i for i, _, _ in recent], [t for _, t, _ in recent],
+                              sorted({c for _, _, c in recent}))
             pending.append(imp)
             by_item[event["item_id"]].append(imp)
             continue
@@ -260,7 +261,7 @@ def user_examples(
         else:
             imp.rating, imp.rating_weight = event["rating"], 1.0
         if kind == "click":
-            history.append((event["item_id"], item.title))
+            history.append((event["item_id"], item.title, item.category))
     yield from flush(None)
 
 
@@ -294,6 +295,7 @@ def _to_example(imp: _Impression, user_profile: str) -> tf.train.Example:
         F.ITEM_CATEGORY: imp.item.category,
         F.HISTORY_TITLES: F.HISTORY_SEPARATOR.join(imp.history_titles),
         F.HISTORY_ITEM_IDS: imp.history_ids,
+        F.HISTORY_CATEGORIES: imp.history_categories,
         F.USER_PROFILE: user_profile,
         F.CLICK: imp.click,
         F.PURCHASE: imp.purchase,

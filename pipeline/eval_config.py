@@ -26,7 +26,7 @@ def build_eval_config(thresholds: Mapping[str, float] | None = None,
     """Per-task metrics, overall and per item category, with absolute thresholds
     and a no-regression check against the latest blessed model (the baseline)."""
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    active = [t for t in F.TASKS if tasks is None or t.name in tasks]
+    active = [t for t in F.TASKS if (tasks is None or t.name in tasks) and t.evaluated_by_tfma]
     model_spec = tfma.ModelSpec(
         signature_name="serving_default",
         label_keys={t.name: t.label for t in active},

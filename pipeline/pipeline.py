@@ -15,6 +15,8 @@ from pipeline import eval_config as eval_config_lib
 from pipeline import fingerprint
 from trainer.config import ModelConfig
 from trainer.task import CONFIG_KEY
+from trainer.text_encoder import preset_vocabulary
+from trainer.transform import TEXT_VOCABULARY_FILE
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
 RUN_FN = "trainer.task.run_fn"
@@ -37,6 +39,10 @@ def create_pipeline(
 ) -> tfx_pipeline.Pipeline:
     """ExampleGen -> statistics -> schema check -> Transform -> Trainer -> Evaluator -> Pusher."""
     trainer_code = fingerprint.source_fingerprint(["trainer"])
+    model_settings = ModelConfig.from_dict(model_config)
+    transform_config = {"code_version": trainer_code}
+    if model_settings.text_encoder_preset:
+        transform_config[TEXT_VOCABULARY_FILE] = preset_vocabulary(model_settings.text_encoder_preset)
     example_gen = InteractionLogExampleGen(
         input_base=data_dir, log_config=log_config,
         code_version=fingerprint.source_fingerprint(["components"]))
@@ -49,7 +55,7 @@ def create_pipeline(
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config={"code_version": trainer_code})
+        custom_config=transform_config)
     transform.add_upstream_node(anomalies_gate)
 
     trainer = tfx.components.Trainer(
@@ -72,7 +78,7 @@ def create_pipeline(
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=eval_config_lib.build_eval_config(
-            eval_thresholds, ModelConfig.from_dict(model_config).active_task_names()))
+            eval_thresholds, model_settings.active_task_names()))
 
     pusher = AtomicPusher(
         model=trainer.outputs["model"],

@@ -79,6 +79,7 @@ def summarize(metadata_path: str) -> Dict[str, Any]:
     blessing = _latest(store, "ModelBlessing")
     pushed = _latest(store, "PushedModel")
     model_run = _latest(store, "ModelRun")
+    model = _latest(store, "Model", "Trainer")
     metrics = _task_metrics(evaluation.uri) if evaluation else {}
     statistics = _latest(store, "ExampleStatistics", "StatisticsGen")
     examples = _latest(store, "Examples", "InteractionLogExampleGen")
@@ -92,6 +93,8 @@ def summarize(metadata_path: str) -> Dict[str, Any]:
         "pushed_destination": _custom(pushed, "pushed_destination"),
         "pushed_version": _custom(pushed, "pushed_version"),
         "evaluation_uri": evaluation.uri if evaluation else None,
+        # The Trainer's SavedModel (blessed or not).
+        "model_uri": os.path.join(model.uri, "Format-Serving") if model else None,
         "training_curves": (os.path.join(model_run.uri, "training_curves.png")
                             if model_run else None),
         "components": component_timings(store),

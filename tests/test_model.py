@@ -1,87 +1,164 @@
-"""The multi-task Keras model on random transformed inputs."""
+"""The multi-task model on random transformed inputs."""
 import keras_nlp
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from trainer import features as F
+from trainer.catalog import catalog_dataset
 from trainer.config import ModelConfig
-from trainer.data import split_labels
+from trainer.data import ITEM_KEY, multi_hot, split_labels
 from trainer.model import build_model
 
-VOCABS = {F.USER_ID_XF: 11, F.ITEM_ID_XF: 13, F.ITEM_CATEGORY_XF: 5, F.TEXT_VOCAB: 50}
+NUM_CATEGORIES = 5
+VOCABS = {F.USER_ID_XF: 11, F.ITEM_ID_XF: 13, F.ITEM_CATEGORY_XF: NUM_CATEGORIES, F.TEXT_VOCAB: 50}
 
 
-def _batch(n=16, seed=0):
+def _batch(n=16, seed=0, rated=0.5):
     rng = np.random.default_rng(seed)
     tokens = lambda length: np.where(rng.random((n, length)) < 0.6, rng.integers(2, 50, (n, length)), 0)
-    return {
-        F.USER_ID_XF: rng.integers(0, 11, n), F.ITEM_ID_XF: rng.integers(0, 13, n),
-        F.ITEM_CATEGORY_XF: rng.integers(0, 5, n),
+    items = rng.integers(0, 13, n)
+    history_categories = tf.sparse.from_dense(rng.integers(0, NUM_CATEGORIES, (n, 2)) + 1)
+    history_categories = tf.SparseTensor(history_categories.indices, history_categories.values - 1,
+                                         history_categories.dense_shape)
+    batch = {
+        F.USER_ID_XF: rng.integers(0, 11, n), F.ITEM_ID_XF: items,
+        F.ITEM_ID: np.array([f"i{i}".encode() for i in items]),
+        F.ITEM_CATEGORY_XF: items % NUM_CATEGORIES,
         F.ITEM_TOKENS_XF: tokens(F.ITEM_TEXT_LENGTH), F.HISTORY_TOKENS_XF: tokens(F.HISTORY_TEXT_LENGTH),
         F.CLICK: rng.integers(0, 2, n).astype("float32"), F.PURCHASE: (rng.random(n) < 0.2).astype("float32"),
         F.RATING: rng.integers(1, 6, n).astype("float32"),
-        F.RATING_WEIGHT: (rng.random(n) < 0.5).astype("float32"),
-        F.IMPRESSION_WEIGHT: np.ones(n, "float32"),
+        F.RATING_WEIGHT: (rng.random(n) < rated).astype("float32"),
+        F.IMPRESSION_WEIGHT: np.ones(n, "float32"), F.INTEREST_WEIGHT: np.ones(n, "float32"),
     }
+    batch = {k: tf.constant(v) for k, v in batch.items()}
+    batch[F.HISTORY_CATEGORIES_XF] = history_categories
+    return batch
 
 
-def test_every_task_output_is_finite_with_batch_shape():
+def _split(batch, config=None):
+    tasks = (config or ModelConfig()).active_tasks()
+    return split_labels(batch, tasks, NUM_CATEGORIES)
+
+
+def _catalog():
+    rng = np.random.default_rng(3)
+    return {F.ITEM_ID: np.array([f"i{i}".encode() for i in range(13)], dtype=object),
+            F.ITEM_ID_XF: np.arange(13), F.ITEM_CATEGORY_XF: np.arange(13) % NUM_CATEGORIES,
+            F.ITEM_TOKENS_XF: rng.integers(0, 50, (13, F.ITEM_TEXT_LENGTH))}
+
+
+def test_every_task_output_is_finite_with_its_shape():
     model = build_model(ModelConfig(), VOCABS)
-    inputs, _, _ = split_labels({k: tf.constant(v) for k, v in _batch().items()})
+    inputs, _, _ = _split(_batch())
     outputs = model(inputs)
     assert set(outputs) == set(F.TASK_NAMES)
+    widths = {"category": NUM_CATEGORIES, "interest": NUM_CATEGORIES}
     for name, value in outputs.items():
-        assert value.shape == (16, 1), name
+        assert value.shape == (16, widths.get(name, 1)), name
         assert np.all(np.isfinite(value.numpy())), name
     assert np.all((outputs["click"].numpy() > 0) & (outputs["click"].numpy() < 1))
     # ESMM: p(conversion) = p(click) * p(conversion | click) <= p(click)
     assert np.all(outputs["conversion"].numpy() <= outputs["click"].numpy() + 1e-7)
+    np.testing.assert_allclose(outputs["category"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+    assert np.all(np.abs(outputs["retrieval"].numpy()) <= 1.0 + 1e-5)  # cosine of unit embeddings
+
+
+def test_multi_hot_marks_each_id_once():
+    ids = tf.SparseTensor([[0, 0], [0, 1], [2, 0]], tf.constant([1, 1, 3], tf.int64), [3, 2])
+    np.testing.assert_array_equal(multi_hot(ids, 4).numpy(), [[0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]])
 
 
 def test_one_text_encoder_is_shared_by_both_towers():
-    model = build_model(ModelConfig(), VOCABS)
-    encoders = [layer for layer in model.layers if layer.name == "text_encoder"]
-    assert len(encoders) == 1
+    network = build_model(ModelConfig(), VOCABS).network
+    encoder = network.text_encoder
     # Called on the history (user tower) and on the item text (item tower).
-    assert len(encoders[0].inbound_nodes) == 2
-    embeddings = [layer for layer in encoders[0].layers
+    assert encoder in network.user_model.layers and encoder in network.item_model.layers
+    embeddings = [layer for layer in encoder.layers
                   if isinstance(layer, keras_nlp.layers.TokenAndPositionEmbedding)]
     assert len(embeddings) == 1
-    assert not any(isinstance(layer, keras_nlp.layers.TokenAndPositionEmbedding) for layer in model.layers)
-    encoder_vars = {id(w) for w in encoders[0].weights}
-    assert encoder_vars <= {id(w) for w in model.trainable_weights}
+    all_variables = [v for v in network.variables if "token_and_position" in v.name]
+    assert len({id(v) for v in all_variables}) == len(embeddings[0].variables)
+    encoder_vars = {id(w) for w in encoder.weights}
+    assert encoder_vars <= {id(w) for w in network.user_model.trainable_weights}
+    assert encoder_vars <= {id(w) for w in network.item_model.trainable_weights}
 
 
-def test_joint_training_lowers_the_loss_and_ignores_unweighted_ratings():
-    batch = {k: tf.constant(v) for k, v in _batch(64, seed=1).items()}
-    data = tf.data.Dataset.from_tensors(batch).map(split_labels).repeat()
+def _dataset(batch, config=None):
+    return tf.data.Dataset.from_tensors(batch).map(lambda b: _split(b, config)).repeat()
+
+
+def test_joint_training_lowers_every_task_loss():
+    data = _dataset(_batch(64, seed=1))
     model = build_model(ModelConfig(learning_rate=1e-2, dropout=0.0), VOCABS)
     before = model.evaluate(data, steps=1, verbose=0, return_dict=True)
     model.fit(data, steps_per_epoch=40, epochs=1, verbose=0)
     after = model.evaluate(data, steps=1, verbose=0, return_dict=True)
-    assert after["click_loss"] < before["click_loss"]
-    assert after["rating_loss"] < before["rating_loss"]
-    assert after["conversion_loss"] < before["conversion_loss"]
+    for name in F.TASK_NAMES:
+        assert after[f"{name}_loss"] < before[f"{name}_loss"], name
+
+
+def test_a_task_without_labels_in_the_batch_adds_no_loss_or_gradient():
+    batch = _batch(32, seed=2, rated=0.0)  # no rating in the batch
+    model = build_model(ModelConfig(), VOCABS)
+    inputs, labels, weights = _split(batch)
+    _, losses, present = model._task_losses(inputs, labels, weights, training=False)
+    assert float(present["rating"]) == 0.0 and float(present["click"]) == 1.0
+    head = model.network.get_layer("rating_raw").trainable_variables
+    with tf.GradientTape() as tape:
+        _, losses, present = model._task_losses(inputs, labels, weights, training=True)
+        total = model.weighting(losses, present)
+    gradients = tape.gradient(total, head)
+    assert all(g is None or float(tf.reduce_max(tf.abs(g))) == 0.0 for g in gradients)
+
+
+def test_uncertainty_weights_are_trained():
+    model = build_model(ModelConfig(loss_weighting="uncertainty"), VOCABS)
+    model.fit(_dataset(_batch(32, seed=4)), steps_per_epoch=10, epochs=1, verbose=0)
+    log_variance = model.weighting.log_variance.numpy()
+    assert log_variance.shape == (len(F.TASK_NAMES),)
+    assert np.all(np.abs(log_variance) > 1e-4)
+    assert any(v is model.weighting.log_variance for v in model.trainable_variables)
+    static = build_model(ModelConfig(), VOCABS)
+    assert static.weighting.log_variance is None
+
+
+def test_validation_reports_recall_at_k_over_the_catalogue():
+    config = ModelConfig(retrieval_ks=(1, 5))
+    model = build_model(config, VOCABS)
+    model.set_candidates(catalog_dataset(_catalog(), batch_size=4), 13)
+    data = _dataset(_batch(32, seed=5), config)
+    logs = model.evaluate(data, steps=2, verbose=0, return_dict=True)
+    assert 0.0 <= logs["retrieval_recall_at_1"] <= logs["retrieval_recall_at_5"] <= 1.0
+    assert _split(_batch())[0][ITEM_KEY].dtype == tf.int64
 
 
 def test_unknown_config_key_is_rejected():
-    import pytest
     with pytest.raises(ValueError, match="embeding_dim"):
         ModelConfig.from_dict({"embeding_dim": 8})
+    with pytest.raises(ValueError, match="loss_weighting"):
+        ModelConfig(loss_weighting="magic")
 
 
 def test_tasks_can_be_switched_off():
     config = ModelConfig(tasks=("click", "rating"))
     model = build_model(config, VOCABS)
-    inputs, labels, weights = split_labels({k: tf.constant(v) for k, v in _batch().items()},
-                                           config.active_tasks())
+    inputs, labels, weights = _split(_batch(), config)
     assert set(model(inputs)) == set(labels) == set(weights) == {"click", "rating"}
-    assert not any("conversion" in layer.name for layer in model.layers)
-    import pytest
+    assert not any("conversion" in layer.name or layer.name in ("category", "interest", "retrieval")
+                   for layer in model.network.layers)
+    model.fit(_dataset(_batch(), config), steps_per_epoch=2, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="needs task 'click'"):
         ModelConfig(tasks=("conversion",))
-    with pytest.raises(KeyError, match="retrieval"):
-        ModelConfig(tasks=("retrieval",))
+    with pytest.raises(KeyError, match="ranking"):
+        ModelConfig(tasks=("ranking",))
+
+
+def test_a_remote_or_missing_preset_is_refused():
+    with pytest.raises(ValueError, match="never downloaded"):
+        ModelConfig(text_encoder_preset="kaggle://keras/bert/keras/bert_tiny_en_uncased")
+    with pytest.raises(ValueError, match="local keras-nlp preset"):
+        ModelConfig(text_encoder_preset="/nonexistent/preset")
 
 
 def test_training_callbacks_checkpoint_and_stop_early(tmp_path):

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from pipeline import configs, local_runner
@@ -105,14 +106,24 @@ SCORE_SCRIPT = textwrap.dedent("""
         feature = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
                    for k, v in row.items()}
         return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-    outputs = model.signatures["serving_default"](examples=tf.constant([example(r) for r in rows]))
-    print(json.dumps({k: v.numpy().tolist() for k, v in outputs.items()}))
+    as_lists = lambda outputs: {k: v.numpy().tolist() for k, v in outputs.items()}
+    by_example = model.signatures["serving_default"](examples=tf.constant([example(r) for r in rows]))
+    predict = model.signatures["predict"]
+    by_feature = predict(**{name: tf.constant([r.get(name, "") for r in rows])
+                            for name in predict.structured_input_signature[1]})
+    recommend = model.signatures["recommend"](
+        user_id=tf.constant([r["user_id"] for r in rows]), user_profile=tf.constant(["", "", ""]),
+        history_titles=tf.constant([r["history_titles"] for r in rows]))
+    recommend = {k: [[x.decode() if isinstance(x, bytes) else x for x in row] for row in v]
+                 for k, v in as_lists(recommend).items()}
+    print(json.dumps({"serving_default": as_lists(by_example), "predict": as_lists(by_feature),
+                      "recommend": recommend}))
     print("modules:", json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in
                                         ("keras_nlp", "tensorflow_text", "tensorflow_transform"))))
 """)
 
 
-def test_pushed_model_scores_raw_examples_in_a_fresh_process(run):
+def test_pushed_model_signatures_work_in_a_fresh_process(run, small_logs):
     _, summary = run
     rows = [
         {F.USER_ID: "u00001", F.ITEM_ID: "i00002", F.ITEM_TITLE: "Jazz piano album",
@@ -128,12 +139,27 @@ def test_pushed_model_scores_raw_examples_in_a_fresh_process(run):
                            json.dumps(rows)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
-    outputs = json.loads(lines[-2])
+    result = json.loads(lines[-2])
+    outputs = result["serving_default"]
     assert set(outputs) == set(F.TASK_NAMES)
+    categories = len(outputs["category"][0])
+    assert categories == len(outputs["interest"][0]) >= 8  # the generator's categories + OOV
     for name, values in outputs.items():
-        assert len(values) == len(rows) and all(len(v) == 1 for v in values), name
+        width = categories if name in ("category", "interest") else 1
+        assert len(values) == len(rows) and all(len(v) == width for v in values), name
     assert all(0.0 < v[0] < 1.0 for v in outputs["click"])
     assert all(-10 < v[0] < 15 for v in outputs["rating"])
+    assert all(abs(sum(v) - 1.0) < 1e-4 for v in outputs["category"])
+    # The raw-feature signature gives the same answers as the tf.Example one.
+    for name, values in result["predict"].items():
+        np.testing.assert_allclose(values, outputs[name], atol=1e-5, err_msg=name)
+    # recommend: K distinct catalogue items per user, best first.
+    catalogue = {json.loads(line)["item_id"] for line in open(os.path.join(small_logs, "items.jsonl"))}
+    ids, scores = result["recommend"]["item_ids"], result["recommend"]["scores"]
+    assert len(ids) == len(rows)
+    for user_ids, user_scores in zip(ids, scores):
+        assert len(user_ids) == 100 and len(set(user_ids)) == 100 and set(user_ids) <= catalogue
+        assert user_scores == sorted(user_scores, reverse=True)
     # The serving graph needs neither keras-nlp nor tensorflow-text.
     assert json.loads(lines[-1].split(":", 1)[1]) == []
 

@@ -22,7 +22,17 @@ class ModelConfig:
     batch_size: int = 128
     epochs: int = 3
     task_weights: Mapping[str, float] = dataclasses.field(
-        default_factory=lambda: {"click": 1.0, "conversion": 1.0, "rating": 0.5})
+        default_factory=lambda: {"retrieval": 0.5, "click": 1.0, "conversion": 1.0, "rating": 0.5,
+                                 "category": 0.2, "interest": 0.2})
+    # "static": sum of task_weights x task losses; "uncertainty": learned
+    # homoscedastic-uncertainty weights (Kendall et al., 2018) on top of them.
+    loss_weighting: str = "static"
+    retrieval_temperature: float = 0.1  # softmax temperature over L2-normalised embeddings
+    retrieval_ks: Tuple[int, ...] = (10, 100)  # FactorizedTopK recall cut-offs (validation)
+    recommend_k: int = 100  # items returned by the exported ``recommend`` signature
+    # A local keras-nlp preset directory whose backbone becomes the text
+    # encoder (its vocabulary replaces the computed one); None trains from scratch.
+    text_encoder_preset: Optional[str] = None
     # Names of the tasks to train and serve; None means every task in features.TASKS.
     tasks: Optional[Tuple[str, ...]] = None
     early_stopping_patience: int = 2  # epochs without a better val_loss; 0 turns it off
@@ -41,6 +51,16 @@ class ModelConfig:
             if task.esmm_parent and task.esmm_parent not in names:
                 raise ValueError(f"task {task.name!r} is p({task.esmm_parent}) x p({task.name} | "
                                  f"{task.esmm_parent}): it needs task {task.esmm_parent!r} on too")
+        object.__setattr__(self, "retrieval_ks", tuple(int(k) for k in self.retrieval_ks))
+        if self.loss_weighting not in ("static", "uncertainty"):
+            raise ValueError(f"loss_weighting must be 'static' or 'uncertainty', not {self.loss_weighting!r}")
+        if self.retrieval_temperature <= 0:
+            raise ValueError("retrieval_temperature must be > 0")
+        if self.recommend_k < 1 or not self.retrieval_ks or min(self.retrieval_ks) < 1:
+            raise ValueError("recommend_k and every retrieval_ks value must be >= 1")
+        if self.text_encoder_preset is not None:
+            from trainer.text_encoder import check_local_preset
+            check_local_preset(self.text_encoder_preset)
         unknown = sorted(set(self.task_weights) - {t.name for t in F.TASKS})
         if unknown:
             raise ValueError(f"task_weights names unknown tasks {unknown}")

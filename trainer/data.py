@@ -11,28 +11,72 @@ from trainer import features as F
 
 MODEL_INPUTS = (F.USER_ID_XF, F.ITEM_ID_XF, F.ITEM_CATEGORY_XF,
                 F.ITEM_TOKENS_XF, F.HISTORY_TOKENS_XF)
+USER_INPUTS = (F.USER_ID_XF, F.HISTORY_TOKENS_XF)
+ITEM_INPUTS = (F.ITEM_ID_XF, F.ITEM_CATEGORY_XF, F.ITEM_TOKENS_XF)
+# A 62-bit hash of the raw item id: tells items apart for retrieval (accidental
+# hits, recall@k) even when they share the OOV id, and stays numeric for XLA.
+ITEM_KEY = "item_key"
 
 
-def split_labels(batch: Dict[str, tf.Tensor], tasks: Sequence[F.Task] = F.TASKS) -> Tuple[Dict, Dict, Dict]:
+def item_key(raw_item_id: tf.Tensor) -> tf.Tensor:
+    return tf.strings.to_hash_bucket_fast(tf.reshape(raw_item_id, [-1]), 2 ** 62)
+
+
+def multi_hot(ids: tf.SparseTensor | tf.Tensor, depth: int) -> tf.Tensor:
+    """Sparse or padded ids [batch, None] -> multi-hot float [batch, depth]."""
+    if isinstance(ids, tf.SparseTensor):
+        batch = tf.cast(ids.dense_shape[0], tf.int32)
+        rows = tf.cast(ids.indices[:, 0], tf.int32)
+        cols = tf.cast(ids.values, tf.int32)
+    else:
+        ids = tf.convert_to_tensor(ids)
+        batch = tf.shape(ids)[0]
+        rows = tf.repeat(tf.range(batch), tf.shape(ids)[1])
+        cols = tf.cast(tf.reshape(ids, [-1]), tf.int32)
+    hot = tf.scatter_nd(tf.stack([rows, cols], axis=1), tf.ones_like(cols, tf.float32),
+                        tf.stack([batch, depth]))
+    return tf.minimum(hot, 1.0)
+
+
+def split_labels(batch: Dict[str, tf.Tensor], tasks: Sequence[F.Task] = F.TASKS,
+                 num_categories: int | None = None) -> Tuple[Dict, Dict, Dict]:
     """Transformed batch -> (model inputs, labels per task, weights per task).
 
     A weight of 0 (e.g. ``rating_weight`` of an unrated impression) keeps an
-    example out of that task's loss.
+    example out of that task's loss. ``num_categories`` (category vocabulary
+    plus OOV) sizes the multi-hot interest label.
     """
     inputs = {name: batch[name] for name in MODEL_INPUTS}
+    if F.ITEM_ID in batch:
+        inputs[ITEM_KEY] = item_key(batch[F.ITEM_ID])
     labels, weights = {}, {}
     for task in tasks:
-        label = tf.reshape(batch[task.label], [-1, 1])
+        if task.kind == "multilabel":
+            if num_categories is None:
+                raise ValueError(f"task {task.name!r} needs num_categories")
+            label = multi_hot(batch[task.label], num_categories)
+        elif task.kind == "multiclass":
+            label = tf.reshape(batch[task.label], [-1])
+        else:
+            label = tf.reshape(tf.cast(batch[task.label], tf.float32), [-1, 1])
         labels[task.name] = label
-        weights[task.name] = tf.reshape(batch[task.weight], [-1])
+        weights[task.name] = tf.reshape(tf.cast(batch[task.weight], tf.float32), [-1])
     return inputs, labels, weights
 
 
-def input_fn(file_pattern: List[str], data_accessor, tf_transform_output: tft.TFTransformOutput,
-             batch_size: int, shuffle: bool = True, tasks: Sequence[F.Task] = F.TASKS) -> tf.data.Dataset:
-    """Batched, repeated dataset of transformed examples for Keras."""
-    dataset = data_accessor.tf_dataset_factory(
+def transformed_dataset(file_pattern: List[str], data_accessor, tf_transform_output: tft.TFTransformOutput,
+                        batch_size: int, shuffle: bool = True, num_epochs: int | None = None) -> tf.data.Dataset:
+    """Batches of transformed feature dicts."""
+    return data_accessor.tf_dataset_factory(
         file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, num_epochs=None),
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, num_epochs=num_epochs),
         tf_transform_output.transformed_metadata.schema)
-    return dataset.map(lambda batch: split_labels(batch, tasks), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def input_fn(file_pattern: List[str], data_accessor, tf_transform_output: tft.TFTransformOutput,
+             batch_size: int, shuffle: bool = True, tasks: Sequence[F.Task] = F.TASKS,
+             num_categories: int | None = None) -> tf.data.Dataset:
+    """Batched, repeated dataset of (inputs, labels, weights) for Keras."""
+    dataset = transformed_dataset(file_pattern, data_accessor, tf_transform_output, batch_size, shuffle)
+    return dataset.map(lambda batch: split_labels(batch, tasks, num_categories),
+                       num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

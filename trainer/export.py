@@ -1,11 +1,30 @@
-"""Serving signatures: serialized tf.Example in, every task's output out."""
+"""Serving signatures; every one applies the TF Transform graph itself.
+
+* ``serving_default``: ``examples`` (serialized tf.Example, raw features) ->
+  every task's output;
+* ``predict``: the raw features as named string tensors (convenient for TF
+  Serving's Predict API) -> every task's output;
+* ``recommend``: a user's raw features -> the top-K ``item_ids`` and their
+  ``scores`` from a candidate index of the catalogue built at export time
+  (only when the retrieval task is on).
+"""
 from __future__ import annotations
 
+from typing import Dict, Mapping
+
+import numpy as np
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
 
 from trainer import features as F
-from trainer.data import MODEL_INPUTS
+from trainer.catalog import catalog_dataset
+from trainer.data import MODEL_INPUTS, USER_INPUTS
+
+# Raw features of the ``predict`` signature (one string per example each).
+PREDICT_FEATURES = tuple(f.name for f in F.RAW_FEATURES if f.role == "model" and not f.varlen)
+# Raw features of the ``recommend`` signature.
+RECOMMEND_FEATURES = (F.USER_ID, F.HISTORY_TITLES, F.USER_PROFILE)
 
 
 def serving_raw_feature_spec(tf_transform_output: tft.TFTransformOutput):
@@ -26,25 +45,79 @@ def serving_raw_feature_spec(tf_transform_output: tft.TFTransformOutput):
     return serving
 
 
-def make_serving_fn(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput):
-    """``serving_default``: parses raw tf.Examples, applies TFT, runs the model."""
-    # Kept as a model attribute so its lookup tables are tracked and
-    # initialised when the SavedModel loads (tensorflow/transform#237).
-    model.tft_layer = tf_transform_output.transform_features_layer()
+def _complete(raw: Mapping[str, tf.Tensor], batch_size: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Fills the model features a signature does not take with empty values."""
+    full = dict(raw)
+    for feature in F.RAW_FEATURES:
+        if feature.role != "model" or feature.name in full:
+            continue
+        if feature.varlen:
+            full[feature.name] = tf.SparseTensor(tf.zeros([0, 2], tf.int64), tf.constant([], tf.string),
+                                                 tf.stack([tf.cast(batch_size, tf.int64), tf.constant(0, tf.int64)]))
+        else:
+            full[feature.name] = tf.fill(tf.stack([batch_size, 1]), "")
+    return full
+
+
+def _named(outputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    return {name: tf.identity(value, name=name) for name, value in outputs.items()}
+
+
+def attach_serving_signatures(network: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
+                              catalog: Mapping[str, np.ndarray] | None, recommend_k: int) -> Dict:
+    """Builds the signatures; the TFT layer and the top-K index become
+    attributes of ``network`` so the SavedModel tracks their tables and
+    variables (tensorflow/transform#237, tensorflow/recommenders#131)."""
+    network.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = serving_raw_feature_spec(tf_transform_output)
+
+    def run(raw: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        transformed = network.tft_layer(dict(raw))
+        return _named(network({name: transformed[name] for name in MODEL_INPUTS}, training=False))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_tf_examples(serialized: tf.Tensor):
-        raw = tf.io.parse_example(serialized, raw_spec)
-        transformed = model.tft_layer(raw)
-        outputs = model({name: transformed[name] for name in MODEL_INPUTS}, training=False)
-        return {name: tf.identity(value, name=name) for name, value in outputs.items()}
+        return run(tf.io.parse_example(serialized, raw_spec))
 
-    return serve_tf_examples
+    @tf.function(input_signature=[{name: tf.TensorSpec([None], tf.string, name=name)
+                                   for name in PREDICT_FEATURES}])
+    def predict(features):
+        batch = tf.shape(features[F.USER_ID])[0]
+        return run(_complete({n: tf.reshape(v, [-1, 1]) for n, v in features.items()}, batch))
+
+    signatures = {"serving_default": serve_tf_examples, "predict": predict}
+    if catalog is not None and hasattr(network, "user_model") and any(
+            name.startswith("retrieval") for name in network.output_names):
+        signatures["recommend"] = _recommend_signature(network, catalog, recommend_k)
+    return signatures
 
 
-def export_serving_model(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
-                         export_dir: str) -> None:
-    """Saves the SavedModel with its ``serving_default`` signature."""
-    signatures = {"serving_default": make_serving_fn(model, tf_transform_output)}
-    model.save(export_dir, save_format="tf", signatures=signatures)
+def _recommend_signature(network: tf.keras.Model, catalog: Mapping[str, np.ndarray], k: int):
+    embeddings = []
+    for batch in catalog_dataset(catalog):
+        embeddings.append(network.item_model({n: batch[n] for n in batch if n in network.item_model.input},
+                                             training=False)["embedding"])
+    k = min(k, len(catalog[F.ITEM_ID]))
+    index = tfrs.layers.factorized_top_k.BruteForce(k=k, name="recommend_index")
+    index.index(tf.concat(embeddings, axis=0),
+                identifiers=tf.constant([i.decode() if isinstance(i, bytes) else i for i in catalog[F.ITEM_ID]]))
+    network.recommend_index = index
+
+    @tf.function(input_signature=[{name: tf.TensorSpec([None], tf.string, name=name)
+                                   for name in RECOMMEND_FEATURES}])
+    def recommend(features):
+        batch = tf.shape(features[F.USER_ID])[0]
+        transformed = network.tft_layer(_complete({n: tf.reshape(v, [-1, 1]) for n, v in features.items()}, batch))
+        user = network.user_model({name: transformed[name] for name in USER_INPUTS}, training=False)
+        scores, item_ids = network.recommend_index(user["embedding"])
+        return {"item_ids": tf.identity(item_ids, name="item_ids"), "scores": tf.identity(scores, name="scores")}
+
+    recommend(**{"features": {name: tf.constant(["warmup"]) for name in RECOMMEND_FEATURES}})
+    return recommend
+
+
+def export_serving_model(network: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
+                         catalog: Mapping[str, np.ndarray] | None = None, recommend_k: int = 100) -> None:
+    """Saves the SavedModel with its signatures."""
+    signatures = attach_serving_signatures(network, tf_transform_output, catalog, recommend_k)
+    network.save(export_dir, save_format="tf", signatures=signatures)

@@ -16,6 +16,7 @@ ITEM_DESCRIPTION = "item_description"
 ITEM_CATEGORY = "item_category"
 HISTORY_TITLES = "history_titles"
 HISTORY_ITEM_IDS = "history_item_ids"  # a list, newest last
+HISTORY_CATEGORIES = "history_categories"  # categories of the history items (interest label)
 USER_PROFILE = "user_profile"  # text from the optional user table
 TIMESTAMP = "timestamp"
 EVENT_ID = "event_id"
@@ -53,6 +54,7 @@ RAW_FEATURES: Tuple[RawFeature, ...] = (
     RawFeature(HISTORY_TITLES, "string", "model", optional=True),
     RawFeature(HISTORY_ITEM_IDS, "string", "model", varlen=True, optional=True),
     RawFeature(USER_PROFILE, "string", "model", optional=True),
+    RawFeature(HISTORY_CATEGORIES, "string", "label", varlen=True, optional=True),
     RawFeature(CLICK, "int", "label"),
     RawFeature(PURCHASE, "int", "label"),
     RawFeature(RATING, "float", "label"),
@@ -75,6 +77,9 @@ ITEM_ID_XF = transformed_name(ITEM_ID)
 ITEM_CATEGORY_XF = transformed_name(ITEM_CATEGORY)
 ITEM_TOKENS_XF = "item_tokens_xf"
 HISTORY_TOKENS_XF = "history_tokens_xf"
+# Labels computed by TF Transform.
+HISTORY_CATEGORIES_XF = transformed_name(HISTORY_CATEGORIES)  # category ids, varlen
+INTEREST_WEIGHT = "interest_weight"  # 1 when the user has a history, else 0
 
 # Vocabulary files written by TF Transform.
 TEXT_VOCAB = "text_tokens"
@@ -88,29 +93,48 @@ ITEM_TEXT_LENGTH = 32
 HISTORY_TEXT_LENGTH = 48
 
 
+TASK_KINDS = ("retrieval", "binary", "regression", "multiclass", "multilabel")
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """A supervised task head: its label, example-weight feature and kind.
+    """A task head: its kind, label and example-weight feature (after Transform).
 
-    A weight of 0 marks an example without a label for that task.
+    A weight of 0 marks an example without a label for that task, and a batch
+    whose weights are all 0 adds no loss for it.
+
+    * ``retrieval``: two-tower in-batch softmax; the label (click) marks the
+      positive user-item pairs.
+    * ``binary``/``regression``: one score per example from the joint towers.
+    * ``multiclass``: the item's category from the item tower (text branch).
+    * ``multilabel``: the user's interests over categories from the user tower.
     """
 
     name: str
     label: str
-    kind: str  # "binary" or "regression"
+    kind: str
     weight: str
     # ESMM: the output is p(parent) * p(own head), trained on every impression
     # (e.g. conversion = pCTR * pCVR), so it is modelled over the entire space.
     esmm_parent: str | None = None
 
+    @property
+    def evaluated_by_tfma(self) -> bool:
+        """Binary and regression heads read raw labels the Evaluator can slice."""
+        return self.kind in ("binary", "regression")
+
 
 TASKS: Tuple[Task, ...] = (
+    Task(name="retrieval", label=CLICK, kind="retrieval", weight=IMPRESSION_WEIGHT),
     Task(name="click", label=CLICK, kind="binary", weight=IMPRESSION_WEIGHT),
     Task(name="conversion", label=PURCHASE, kind="binary", weight=IMPRESSION_WEIGHT,
          esmm_parent="click"),
     Task(name="rating", label=RATING, kind="regression", weight=RATING_WEIGHT),
+    Task(name="category", label=ITEM_CATEGORY_XF, kind="multiclass", weight=IMPRESSION_WEIGHT),
+    Task(name="interest", label=HISTORY_CATEGORIES_XF, kind="multilabel", weight=INTEREST_WEIGHT),
 )
 TASK_NAMES: List[str] = [t.name for t in TASKS]
+assert all(t.kind in TASK_KINDS for t in TASKS)
 
 
 def task(name: str) -> Task:

@@ -1,76 +1,88 @@
-"""The multi-task two-tower Keras model with one shared keras-nlp text encoder."""
+"""The multi-task two-tower recommender with one shared keras-nlp text encoder.
+
+``build_network`` is the functional graph (transformed features -> one output
+per task) that is exported; ``MultiTaskRecommender`` wraps it with the joint
+training step: per-task weighted losses, a task without labels in a batch adds
+nothing, and static or learned (uncertainty) task weights combine them.
+"""
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List, Mapping, Optional
 
-import keras_nlp
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 
 from trainer import features as F
 from trainer.config import ModelConfig
+from trainer.data import ITEM_INPUTS, ITEM_KEY, MODEL_INPUTS, USER_INPUTS
+from trainer.text_encoder import MaskedMeanPooling, build_text_encoder  # noqa: F401  (re-export)
 
 keras = tf.keras
 
-
-class MaskedMeanPooling(keras.layers.Layer):
-    """Mean over the non-padding positions of a sequence."""
-
-    def call(self, sequence: tf.Tensor, token_ids: tf.Tensor) -> tf.Tensor:
-        mask = tf.cast(tf.not_equal(token_ids, 0), sequence.dtype)[..., tf.newaxis]
-        total = tf.reduce_sum(sequence * mask, axis=1)
-        return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+_EPSILON = 1e-9
 
 
-def build_text_encoder(config: ModelConfig, vocab_size: int, max_length: int) -> keras.Model:
-    """Token ids [batch, length] -> text vector [batch, text_dim]."""
-    token_ids = keras.Input(shape=(None,), dtype=tf.int64, name="token_ids")
-    x = keras_nlp.layers.TokenAndPositionEmbedding(
-        vocabulary_size=vocab_size, sequence_length=max_length,
-        embedding_dim=config.text_dim, mask_zero=True)(token_ids)
-    padding_mask = tf.not_equal(token_ids, 0)
-    for _ in range(config.text_layers):
-        x = keras_nlp.layers.TransformerEncoder(
-            intermediate_dim=config.text_intermediate_dim, num_heads=config.text_heads,
-            dropout=config.dropout)(x, padding_mask=padding_mask)
-    pooled = MaskedMeanPooling()(x, token_ids)
-    return keras.Model(token_ids, pooled, name="text_encoder")
+def _inputs(names) -> Dict[str, keras.Input]:
+    lengths = {F.ITEM_TOKENS_XF: F.ITEM_TEXT_LENGTH, F.HISTORY_TOKENS_XF: F.HISTORY_TEXT_LENGTH}
+    return {name: keras.Input(shape=(lengths[name],) if name in lengths else (), dtype=tf.int64, name=name)
+            for name in names}
 
 
-def build_model(config: ModelConfig, vocab_sizes: Dict[str, int], jit_compile: bool = False) -> keras.Model:
-    """Builds the model over transformed features; outputs one tensor per task.
+def _l2_normalize(name: str) -> keras.layers.Layer:
+    return keras.layers.Lambda(lambda x: tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1),
+                               dtype="float32", name=name)
+
+
+def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.Model:
+    """Transformed features -> {task name: output} for the active tasks.
 
     ``vocab_sizes`` maps the transformed id feature names and ``F.TEXT_VOCAB``
-    to embedding table sizes.
+    to embedding table sizes. The model carries ``user_model`` and
+    ``item_model`` (the towers, returning L2-normalised retrieval embeddings).
     """
-    inputs = {
-        F.USER_ID_XF: keras.Input(shape=(), dtype=tf.int64, name=F.USER_ID_XF),
-        F.ITEM_ID_XF: keras.Input(shape=(), dtype=tf.int64, name=F.ITEM_ID_XF),
-        F.ITEM_CATEGORY_XF: keras.Input(shape=(), dtype=tf.int64, name=F.ITEM_CATEGORY_XF),
-        F.ITEM_TOKENS_XF: keras.Input(shape=(F.ITEM_TEXT_LENGTH,), dtype=tf.int64, name=F.ITEM_TOKENS_XF),
-        F.HISTORY_TOKENS_XF: keras.Input(shape=(F.HISTORY_TEXT_LENGTH,), dtype=tf.int64, name=F.HISTORY_TOKENS_XF),
-    }
     max_length = max(F.ITEM_TEXT_LENGTH, F.HISTORY_TEXT_LENGTH)
-    text_encoder = build_text_encoder(config, vocab_sizes[F.TEXT_VOCAB], max_length)
+    text_encoder = build_text_encoder(
+        config.text_dim, config.text_heads, config.text_layers, config.text_intermediate_dim,
+        config.dropout, vocab_sizes[F.TEXT_VOCAB], max_length, preset=config.text_encoder_preset)
+    num_categories = vocab_sizes[F.ITEM_CATEGORY_XF]
 
-    def embed(name: str) -> tf.Tensor:
+    def embedding(inputs, name: str) -> tf.Tensor:
         return keras.layers.Embedding(vocab_sizes[name], config.embedding_dim,
                                       name=f"{name}_embedding")(inputs[name])
 
-    user = keras.layers.Concatenate(name="user_features")(
-        [embed(F.USER_ID_XF), text_encoder(inputs[F.HISTORY_TOKENS_XF])])
-    user = keras.layers.Dense(config.tower_dim, activation="relu", name="user_tower")(user)
-    item = keras.layers.Concatenate(name="item_features")(
-        [embed(F.ITEM_ID_XF), embed(F.ITEM_CATEGORY_XF), text_encoder(inputs[F.ITEM_TOKENS_XF])])
-    item = keras.layers.Dense(config.tower_dim, activation="relu", name="item_tower")(item)
+    user_in = _inputs(USER_INPUTS)
+    user_vector = keras.layers.Dense(config.tower_dim, activation="relu", name="user_tower")(
+        keras.layers.Concatenate(name="user_features")(
+            [embedding(user_in, F.USER_ID_XF), text_encoder(user_in[F.HISTORY_TOKENS_XF])]))
+    user_embedding = _l2_normalize("user_embedding")(
+        keras.layers.Dense(config.embedding_dim, name="user_projection")(user_vector))
+    user_model = keras.Model(user_in, {"vector": user_vector, "embedding": user_embedding}, name="user_model")
 
-    joint = keras.layers.Concatenate(name="user_item")([user, item, user * item])
+    item_in = _inputs(ITEM_INPUTS)
+    item_text = text_encoder(item_in[F.ITEM_TOKENS_XF])
+    item_vector = keras.layers.Dense(config.tower_dim, activation="relu", name="item_tower")(
+        keras.layers.Concatenate(name="item_features")(
+            [embedding(item_in, F.ITEM_ID_XF), embedding(item_in, F.ITEM_CATEGORY_XF), item_text]))
+    item_embedding = _l2_normalize("item_embedding")(
+        keras.layers.Dense(config.embedding_dim, name="item_projection")(item_vector))
+    item_model = keras.Model(item_in, {"vector": item_vector, "embedding": item_embedding, "text": item_text},
+                             name="item_model")
+
+    inputs = _inputs(MODEL_INPUTS)
+    user = user_model({name: inputs[name] for name in USER_INPUTS})
+    item = item_model({name: inputs[name] for name in ITEM_INPUTS})
+    joint = keras.layers.Concatenate(name="user_item")(
+        [user["vector"], item["vector"], keras.layers.Multiply()([user["vector"], item["vector"]])])
     joint = keras.layers.Dropout(config.dropout)(joint)
     joint = keras.layers.Dense(config.tower_dim, activation="relu", name="interaction")(joint)
-    tasks = config.active_tasks()
-    outputs = {}
+
+    outputs: Dict[str, tf.Tensor] = {}
     # Heads compute in float32 even under mixed precision.
-    for task in tasks:
-        if task.kind == "binary" and task.esmm_parent:
+    for task in config.active_tasks():
+        if task.kind == "retrieval":
+            outputs[task.name] = keras.layers.Dot(axes=1, dtype="float32", name=task.name)(
+                [user["embedding"], item["embedding"]])
+        elif task.kind == "binary" and task.esmm_parent:
             own = keras.layers.Dense(1, activation="sigmoid", dtype="float32",
                                      name=f"{task.name}_given_{task.esmm_parent}")(joint)
             outputs[task.name] = keras.layers.Multiply(name=task.name, dtype="float32")(
@@ -78,18 +90,201 @@ def build_model(config: ModelConfig, vocab_sizes: Dict[str, int], jit_compile: b
         elif task.kind == "binary":
             outputs[task.name] = keras.layers.Dense(1, activation="sigmoid", dtype="float32",
                                                     name=task.name)(joint)
-        else:
+        elif task.kind == "regression":
             raw = keras.layers.Dense(1, dtype="float32", name=f"{task.name}_raw")(joint)
             # Ratings live in 1..5: centre the regression output there.
             outputs[task.name] = keras.layers.Rescaling(1.0, offset=3.0, dtype="float32", name=task.name)(raw)
-    model = keras.Model(inputs, outputs, name="multitask_recommender")
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss={t.name: ("binary_crossentropy" if t.kind == "binary" else "mse") for t in tasks},
-        loss_weights={t.name: float(config.task_weights.get(t.name, 1.0)) for t in tasks},
-        weighted_metrics={t.name: ([keras.metrics.AUC(name="auc")] if t.kind == "binary"
-                                   else [keras.metrics.RootMeanSquaredError(name="rmse")])
-                          for t in tasks},
-        jit_compile=jit_compile,
-    )
+        elif task.kind == "multiclass":
+            # From the item's text alone: the category embedding is an input of
+            # the item tower, so predicting it from the tower would be a copy.
+            outputs[task.name] = keras.layers.Dense(num_categories, activation="softmax", dtype="float32",
+                                                    name=task.name)(item["text"])
+        else:  # multilabel: the user's interests over categories
+            outputs[task.name] = keras.layers.Dense(num_categories, activation="sigmoid", dtype="float32",
+                                                    name=task.name)(user["vector"])
+    network = keras.Model(inputs, outputs, name="multitask_recommender")
+    network.user_model, network.item_model, network.text_encoder = user_model, item_model, text_encoder
+    return network
+
+
+class TaskWeighting(keras.layers.Layer):
+    """Combines per-task losses into one.
+
+    static: sum_i w_i L_i. uncertainty (Kendall, Gal & Cipolla 2018):
+    sum_i w_i exp(-s_i) L_i + s_i with a learned log-variance s_i per task.
+    A task absent from the batch (present_i = 0) adds neither term.
+    """
+
+    def __init__(self, task_names: List[str], static_weights: Mapping[str, float], learned: bool, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.task_names = list(task_names)
+        self.static = tf.constant([float(static_weights.get(n, 1.0)) for n in self.task_names])
+        self.learned = learned
+        self.log_variance = (self.add_weight(name="log_variance", shape=(len(self.task_names),),
+                                             initializer="zeros", trainable=True) if learned else None)
+
+    def call(self, losses: Mapping[str, tf.Tensor], present: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        loss = tf.stack([tf.cast(losses[n], tf.float32) for n in self.task_names])
+        mask = tf.stack([tf.cast(present[n], tf.float32) for n in self.task_names])
+        if not self.learned:
+            return tf.reduce_sum(mask * self.static * loss)
+        s = self.log_variance
+        return tf.reduce_sum(mask * (self.static * tf.exp(-s) * loss + s))
+
+    def effective_weights(self) -> Dict[str, tf.Tensor]:
+        weights = self.static * (tf.exp(-self.log_variance) if self.learned else 1.0)
+        return {name: weights[i] for i, name in enumerate(self.task_names)}
+
+
+def _per_example_loss(task: F.Task, label: tf.Tensor, prediction: tf.Tensor) -> tf.Tensor:
+    """Unweighted loss per example, [batch]."""
+    if task.kind == "binary":
+        return keras.losses.binary_crossentropy(label, prediction)
+    if task.kind == "regression":
+        return tf.reduce_mean(tf.square(label - prediction), axis=-1)
+    if task.kind == "multiclass":
+        return keras.losses.sparse_categorical_crossentropy(label, prediction)
+    if task.kind == "multilabel":
+        return keras.losses.binary_crossentropy(label, prediction)
+    raise ValueError(f"no per-example loss for task kind {task.kind!r}")
+
+
+def _task_metric(task: F.Task) -> Optional[keras.metrics.Metric]:
+    if task.kind == "binary":
+        return keras.metrics.AUC(name=f"{task.name}_auc")
+    if task.kind == "regression":
+        return keras.metrics.RootMeanSquaredError(name=f"{task.name}_rmse")
+    if task.kind == "multiclass":
+        return keras.metrics.SparseCategoricalAccuracy(name=f"{task.name}_accuracy")
+    if task.kind == "multilabel":
+        return keras.metrics.AUC(name=f"{task.name}_auc")
+    return None
+
+
+class RecallAtK(tfrs.metrics.FactorizedTopK):
+    """TFRS FactorizedTopK (top-K hit rate of the true item, i.e. recall@k with
+    one positive per query) with the ``reset_state`` that tf_keras calls."""
+
+    def reset_state(self) -> None:
+        for metric in self._top_k_metrics:
+            metric.reset_state()
+
+
+class MultiTaskRecommender(keras.Model):
+    """Trains ``build_network``'s heads jointly; ``network`` is what gets exported."""
+
+    def __init__(self, config: ModelConfig, vocab_sizes: Mapping[str, int], **kwargs):
+        super().__init__(name="multitask_trainer", **kwargs)
+        self.config = config
+        self.tasks = config.active_tasks()
+        self.network = build_network(config, vocab_sizes)
+        self.weighting = TaskWeighting([t.name for t in self.tasks], config.task_weights,
+                                       learned=config.loss_weighting == "uncertainty")
+        self.retrieval_task = tfrs.tasks.Retrieval(
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=keras.losses.Reduction.NONE),
+            temperature=config.retrieval_temperature, remove_accidental_hits=True, metrics=None)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.task_loss_trackers = {t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks}
+        self.task_metrics = {t.name: m for t in self.tasks if (m := _task_metric(t)) is not None}
+        self.top_k: Optional[RecallAtK] = None
+
+    def set_candidates(self, candidates: tf.data.Dataset, num_candidates: int) -> None:
+        """Validation retrieval metrics over a batched catalogue dataset of item
+        inputs with ``ITEM_KEY``: recall@k for each ``config.retrieval_ks``."""
+        if not any(t.kind == "retrieval" for t in self.tasks):
+            return
+        item_model = self.network.item_model
+        embedded = candidates.map(lambda batch: (
+            batch[ITEM_KEY], item_model({n: batch[n] for n in ITEM_INPUTS}, training=False)["embedding"]))
+        self.retrieval_ks = tuple(min(k, num_candidates) for k in self.config.retrieval_ks)
+        self.top_k = RecallAtK(candidates=embedded, ks=self.retrieval_ks,
+                                                 name="retrieval_top_k")
+
+    @property
+    def metrics(self) -> List[keras.metrics.Metric]:
+        tracked = [self.loss_tracker, *self.task_loss_trackers.values(), *self.task_metrics.values()]
+        return tracked + ([self.top_k] if self.top_k is not None else [])
+
+    def call(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
+        return self.network({name: inputs[name] for name in MODEL_INPUTS}, training=training)
+
+    def _task_losses(self, inputs, labels, weights, training: bool):
+        outputs = self(inputs, training=training)
+        losses, present = {}, {}
+        for task in self.tasks:
+            weight = tf.cast(weights[task.name], tf.float32)
+            if task.kind == "retrieval":
+                weight = weight * tf.reshape(tf.cast(labels[task.name], tf.float32), [-1])
+                user = self.network.user_model({n: inputs[n] for n in USER_INPUTS}, training=training)
+                item = self.network.item_model({n: inputs[n] for n in ITEM_INPUTS}, training=training)
+                per_example = self.retrieval_task(
+                    user["embedding"], item["embedding"], candidate_ids=inputs[ITEM_KEY] if ITEM_KEY in inputs else inputs[F.ITEM_ID_XF],
+                    compute_metrics=False, compute_batch_metrics=False)
+                outputs = {**outputs, "_query": user["embedding"]}
+            else:
+                per_example = _per_example_loss(task, labels[task.name], outputs[task.name])
+            total_weight = tf.reduce_sum(weight)
+            losses[task.name] = tf.reduce_sum(weight * tf.cast(per_example, tf.float32)) / tf.maximum(
+                total_weight, _EPSILON)
+            present[task.name] = tf.cast(total_weight > 0, tf.float32)
+        return outputs, losses, present
+
+    def _update_metrics(self, outputs, labels, weights, losses, present, total) -> Dict[str, tf.Tensor]:
+        self.loss_tracker.update_state(total)
+        for name, tracker in self.task_loss_trackers.items():
+            tracker.update_state(losses[name], sample_weight=present[name])
+        for name, metric in self.task_metrics.items():
+            weight = weights[name]
+            if isinstance(metric, keras.metrics.AUC) and outputs[name].shape[-1] != 1:
+                # Multi-label: every (example, category) pair, weighted by its example.
+                weight = tf.broadcast_to(weight[:, tf.newaxis], tf.shape(outputs[name]))
+            metric.update_state(labels[name], outputs[name], sample_weight=weight)
+        return {m.name: m.result() for m in self.metrics if m is not self.top_k}
+
+    def train_step(self, data):
+        inputs, labels, weights = data
+        with tf.GradientTape() as tape:
+            outputs, losses, present = self._task_losses(inputs, labels, weights, training=True)
+            total = self.weighting(losses, present)
+            regularization = tf.add_n(self.losses) if self.losses else 0.0
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            loss = (total + regularization) / replicas
+        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        logs = self._update_metrics(outputs, labels, weights, losses, present, total)
+        if self.weighting.learned:
+            logs.update({f"{name}_task_weight": value
+                         for name, value in self.weighting.effective_weights().items()})
+        return logs
+
+    def test_step(self, data):
+        inputs, labels, weights = data
+        outputs, losses, present = self._task_losses(inputs, labels, weights, training=False)
+        total = self.weighting(losses, present)
+        logs = self._update_metrics(outputs, labels, weights, losses, present, total)
+        if self.top_k is not None:
+            retrieval = next(t for t in self.tasks if t.kind == "retrieval")
+            positives = weights[retrieval.name] * tf.reshape(labels[retrieval.name], [-1])
+            self.top_k.update_state(outputs["_query"], outputs["_query"],
+                                    true_candidate_ids=inputs[ITEM_KEY], sample_weight=positives)
+            for k, value in zip(self.retrieval_ks, self.top_k.result()):
+                logs[f"retrieval_recall_at_{k}"] = value
+        return logs
+
+    def make_test_function(self, force=False):
+        # XLA compiles the training step only: the streaming top-K evaluation
+        # over the catalogue dataset cannot be compiled.
+        jit, self._jit_compile = self._jit_compile, False
+        try:
+            return super().make_test_function(force)
+        finally:
+            self._jit_compile = jit
+
+
+def build_model(config: ModelConfig, vocab_sizes: Mapping[str, int], jit_compile: bool = False) -> MultiTaskRecommender:
+    """The compiled trainer model (call it, fit it; export ``model.network``)."""
+    model = MultiTaskRecommender(config, vocab_sizes)
+    # Losses and metrics live in the model's own steps; weighted_metrics=[]
+    # tells Keras the (inputs, labels, weights) triples are intended.
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), weighted_metrics=[],
+                  jit_compile=jit_compile)
     return model

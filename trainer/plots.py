@@ -13,15 +13,14 @@ def plot_training_curves(history: Dict[str, List[float]], path: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    names = sorted(k for k in history if not k.startswith("val_"))
+    names = sorted({k[len("val_"):] if k.startswith("val_") else k for k in history})
     cols = min(3, len(names))
     rows = (len(names) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names):
-        epochs = range(1, len(history[name]) + 1)
-        ax.plot(epochs, history[name], marker="o", label="train")
-        if f"val_{name}" in history:
-            ax.plot(epochs, history[f"val_{name}"], marker="o", label="eval")
+        for key, label in ((name, "train"), (f"val_{name}", "eval")):
+            if key in history:
+                ax.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=label)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)
 
@@ -12,7 +12,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from trainer import data, export, plots
+from trainer import catalog as catalog_lib
+from trainer import data, export, plots, text_encoder
 from trainer import features as F
 from trainer import transform as transform_lib
 from trainer.config import ModelConfig
@@ -51,10 +52,16 @@ def training_callbacks(config: ModelConfig, model_run_dir: str) -> List[tf.keras
     return callbacks
 
 
-def vocab_sizes(tf_transform_output: tft.TFTransformOutput):
+def vocab_sizes(tf_transform_output: tft.TFTransformOutput, config: ModelConfig) -> Dict[str, int]:
+    """Embedding table sizes: id vocabularies + OOV, and the text vocabulary
+    (the computed one, or the pretrained preset's)."""
     sizes = {F.transformed_name(raw): transform_lib.id_vocab_size(tf_transform_output, raw)
              for raw in F.ID_VOCABS}
-    sizes[F.TEXT_VOCAB] = transform_lib.text_vocab_size(tf_transform_output)
+    if config.text_encoder_preset:
+        sizes[F.TEXT_VOCAB], _ = transform_lib.preset_vocabulary_ids(
+            text_encoder.preset_vocabulary(config.text_encoder_preset))
+    else:
+        sizes[F.TEXT_VOCAB] = transform_lib.text_vocab_size(tf_transform_output)
     return sizes
 
 
@@ -63,14 +70,20 @@ def run_fn(fn_args: FnArgs) -> None:
     config = ModelConfig.from_dict((fn_args.custom_config or {}).get(CONFIG_KEY))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     tasks = config.active_tasks()
+    sizes = vocab_sizes(tf_transform_output, config)
+    num_categories = sizes[F.ITEM_CATEGORY_XF]
     train = data.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                          config.batch_size, tasks=tasks)
+                          config.batch_size, tasks=tasks, num_categories=num_categories)
     evaluation = data.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                               config.batch_size, shuffle=False, tasks=tasks)
+                               config.batch_size, shuffle=False, tasks=tasks, num_categories=num_categories)
+    catalog = catalog_lib.collect_catalog([fn_args.train_files, fn_args.eval_files], fn_args.data_accessor,
+                                          tf_transform_output)
+    logging.info("Catalogue for retrieval: %d items.", len(catalog[F.ITEM_ID]))
     strategy, jit_compile = accelerator_setup(config)
     with strategy.scope():
-        model = build_model(config, vocab_sizes(tf_transform_output), jit_compile=jit_compile)
-    model.summary(print_fn=logging.info)
+        model = build_model(config, sizes, jit_compile=jit_compile)
+    model.set_candidates(catalog_lib.catalog_dataset(catalog), len(catalog[F.ITEM_ID]))
+    model.network.summary(print_fn=logging.info)
 
     epochs = max(1, config.epochs)
     steps_per_epoch = max(1, fn_args.train_steps // epochs)
@@ -84,5 +97,6 @@ def run_fn(fn_args: FnArgs) -> None:
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
         json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f, indent=2)
     plots.plot_training_curves(history.history, os.path.join(fn_args.model_run_dir, "training_curves.png"))
-    export.export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
+    export.export_serving_model(model.network, tf_transform_output, fn_args.serving_model_dir,
+                                catalog=catalog, recommend_k=config.recommend_k)
     logging.info("Exported the serving model to %s", fn_args.serving_model_dir)

@@ -17,6 +17,10 @@ from trainer import features as F
 TEXT_VOCAB_TOP_K = 20_000
 TEXT_VOCAB_MIN_FREQUENCY = 2
 PAD_ID = 0
+# custom_config key: a pretrained preset's vocabulary file to use instead of
+# computing one (whole words are looked up; unknown words get its [UNK] id).
+TEXT_VOCABULARY_FILE = "text_vocabulary_file"
+PRESET_OOV_TOKEN = "[UNK]"
 
 
 def _dense(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
@@ -39,29 +43,83 @@ def _token_ids(tokens: tf.RaggedTensor, vocab: tf.Tensor, length: int) -> tf.Ten
     return tokens.with_flat_values(ids).to_tensor(default_value=PAD_ID, shape=[None, length])
 
 
+def preset_vocabulary_ids(vocabulary_file: str) -> tuple[int, int]:
+    """(size, OOV id) of a preset vocabulary, whose line 0 must be padding."""
+    with tf.io.gfile.GFile(vocabulary_file) as f:
+        tokens = [line.rstrip("\n") for line in f]
+    if not tokens or tokens[0] not in ("[PAD]", "<pad>", ""):
+        raise ValueError(f"{vocabulary_file}: line 0 must be the padding token, found {tokens[:1]}")
+    if PRESET_OOV_TOKEN not in tokens:
+        raise ValueError(f"{vocabulary_file}: no {PRESET_OOV_TOKEN} token")
+    return len(tokens), tokens.index(PRESET_OOV_TOKEN)
+
+
+def _preset_token_ids_fn(vocabulary_file: str):
+    """Whole-word lookup in a preset's vocabulary with a core-TF table, so
+    serving needs no tensorflow-text ops; the file ships as a SavedModel asset."""
+    _, oov_id = preset_vocabulary_ids(vocabulary_file)
+    table = tft.annotators.make_and_track_object(lambda: tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(vocabulary_file, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+                                      tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER),
+        default_value=oov_id), name="preset_vocabulary")
+
+    def token_ids(tokens: tf.RaggedTensor, length: int) -> tf.Tensor:
+        ids = table.lookup(tokens.flat_values)
+        return tokens.with_flat_values(ids).to_tensor(default_value=PAD_ID, shape=[None, length])
+    return token_ids
+
+
 def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[str, tf.Tensor]:
-    """TFX Transform entry point (``custom_config`` only carries the code version)."""
+    """TFX Transform entry point. ``custom_config`` carries the code version and,
+    with a pretrained text encoder, ``TEXT_VOCABULARY_FILE``."""
     outputs: Dict[str, tf.Tensor] = {}
+    id_vocabs = {}
     for raw_name, vocab_name in F.ID_VOCABS.items():
-        outputs[F.transformed_name(raw_name)] = tft.compute_and_apply_vocabulary(
-            _dense(inputs[raw_name]), num_oov_buckets=1, vocab_filename=vocab_name)
+        id_vocabs[raw_name] = tft.vocabulary(_dense(inputs[raw_name]), vocab_filename=vocab_name)
+        outputs[F.transformed_name(raw_name)] = tft.apply_vocabulary(
+            _dense(inputs[raw_name]), id_vocabs[raw_name], num_oov_buckets=1)
 
     item_tokens = tokenize(tf.strings.join(
         [_dense(inputs[F.ITEM_TITLE]), _dense(inputs[F.ITEM_DESCRIPTION])], separator=" "))
     # The user's text: profile (from the optional user table), then history titles.
     history_tokens = tokenize(tf.strings.join(
         [_dense(inputs[F.USER_PROFILE]), _dense(inputs[F.HISTORY_TITLES])], separator=" "))
-    vocab = tft.vocabulary(
-        tf.concat([item_tokens.flat_values, history_tokens.flat_values], axis=0),
-        top_k=TEXT_VOCAB_TOP_K, frequency_threshold=TEXT_VOCAB_MIN_FREQUENCY,
-        vocab_filename=F.TEXT_VOCAB)
-    outputs[F.ITEM_TOKENS_XF] = _token_ids(item_tokens, vocab, F.ITEM_TEXT_LENGTH)
-    outputs[F.HISTORY_TOKENS_XF] = _token_ids(history_tokens, vocab, F.HISTORY_TEXT_LENGTH)
+    vocabulary_file = (custom_config or {}).get(TEXT_VOCABULARY_FILE)
+    if vocabulary_file:
+        token_ids = _preset_token_ids_fn(vocabulary_file)
+    else:
+        vocab = tft.vocabulary(
+            tf.concat([item_tokens.flat_values, history_tokens.flat_values], axis=0),
+            top_k=TEXT_VOCAB_TOP_K, frequency_threshold=TEXT_VOCAB_MIN_FREQUENCY,
+            vocab_filename=F.TEXT_VOCAB)
+        token_ids = lambda tokens, length: _token_ids(tokens, vocab, length)  # noqa: E731
+    outputs[F.ITEM_TOKENS_XF] = token_ids(item_tokens, F.ITEM_TEXT_LENGTH)
+    outputs[F.HISTORY_TOKENS_XF] = token_ids(history_tokens, F.HISTORY_TEXT_LENGTH)
 
+    # Interest label: the categories of the user's history items as category
+    # ids (multi-hot in the trainer); users without a history carry weight 0.
+    history_categories = _sparse(inputs[F.HISTORY_CATEGORIES])
+    outputs[F.HISTORY_CATEGORIES_XF] = tft.apply_vocabulary(
+        history_categories, id_vocabs[F.ITEM_CATEGORY], num_oov_buckets=1)
+    counts = tf.math.bincount(tf.cast(history_categories.indices[:, 0], tf.int32),
+                              minlength=tf.cast(history_categories.dense_shape[0], tf.int32))
+    outputs[F.INTEREST_WEIGHT] = tf.cast(counts > 0, tf.float32)
+
+    # The raw item id travels along so the trainer can name recommended items.
+    outputs[F.ITEM_ID] = _dense(inputs[F.ITEM_ID])
     for spec in F.RAW_FEATURES:
-        if spec.role in ("label", "weight"):
+        if spec.role in ("label", "weight") and spec.dtype != "string":
             outputs[spec.name] = tf.cast(_dense(inputs[spec.name]), tf.float32)
     return outputs
+
+
+def _sparse(x: tf.Tensor | tf.SparseTensor | tf.RaggedTensor) -> tf.SparseTensor:
+    """A varlen feature as a SparseTensor [batch, None]."""
+    if isinstance(x, tf.SparseTensor):
+        return x
+    if isinstance(x, tf.RaggedTensor):
+        return x.to_sparse()
+    return tf.sparse.from_dense(x)
 
 
 def text_vocab_size(tf_transform_output: tft.TFTransformOutput) -> int:
