@@ -2,10 +2,13 @@
 
 Works against the local ``serving.server`` and the real TF Serving alike.
 
-Requests use the ``serving_default`` signature: one input, ``examples``, a
+Scoring uses the ``serving_default`` signature: one input, ``examples``, a
 1-D string tensor of serialized ``tf.train.Example``s holding the raw
-features (see ``make_example``); the outputs are one ``[batch, 1]`` float
-tensor per task.
+features (see ``make_example``); the outputs are one tensor per task
+(``[batch, 1]``, or ``[batch, categories]`` for ``category`` and
+``interest``). Retrieval uses the ``recommend`` signature: one string tensor
+per user feature (``F.RECOMMEND_FEATURES``) in, ``item_ids`` and ``scores``
+``[batch, K]`` out.
 
     recsys-client --target 127.0.0.1:8500 recommend --catalog data/items.jsonl \\
         --user-id u00001 --history "Jazz piano | Guitar song" --k 10
@@ -103,16 +106,38 @@ class RecommenderClient:
         return outputs, response.model_spec.version.value
 
     def score(self, user: Mapping[str, object], items: Sequence[Mapping[str, object]]) -> Dict[str, np.ndarray]:
-        """Every task's output for the user paired with each catalogue item."""
+        """Every task's output for the user paired with each catalogue item:
+        ``[items]`` for one-score tasks, ``[items, categories]`` for the others."""
         outputs, _ = self.predict_examples([{**user, **item_features(item)} for item in items])
-        return {name: value.reshape(-1) for name, value in outputs.items()}
+        shaped = {name: value.reshape(len(items), -1) for name, value in outputs.items()}
+        return {name: value[:, 0] if value.shape[1] == 1 else value for name, value in shaped.items()}
+
+    def retrieve(self, user: Mapping[str, object], version: Optional[int] = None) -> List[Tuple[str, float]]:
+        """The model's top-K (item_id, score) for a user from its ``recommend``
+        signature (two-tower retrieval over the whole catalogue)."""
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model_name
+        request.model_spec.signature_name = "recommend"
+        if version is not None:
+            request.model_spec.version.value = version
+        for name in F.RECOMMEND_FEATURES:
+            request.inputs[name].CopyFrom(tf.make_tensor_proto([str(user.get(name) or "")], dtype=tf.string))
+        response = self._predict.Predict(request, timeout=self.timeout)
+        ids = tf.make_ndarray(response.outputs["item_ids"])[0]
+        scores = tf.make_ndarray(response.outputs["scores"])[0]
+        return [(i.decode("utf-8"), float(s)) for i, s in zip(ids, scores)]
 
     def recommend(self, user: Mapping[str, object], catalog: Sequence[Mapping[str, object]], k: int = 10,
-                  exclude: Iterable[str] = (), batch_size: int = 256,
-                  task: str = "click") -> List[Tuple[str, float]]:
-        """Top-``k`` (item_id, score) over the catalogue, ranked by ``task``'s output."""
+                  exclude: Iterable[str] = (), batch_size: int = 256, task: str = "click",
+                  retrieve_first: bool = False) -> List[Tuple[str, float]]:
+        """Top-``k`` (item_id, score) ranked by ``task``'s output, over the
+        whole catalogue or, with ``retrieve_first``, over the items the
+        ``recommend`` signature retrieves (retrieval, then ranking)."""
         excluded = set(exclude)
         candidates = [item for item in catalog if str(item["item_id"]) not in excluded]
+        if retrieve_first:
+            by_id = {str(item["item_id"]): item for item in candidates}
+            candidates = [by_id[i] for i, _ in self.retrieve(user) if i in by_id]
         scores: List[float] = []
         for start in range(0, len(candidates), batch_size):
             scores.extend(self.score(user, candidates[start:start + batch_size])[task].tolist())
@@ -139,6 +164,9 @@ def main(argv=None) -> None:
         c.add_argument("--profile", default="", help="user profile text")
     sub.choices["score"].add_argument("--item-id", action="append", required=True)
     sub.choices["recommend"].add_argument("--k", type=int, default=10)
+    sub.choices["recommend"].add_argument(
+        "--retrieve-first", action="store_true",
+        help="rank only the items the model's recommend signature retrieves (two-stage)")
     args = p.parse_args(argv)
     with RecommenderClient(args.target, args.model_name) as client:
         if args.command == "status":
@@ -153,10 +181,11 @@ def main(argv=None) -> None:
                 raise SystemExit(f"error: items {missing} are not in {args.catalog}")
             scores = client.score(user, [by_id[i] for i in args.item_id])
             for n, item_id in enumerate(args.item_id):
-                print(item_id, {task: round(float(v[n]), 4) for task, v in scores.items()})
+                print(item_id, {task: round(float(v[n]), 4) for task, v in scores.items() if v.ndim == 1})
         else:
             titles = {str(i["item_id"]): i.get("title", "") for i in catalog}
-            for rank, (item_id, score) in enumerate(client.recommend(user, catalog, args.k), 1):
+            top = client.recommend(user, catalog, args.k, retrieve_first=args.retrieve_first)
+            for rank, (item_id, score) in enumerate(top, 1):
                 print(f"{rank:>3}. {item_id:<10} {score:.4f}  {titles[item_id]}")
 
 

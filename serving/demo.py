@@ -36,7 +36,10 @@ def sample_user(examples_uri: str) -> Optional[Dict[str, object]]:
 
 def recommend_over_grpc(model_name: str, push_base: str, data_dir: str, examples_uri: str,
                         log_config: LogConfig = LogConfig(), k: int = 10) -> Optional[Dict[str, object]]:
-    """Starts the local server on the pushed model, queries it, stops it."""
+    """Starts the local server on the pushed model, queries it, stops it.
+
+    Two stages, as in production: the ``recommend`` signature retrieves the
+    user's top items from the whole catalogue, the click head ranks them."""
     user = sample_user(examples_uri)
     catalog = load_catalog(data_dir, log_config)
     if user is None or not catalog:
@@ -45,17 +48,19 @@ def recommend_over_grpc(model_name: str, push_base: str, data_dir: str, examples
     seen = user.pop("seen")
     with ModelServer(model_name, push_base, port=0) as server:
         with RecommenderClient(server.address, model_name) as client:
-            top = client.recommend(user, catalog, k=k, exclude=seen)
+            retrieve_first = "recommend" in client.signatures()
+            top = client.recommend(user, catalog, k=k, exclude=seen, retrieve_first=retrieve_first)
             version = client.status()[0][0]
     titles = {item["item_id"]: item["title"] for item in catalog}
-    return {"server": server.address, "version": version, "user": user,
+    return {"server": server.address, "version": version, "user": user, "retrieved_first": retrieve_first,
             "recommendations": [{"item_id": i, "score": s, "title": titles[i]} for i, s in top]}
 
 
 def format_recommendations(result: Dict[str, object]) -> str:
     user = result["user"]
+    how = "retrieved, then ranked by p(click)" if result.get("retrieved_first") else "ranked by p(click)"
     lines = [f"  recommendations over gRPC ({result['server']}, version {result['version']}) "
-             f"for user {user[F.USER_ID]}",
+             f"for user {user[F.USER_ID]} ({how})",
              f"    history: {user[F.HISTORY_TITLES][:150]}"]
     for rank, row in enumerate(result["recommendations"], 1):
         lines.append(f"    {rank:>2}. {row['item_id']:<8} p(click)={row['score']:.3f}  {row['title']}")

@@ -18,7 +18,7 @@ def _value(example, name):
     feature = example.features.feature[name]
     values = getattr(feature, feature.WhichOneof("kind")).value
     values = [v.decode() if isinstance(v, bytes) else v for v in values]
-    return values if name == F.HISTORY_ITEM_IDS else values[0]
+    return values if name in (F.HISTORY_ITEM_IDS, F.HISTORY_CATEGORIES) else values[0]
 
 
 def _examples(events, config=CONFIG, counts=None):
@@ -124,6 +124,10 @@ def test_history_holds_only_earlier_clicks_in_time_order_and_is_capped():
     assert _value(full["6"], F.HISTORY_TITLES) == F.HISTORY_SEPARATOR.join(["Jazz piano", "Tennis match"])
     assert _value(full["6"], F.HISTORY_ITEM_IDS) == ["a", "b"]
     assert _value(full["1"], F.HISTORY_ITEM_IDS) == []
+    # The interest label: the categories of exactly those history items.
+    assert _value(full["6"], F.HISTORY_CATEGORIES) == ["music", "sports"]
+    assert _value(capped["6"], F.HISTORY_CATEGORIES) == ["sports"]
+    assert _value(full["1"], F.HISTORY_CATEGORIES) == []
 
 
 def test_duplicate_events_are_dropped_and_counted():

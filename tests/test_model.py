@@ -170,3 +170,38 @@ def test_training_callbacks_checkpoint_and_stop_early(tmp_path):
     strategy, jit = accelerator_setup(ModelConfig())
     if not tf.config.list_physical_devices("GPU"):
         assert jit is False and not isinstance(strategy, tf.distribute.MirroredStrategy)
+
+
+MIRRORED_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from trainer import keras_env  # noqa: F401
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tests.test_model import VOCABS, _batch, _dataset
+from trainer.config import ModelConfig
+from trainer.model import build_model
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    model = build_model(ModelConfig(loss_weighting="uncertainty"), VOCABS)
+history = model.fit(_dataset(_batch(32, seed=6)), steps_per_epoch=3, epochs=2, verbose=0)
+print("replicas", strategy.num_replicas_in_sync, "loss", history.history["loss"])
+"""
+
+
+def test_the_training_step_runs_under_mirrored_strategy_with_two_replicas():
+    """The multi-GPU path (MirroredStrategy, per-replica loss scaling) on two
+    logical CPU devices, in a fresh process so they can be configured."""
+    import json
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, root], capture_output=True, text=True,
+                          timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("replicas"))
+    assert line.split()[1] == "2"
+    losses = json.loads(line.split("loss", 1)[1])
+    assert len(losses) == 2 and all(np.isfinite(losses))

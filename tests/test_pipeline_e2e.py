@@ -57,6 +57,7 @@ def test_run_ends_with_recommendations_over_grpc(run, small_logs):
     _, summary = run
     query = summary["grpc_query"]
     items = {json.loads(line)["item_id"] for line in open(os.path.join(small_logs, "items.jsonl"))}
+    assert query["retrieved_first"]  # two stages: the recommend signature, then the click head
     recommended = [row["item_id"] for row in query["recommendations"]]
     assert len(recommended) == 10 and len(set(recommended)) == 10 and set(recommended) <= items
     scores = [row["score"] for row in query["recommendations"]]

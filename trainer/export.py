@@ -23,8 +23,7 @@ from trainer.data import MODEL_INPUTS, USER_INPUTS
 
 # Raw features of the ``predict`` signature (one string per example each).
 PREDICT_FEATURES = tuple(f.name for f in F.RAW_FEATURES if f.role == "model" and not f.varlen)
-# Raw features of the ``recommend`` signature.
-RECOMMEND_FEATURES = (F.USER_ID, F.HISTORY_TITLES, F.USER_PROFILE)
+RECOMMEND_FEATURES = F.RECOMMEND_FEATURES
 
 
 def serving_raw_feature_spec(tf_transform_output: tft.TFTransformOutput):

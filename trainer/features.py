@@ -64,6 +64,8 @@ RAW_FEATURES: Tuple[RawFeature, ...] = (
 
 SERVING_FEATURES: Tuple[str, ...] = tuple(
     f.name for f in RAW_FEATURES if f.role == "model")
+# Inputs of the exported ``recommend`` signature: the user side only.
+RECOMMEND_FEATURES: Tuple[str, ...] = (USER_ID, HISTORY_TITLES, USER_PROFILE)
 
 
 def transformed_name(name: str) -> str:
