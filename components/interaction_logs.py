@@ -220,8 +220,7 @@ def user_examples(
     history: collections.deque = collections.deque(maxlen=max(config.history_length, 1))
     pending: collections.deque = collections.deque()   # impressions still open for labels
     by_item: Dict[str, List[_Impression]] = collections.defaultdict(list)
-    ids_this_second: set = set()
-    second = None
+    seen_ids: set = set()
 
     def flush(before: Optional[int]):
         while pending and (before is None or pending[0].event["timestamp"] + horizon < before):
@@ -235,12 +234,10 @@ def user_examples(
 
     for event in ordered:
         ts = event["timestamp"]
-        if ts != second:
-            second, ids_this_second = ts, set()
-        if event["event_id"] in ids_this_second:
+        if event["event_id"] in seen_ids:  # a re-sent event, whenever it was logged again
             counts["duplicate_events"] += 1
             continue
-        ids_this_second.add(event["event_id"])
+        seen_ids.add(event["event_id"])
         yield from flush(ts)
         item = catalog[event["item_id"]]
         kind = event["event_type"]

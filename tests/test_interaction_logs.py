@@ -139,6 +139,15 @@ def test_duplicate_events_are_dropped_and_counted():
     assert counts["duplicate_events"] == 2 and counts["examples"] == 1
 
 
+def test_an_event_re_sent_later_is_a_duplicate_too():
+    counts = collections.Counter()
+    events = [event("1", "impression", "a", 100), event("2", "click", "a", 101),
+              event("1", "impression", "a", 500)]  # the same event id, logged again later
+    (only,) = _examples(events, counts=counts)
+    assert _value(only, F.TIMESTAMP) == 100
+    assert counts["duplicate_events"] == 1 and counts["examples"] == 1
+
+
 def test_examples_stream_out_once_their_label_window_has_passed():
     config = LogConfig(click_window_seconds=10, conversion_window_seconds=10)
     events = [event(str(i), "impression", "a", 1000 * i, session=f"s{i}") for i in range(1, 6)]
