@@ -11,14 +11,20 @@ from trainer import features as F
 TASK_METRICS = {
     "binary": ("AUC", tfma.MetricDirection.HIGHER_IS_BETTER),
     "regression": ("RootMeanSquaredError", tfma.MetricDirection.LOWER_IS_BETTER),
+    "multiclass": ("SparseCategoricalAccuracy", tfma.MetricDirection.HIGHER_IS_BETTER),
+    "multilabel": ("AUC", tfma.MetricDirection.HIGHER_IS_BETTER),  # micro-averaged over categories
 }
 EXTRA_METRICS = {
     "binary": ("Calibration", "MeanLabel", "MeanPrediction", "ExampleCount"),
     "regression": ("MeanAbsoluteError", "ExampleCount"),
+    "multiclass": ("ExampleCount",),
+    "multilabel": ("ExampleCount",),
 }
+# The signature that gives TFMA the transformed labels (category, interest).
+TRANSFORM_SIGNATURE = "transform_features"
 SLICE_FEATURES = (F.ITEM_CATEGORY,)
-DEFAULT_THRESHOLDS = {"click": 0.6, "conversion": 0.6, "rating": 1.5}
-REGRESSION_TOLERANCE = {"click": 0.01, "conversion": 0.01, "rating": 0.05}
+DEFAULT_THRESHOLDS = {"click": 0.6, "conversion": 0.6, "rating": 1.5, "category": 0.2, "interest": 0.6}
+REGRESSION_TOLERANCE = {"click": 0.01, "conversion": 0.01, "rating": 0.05, "category": 0.05, "interest": 0.02}
 
 
 def build_eval_config(thresholds: Mapping[str, float] | None = None,
@@ -29,7 +35,8 @@ def build_eval_config(thresholds: Mapping[str, float] | None = None,
     active = [t for t in F.TASKS if (tasks is None or t.name in tasks) and t.evaluated_by_tfma]
     model_spec = tfma.ModelSpec(
         signature_name="serving_default",
-        label_keys={t.name: t.label for t in active},
+        preprocessing_function_names=[TRANSFORM_SIGNATURE],
+        label_keys={t.name: t.tfma_label for t in active},
         example_weight_keys={t.name: t.weight for t in active})
     metrics_specs = []
     for task in active:
@@ -51,7 +58,8 @@ def build_eval_config(thresholds: Mapping[str, float] | None = None,
                 threshold=tfma.MetricThreshold(value_threshold=value_threshold,
                                                change_threshold=change_threshold))])]
         metrics.extend(tfma.MetricConfig(class_name=name) for name in EXTRA_METRICS[task.kind])
-        metrics_specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=metrics))
+        aggregate = (tfma.AggregationOptions(micro_average=True) if task.kind == "multilabel" else None)
+        metrics_specs.append(tfma.MetricsSpec(output_names=[task.name], metrics=metrics, aggregate=aggregate))
     return tfma.EvalConfig(
         model_specs=[model_spec],
         metrics_specs=metrics_specs,

@@ -73,14 +73,16 @@ def _slices(evaluation_uri: str) -> List[str]:
         if category is None:
             continue
         cells = [category]
-        for task, name in (("click", "auc"), ("conversion", "auc"), ("rating", "root_mean_squared_error")):
+        for task, name in (("click", "auc"), ("conversion", "auc"), ("rating", "root_mean_squared_error"),
+                           ("category", "sparse_categorical_accuracy")):
             value = metrics.get(task, {}).get("", {}).get(name, {}).get("doubleValue")
             cells.append(_fmt(value) if value is not None else "—")
         rows.append(cells)
     if not rows:
         return []
     return ["### Per item category", "",
-            *_table(["item_category", "click AUC", "conversion AUC", "rating RMSE"], sorted(rows))]
+            *_table(["item_category", "click AUC", "conversion AUC", "rating RMSE", "category accuracy"],
+                    sorted(rows))]
 
 
 def write_report(summary: Dict[str, Any], work_dir: str) -> str:
@@ -94,6 +96,11 @@ def write_report(summary: Dict[str, Any], work_dir: str) -> str:
     if summary.get("training_curves") and os.path.exists(summary["training_curves"]):
         shutil.copyfile(summary["training_curves"], os.path.join(out, "training_curves.png"))
         lines += ["## Training", "", "![training curves per task](training_curves.png)", ""]
+    if summary.get("validation_metrics"):
+        names = sorted({m for metrics in summary["validation_metrics"].values() for m in metrics})
+        lines += ["Validation per task at the last epoch (Keras):", "",
+                  *_table(["task", *names], [[task, *(_fmt(metrics.get(m, "—")) for m in names)]
+                                            for task, metrics in summary["validation_metrics"].items()])]
     lines += ["## Evaluation", ""]
     # TFMA's metrics; "loss" and "rmse" repeat the Keras-compiled ones.
     metric_names = sorted({m for task in summary["metrics"].values() for m in task} - {"loss", "rmse"})

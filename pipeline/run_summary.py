@@ -40,7 +40,10 @@ def _task_metrics(eval_uri: str) -> Dict[str, Dict[str, float]]:
             for metric_name, value in by_sub_key.get("", {}).items():
                 number = value.get("doubleValue")
                 if number is not None:
-                    per_task.setdefault(output_name, {})[metric_name] = float(number)
+                    # Aggregated metrics come prefixed with their options
+                    # ("micro_average: true\n_auc"): keep the metric's name.
+                    name = metric_name.rsplit("\n_", 1)[-1]
+                    per_task.setdefault(output_name, {})[name] = float(number)
     return per_task
 
 
@@ -71,6 +74,22 @@ def _describe_failure(failure) -> str:
     return f"{key.output_name}/{key.name} = {value:.4f} fails {threshold}"
 
 
+def validation_metrics(model_run_uri: Optional[str]) -> Dict[str, Dict[str, float]]:
+    """The Trainer's last-epoch validation figures per task (from history.json):
+    every task, including those TFMA does not evaluate (retrieval recall,
+    category accuracy, interest AUC)."""
+    path = model_run_uri and os.path.join(model_run_uri, "history.json")
+    if not path or not os.path.exists(path):
+        return {}
+    history = json.load(open(path))
+    per_task: Dict[str, Dict[str, float]] = {}
+    for key, values in history.items():
+        for task in F.TASK_NAMES:
+            if key.startswith(f"val_{task}_") and values:
+                per_task.setdefault(task, {})[key[len(f"val_{task}_"):]] = float(values[-1])
+    return per_task
+
+
 def summarize(metadata_path: str) -> Dict[str, Any]:
     """Per-task metrics, blessing and push destination of the latest run."""
     config = metadata.sqlite_metadata_connection_config(metadata_path)
@@ -98,6 +117,7 @@ def summarize(metadata_path: str) -> Dict[str, Any]:
         "training_curves": (os.path.join(model_run.uri, "training_curves.png")
                             if model_run else None),
         "components": component_timings(store),
+        "validation_metrics": validation_metrics(model_run.uri if model_run else None),
     }
     if evaluation:
         validation = tfma.load_validation_result(evaluation.uri)
@@ -124,6 +144,10 @@ def format_summary(summary: Dict[str, Any], work_dir: Optional[str] = None) -> s
         shown = ", ".join(_format_metric(k, v) for k, v in sorted(metrics.items())
                           if not math.isnan(v)) or "no metrics"
         lines.append(f"    {task:<10} {shown}")
+    if summary.get("validation_metrics"):
+        lines.append("  trainer validation per task (last epoch):")
+        for task, metrics in summary["validation_metrics"].items():
+            lines.append(f"    {task:<10} " + ", ".join(_format_metric(k, v) for k, v in sorted(metrics.items())))
     lines.append(f"  blessed: {summary['blessed']}")
     for failure in summary.get("validation_failures") or []:
         lines.append(f"  failed threshold: {failure}")

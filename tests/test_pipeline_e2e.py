@@ -21,10 +21,10 @@ from trainer import features as F
 
 pytestmark = pytest.mark.e2e
 
-FAST = dict(train_steps=60, eval_steps=10, beam_args=["--runner=DirectRunner", *configs.IN_MEMORY_ARGS],
+FAST = dict(train_steps=150, eval_steps=10, beam_args=["--runner=DirectRunner", *configs.IN_MEMORY_ARGS],
             model_config={"epochs": 2, "batch_size": 64},
             # Lenient bars: this test checks plumbing, not model quality.
-            eval_thresholds={"click": 0.5, "conversion": 0.4, "rating": 2.5})
+            eval_thresholds={"click": 0.5, "conversion": 0.4, "rating": 2.5, "category": 0.0, "interest": 0.0})
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,9 @@ def test_evaluator_adds_calibration_mae_and_category_slices(run):
     for task in ("click", "conversion"):
         assert {"auc", "calibration", "mean_label", "mean_prediction"} <= set(summary["metrics"][task])
     assert "mean_absolute_error" in summary["metrics"]["rating"]
+    # Category and interest heads are evaluated by TFMA on transformed labels.
+    assert 0.0 <= summary["metrics"]["category"]["sparse_categorical_accuracy"] <= 1.0
+    assert 0.0 <= summary["metrics"]["interest"]["auc"] <= 1.0
     result = tfma.load_eval_result(summary["evaluation_uri"])
     sliced = {dict(key).get(F.ITEM_CATEGORY) for key, _ in result.slicing_metrics}
     assert len(sliced - {None}) >= 5
@@ -81,8 +84,10 @@ def test_run_report_shows_data_metrics_per_task_and_the_push(run):
     report_dir = os.path.join(config.work_dir, "report")
     text = open(os.path.join(report_dir, "run_report.md")).read()
     assert "| examples_train |" in text and "### Train split features" in text
-    for task in ("click", "conversion", "rating"):
+    for task in F.TASK_NAMES:  # every task's metrics: TFMA's and the Trainer's validation
         assert f"| {task} |" in text
+    assert "recall_at_10" in text and "category" in summary["validation_metrics"]
+    assert 0.0 <= summary["validation_metrics"]["retrieval"]["recall_at_10"] <= 1.0
     assert f"{summary['metrics']['click']['auc']:.4f}" in text
     assert f"{summary['metrics']['rating']['root_mean_squared_error']:.4f}" in text
     assert "| item_category |" in text and "**Blessed: yes.**" in text

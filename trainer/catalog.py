@@ -22,6 +22,8 @@ def collect_catalog(file_patterns: List[str], data_accessor, tf_transform_output
     for pattern in file_patterns:
         dataset = transformed_dataset([pattern] if isinstance(pattern, str) else pattern, data_accessor,
                                       tf_transform_output, batch_size, shuffle=False, num_epochs=1)
+        columns = (F.ITEM_ID, *ITEM_INPUTS)
+        dataset = dataset.map(lambda batch: {name: batch[name] for name in columns})
         for batch in dataset.as_numpy_iterator():
             ids = np.asarray(batch[F.ITEM_ID]).reshape(-1)
             _, first = np.unique(ids, return_index=True)

@@ -4,6 +4,8 @@
   every task's output;
 * ``predict``: the raw features as named string tensors (convenient for TF
   Serving's Predict API) -> every task's output;
+* ``transform_features``: labelled tf.Examples -> transformed features and
+  labels (for TFMA);
 * ``recommend``: a user's raw features -> the top-K ``item_ids`` and their
   ``scores`` from a candidate index of the catalogue built at export time
   (only when the retrieval task is on).
@@ -19,7 +21,7 @@ import tensorflow_transform as tft
 
 from trainer import features as F
 from trainer.catalog import catalog_dataset
-from trainer.data import MODEL_INPUTS, USER_INPUTS
+from trainer.data import MODEL_INPUTS, USER_INPUTS, multi_hot
 
 # Raw features of the ``predict`` signature (one string per example each).
 PREDICT_FEATURES = tuple(f.name for f in F.RAW_FEATURES if f.role == "model" and not f.varlen)
@@ -84,7 +86,21 @@ def attach_serving_signatures(network: tf.keras.Model, tf_transform_output: tft.
         batch = tf.shape(features[F.USER_ID])[0]
         return run(_complete({n: tf.reshape(v, [-1, 1]) for n, v in features.items()}, batch))
 
-    signatures = {"serving_default": serve_tf_examples, "predict": predict}
+    num_categories = tf_transform_output.vocabulary_size_by_name(F.ID_VOCABS[F.ITEM_CATEGORY]) + 1
+    full_spec = tf_transform_output.raw_feature_spec()
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def transform_features(serialized: tf.Tensor):
+        """Labelled examples -> the transformed labels TFMA evaluates the
+        category and interest heads with (``preprocessing_function_names``)."""
+        transformed = network.tft_layer(tf.io.parse_example(serialized, full_spec))
+        outputs = {name: value for name, value in transformed.items()
+                   if isinstance(value, tf.Tensor) and value.dtype != tf.string}
+        outputs[F.INTEREST_LABELS] = multi_hot(transformed[F.HISTORY_CATEGORIES_XF], num_categories)
+        return outputs
+
+    signatures = {"serving_default": serve_tf_examples, "predict": predict,
+                  "transform_features": transform_features}
     if catalog is not None and hasattr(network, "user_model") and any(
             name.startswith("retrieval") for name in network.output_names):
         signatures["recommend"] = _recommend_signature(network, catalog, recommend_k)

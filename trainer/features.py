@@ -82,6 +82,8 @@ HISTORY_TOKENS_XF = "history_tokens_xf"
 # Labels computed by TF Transform.
 HISTORY_CATEGORIES_XF = transformed_name(HISTORY_CATEGORIES)  # category ids, varlen
 INTEREST_WEIGHT = "interest_weight"  # 1 when the user has a history, else 0
+# Dense multi-hot interest label, from the ``transform_features`` signature (TFMA).
+INTEREST_LABELS = "interest_labels"
 
 # Vocabulary files written by TF Transform.
 TEXT_VOCAB = "text_tokens"
@@ -122,8 +124,15 @@ class Task:
 
     @property
     def evaluated_by_tfma(self) -> bool:
-        """Binary and regression heads read raw labels the Evaluator can slice."""
-        return self.kind in ("binary", "regression")
+        """Retrieval is measured over the whole catalogue by the Trainer
+        (recall@k); every other head is evaluated per example by TFMA."""
+        return self.kind != "retrieval"
+
+    @property
+    def tfma_label(self) -> str:
+        """The label key TFMA reads: a raw feature, or one of the
+        ``transform_features`` signature's outputs."""
+        return INTEREST_LABELS if self.kind == "multilabel" else self.label
 
 
 TASKS: Tuple[Task, ...] = (

@@ -176,6 +176,7 @@ class MultiTaskRecommender(keras.Model):
     def __init__(self, config: ModelConfig, vocab_sizes: Mapping[str, int], **kwargs):
         super().__init__(name="multitask_trainer", **kwargs)
         self.config = config
+        self.vocab_sizes = dict(vocab_sizes)
         self.tasks = config.active_tasks()
         self.network = build_network(config, vocab_sizes)
         self.weighting = TaskWeighting([t.name for t in self.tasks], config.task_weights,
@@ -187,6 +188,9 @@ class MultiTaskRecommender(keras.Model):
         self.task_loss_trackers = {t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks}
         self.task_metrics = {t.name: m for t in self.tasks if (m := _task_metric(t)) is not None}
         self.top_k: Optional[RecallAtK] = None
+
+    def get_config(self) -> Dict[str, object]:
+        return {"config": self.config.to_dict(), "vocab_sizes": dict(self.vocab_sizes)}
 
     def set_candidates(self, candidates: tf.data.Dataset, num_candidates: int) -> None:
         """Validation retrieval metrics over a batched catalogue dataset of item
