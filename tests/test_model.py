@@ -167,12 +167,13 @@ def test_training_callbacks_checkpoint_and_stop_early(tmp_path):
     assert names == ["TensorBoard", "ModelCheckpoint", "EarlyStopping"]
     assert "EarlyStopping" not in [type(c).__name__ for c in
                                    training_callbacks(ModelConfig(early_stopping_patience=0), str(tmp_path))]
-    strategy, jit = accelerator_setup(ModelConfig())
+    strategy, jit, mixed = accelerator_setup(ModelConfig())
     if not tf.config.list_physical_devices("GPU"):
-        assert jit is False and not isinstance(strategy, tf.distribute.MirroredStrategy)
+        assert jit is False and mixed is False
+        assert not isinstance(strategy, tf.distribute.MirroredStrategy)
 
 
-MIRRORED_SCRIPT = """
+GPU_PATH_SCRIPT = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from trainer import keras_env  # noqa: F401
@@ -182,26 +183,38 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from tests.test_model import VOCABS, _batch, _dataset
 from trainer.config import ModelConfig
 from trainer.model import build_model
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with strategy.scope():
-    model = build_model(ModelConfig(loss_weighting="uncertainty"), VOCABS)
-history = model.fit(_dataset(_batch(32, seed=6)), steps_per_epoch=3, epochs=2, verbose=0)
-print("replicas", strategy.num_replicas_in_sync, "loss", history.history["loss"])
+# The GPU settings of trainer.task.accelerator_setup: MirroredStrategy over
+# the devices with mixed precision; then XLA with mixed precision on one
+# device (XLA across logical CPU devices is a known XLA limitation that GPUs
+# do not share).
+for devices, jit in ((["/cpu:0", "/cpu:1"], False), (["/cpu:0"], True)):
+    strategy = tf.distribute.MirroredStrategy(devices)
+    with strategy.scope():
+        model = build_model(ModelConfig(loss_weighting="uncertainty"), VOCABS, jit_compile=jit,
+                            mixed_precision=True)
+    assert isinstance(model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+    assert model.network.get_layer("interaction").compute_dtype == "float16"
+    assert model.network.get_layer("click").compute_dtype == "float32"
+    history = model.fit(_dataset(_batch(32, seed=6)), steps_per_epoch=3, epochs=2, verbose=0,
+                        validation_data=_dataset(_batch(32, seed=7)), validation_steps=1)
+    print("replicas", strategy.num_replicas_in_sync, "xla", jit, "loss", history.history["loss"])
 """
 
 
-def test_the_training_step_runs_under_mirrored_strategy_with_two_replicas():
-    """The multi-GPU path (MirroredStrategy, per-replica loss scaling) on two
-    logical CPU devices, in a fresh process so they can be configured."""
+def test_the_gpu_training_path_runs_on_two_cpu_replicas():
+    """The multi-GPU path (MirroredStrategy with per-replica loss scaling,
+    mixed float16 with loss scaling, XLA-compiled training step) on logical
+    CPU devices, in a fresh process so they can be configured."""
     import json
     import os
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, root], capture_output=True, text=True,
-                          timeout=300, cwd=root)
+    proc = subprocess.run([sys.executable, "-c", GPU_PATH_SCRIPT, root], capture_output=True, text=True,
+                          timeout=600, cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("replicas"))
-    assert line.split()[1] == "2"
-    losses = json.loads(line.split("loss", 1)[1])
-    assert len(losses) == 2 and all(np.isfinite(losses))
+    lines = [line.split() for line in proc.stdout.splitlines() if line.startswith("replicas")]
+    assert [(line[1], line[3]) for line in lines] == [("2", "False"), ("1", "True")]
+    for line in lines:
+        losses = json.loads(" ".join(line[5:]))
+        assert len(losses) == 2 and all(np.isfinite(losses))

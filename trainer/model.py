@@ -184,6 +184,9 @@ class MultiTaskRecommender(keras.Model):
         self.retrieval_task = tfrs.tasks.Retrieval(
             loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=keras.losses.Reduction.NONE),
             temperature=config.retrieval_temperature, remove_accidental_hits=True, metrics=None)
+        # Scores and softmax in float32 under mixed precision too (TFRS's task
+        # takes no dtype argument; without this it casts only the queries).
+        self.retrieval_task._set_dtype_policy(keras.mixed_precision.Policy("float32"))
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_loss_trackers = {t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks}
         self.task_metrics = {t.name: m for t in self.tasks if (m := _task_metric(t)) is not None}
@@ -284,11 +287,24 @@ class MultiTaskRecommender(keras.Model):
             self._jit_compile = jit
 
 
-def build_model(config: ModelConfig, vocab_sizes: Mapping[str, int], jit_compile: bool = False) -> MultiTaskRecommender:
-    """The compiled trainer model (call it, fit it; export ``model.network``)."""
-    model = MultiTaskRecommender(config, vocab_sizes)
-    # Losses and metrics live in the model's own steps; weighted_metrics=[]
-    # tells Keras the (inputs, labels, weights) triples are intended.
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), weighted_metrics=[],
-                  jit_compile=jit_compile)
+def build_model(config: ModelConfig, vocab_sizes: Mapping[str, int], jit_compile: bool = False,
+                mixed_precision: bool = False) -> MultiTaskRecommender:
+    """The compiled trainer model (call it, fit it; export ``model.network``).
+
+    With ``mixed_precision`` its layers compute in float16 (heads, embeddings
+    and losses stay float32) and the optimizer scales the loss. The policy is
+    set only while the model is built: layers that TFRS creates during
+    training (accidental-hit removal, top-K) then stay float32.
+    """
+    previous = keras.mixed_precision.global_policy()
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = MultiTaskRecommender(config, vocab_sizes)
+        # Losses and metrics live in the model's own steps; weighted_metrics=[]
+        # tells Keras the (inputs, labels, weights) triples are intended.
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), weighted_metrics=[],
+                      jit_compile=jit_compile)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     return model

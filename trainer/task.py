@@ -22,18 +22,17 @@ from trainer.model import build_model
 CONFIG_KEY = "model_config"
 
 
-def accelerator_setup(config: ModelConfig) -> Tuple[tf.distribute.Strategy, bool]:
-    """(strategy, jit_compile): MirroredStrategy over all GPUs with mixed
-    precision and XLA when there are GPUs; the default strategy on CPU."""
+def accelerator_setup(config: ModelConfig) -> Tuple[tf.distribute.Strategy, bool, bool]:
+    """(strategy, jit_compile, mixed_precision): MirroredStrategy over all GPUs
+    with mixed precision and XLA (as configured) when there are GPUs; the
+    default strategy, float32 and no XLA on CPU."""
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         logging.info("No GPU found: training on CPU.")
-        return tf.distribute.get_strategy(), False
-    if config.mixed_precision:
-        tf.keras.mixed_precision.set_global_policy("mixed_float16")
+        return tf.distribute.get_strategy(), False, False
     logging.info("Training on %d GPU(s) with MirroredStrategy (mixed precision %s, XLA %s).",
                  len(gpus), config.mixed_precision, config.xla)
-    return tf.distribute.MirroredStrategy(), config.xla
+    return tf.distribute.MirroredStrategy(), config.xla, config.mixed_precision
 
 
 def training_callbacks(config: ModelConfig, model_run_dir: str) -> List[tf.keras.callbacks.Callback]:
@@ -79,9 +78,9 @@ def run_fn(fn_args: FnArgs) -> None:
     catalog = catalog_lib.collect_catalog([fn_args.train_files, fn_args.eval_files], fn_args.data_accessor,
                                           tf_transform_output)
     logging.info("Catalogue for retrieval: %d items.", len(catalog[F.ITEM_ID]))
-    strategy, jit_compile = accelerator_setup(config)
+    strategy, jit_compile, mixed_precision = accelerator_setup(config)
     with strategy.scope():
-        model = build_model(config, sizes, jit_compile=jit_compile)
+        model = build_model(config, sizes, jit_compile=jit_compile, mixed_precision=mixed_precision)
     model.set_candidates(catalog_lib.catalog_dataset(catalog), len(catalog[F.ITEM_ID]))
     model.network.summary(print_fn=logging.info)
 
