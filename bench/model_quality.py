@@ -34,6 +34,8 @@ import tensorflow as tf
 from trainer import features as F
 
 KS = (10, 100)
+# Benchmarks measure; they do not gate: every model is blessed and pushed.
+NO_GATES = {"click": 0.0, "conversion": 0.0, "rating": 100.0, "category": 0.0, "interest": 0.0}
 
 
 def read_split(examples_uri: str, split: str) -> Dict[str, np.ndarray]:
@@ -147,8 +149,7 @@ def run_pipeline(data_dir: str, work_dir: str, log_config, schema_path: str, tra
     config = configs.RunConfig(
         data_dir=data_dir, work_dir=work_dir, log_config=log_config, schema_path=schema_path,
         train_steps=train_steps, eval_steps=100, model_config=model_config,
-        beam_args=configs.default_beam_args(data_dir), eval_thresholds={"click": 0.0, "conversion": 0.0,
-                                                                         "rating": 100.0})
+        beam_args=configs.default_beam_args(data_dir), eval_thresholds=NO_GATES)
     return local_runner.run(config, query_served_model=False)
 
 

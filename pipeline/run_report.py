@@ -1,7 +1,8 @@
 """A Markdown run report with PNG plots, written by every local run.
 
 ``<work_dir>/report/run_report.md``: data (examples per split, ingestion
-counts and bad rows by reason, feature statistics), training curves,
+counts and bad rows by reason, feature statistics, anomalies), training
+curves and validation per task,
 evaluation per task overall and per item category with the blessing
 decision, the pushed model, and the wall time per component.
 """
@@ -16,6 +17,9 @@ from typing import Any, Dict, List, Optional
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+from components.anomalies_gate import describe_anomalies
 from components.log_example_gen import REPORT_FILE
 from trainer import features as F
 
@@ -65,6 +69,23 @@ def _statistics(statistics_uri: Optional[str]) -> List[str]:
             *_table(["feature", "missing", "values"], sorted(rows))]
 
 
+def _anomalies(anomalies_uri: Optional[str]) -> List[str]:
+    """ExampleValidator's findings against the curated schema, per split."""
+    if not anomalies_uri:
+        return []
+    splits = sorted(name[len("Split-"):] for name in os.listdir(anomalies_uri) if name.startswith("Split-"))
+    problems = []
+    for split in splits:
+        path = os.path.join(anomalies_uri, f"Split-{split}", "SchemaDiff.pb")
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                problems += describe_anomalies(anomalies_pb2.Anomalies.FromString(f.read()), split)
+    lines = ["### Anomalies against the curated schema", ""]
+    if problems:
+        return lines + [f"- {problem}" for problem in problems] + [""]
+    return lines + [f"None in {', '.join(splits) or 'any split'}.", ""]
+
+
 def _slices(evaluation_uri: str) -> List[str]:
     result = tfma.load_eval_result(evaluation_uri)
     rows = []
@@ -93,6 +114,7 @@ def write_report(summary: Dict[str, Any], work_dir: str) -> str:
     if summary.get("examples_uri"):
         lines += _ingestion(summary["examples_uri"])
         lines += _statistics(summary.get("statistics_uri"))
+        lines += _anomalies(summary.get("anomalies_uri"))
     if summary.get("training_curves") and os.path.exists(summary["training_curves"]):
         shutil.copyfile(summary["training_curves"], os.path.join(out, "training_curves.png"))
         lines += ["## Training", "", "![training curves per task](training_curves.png)", ""]

@@ -101,11 +101,13 @@ def summarize(metadata_path: str) -> Dict[str, Any]:
     model = _latest(store, "Model", "Trainer")
     metrics = _task_metrics(evaluation.uri) if evaluation else {}
     statistics = _latest(store, "ExampleStatistics", "StatisticsGen")
+    anomalies = _latest(store, "ExampleAnomalies", "ExampleValidator")
     examples = _latest(store, "Examples", "InteractionLogExampleGen")
     summary: Dict[str, Any] = {
         "tasks": [t for t in F.TASK_NAMES if t in metrics],
         "examples_uri": examples.uri if examples else None,
         "statistics_uri": statistics.uri if statistics else None,
+        "anomalies_uri": anomalies.uri if anomalies else None,
         "metrics": metrics,
         "blessed": bool(_custom(blessing, "blessed")),
         "pushed": bool(_custom(pushed, "pushed")),

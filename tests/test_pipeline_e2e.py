@@ -84,6 +84,7 @@ def test_run_report_shows_data_metrics_per_task_and_the_push(run):
     report_dir = os.path.join(config.work_dir, "report")
     text = open(os.path.join(report_dir, "run_report.md")).read()
     assert "| examples_train |" in text and "### Train split features" in text
+    assert "### Anomalies against the curated schema" in text and "None in eval, train." in text
     for task in F.TASK_NAMES:  # every task's metrics: TFMA's and the Trainer's validation
         assert f"| {task} |" in text
     assert "recall_at_10" in text and "category" in summary["validation_metrics"]
