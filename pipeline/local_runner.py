@@ -43,6 +43,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    "default: generate synthetic logs under <work-dir>/" + DEFAULT_SYNTHETIC_DIR)
     p.add_argument("--work-dir", default="runs/local",
                    help="pipeline root, MLMD database and default serving dir (default: %(default)s)")
+    p.add_argument("--pipeline-root", help="where components write their outputs "
+                   "(default: <work-dir>/pipeline_root)")
     p.add_argument("--serving-dir", help="TF Serving model base dir (default: <work-dir>/serving)")
     p.add_argument("--model-name", default=configs.MODEL_NAME)
     p.add_argument("--synthetic-impressions", type=int, default=20_000,
@@ -84,6 +86,7 @@ def build_run_config(args: argparse.Namespace) -> configs.RunConfig:
         data_dir=os.path.abspath(data_dir),
         work_dir=os.path.abspath(args.work_dir),
         serving_dir=os.path.abspath(args.serving_dir) if args.serving_dir else None,
+        pipeline_root_dir=os.path.abspath(args.pipeline_root) if args.pipeline_root else None,
         model_name=args.model_name,
         train_steps=args.train_steps,
         eval_steps=args.eval_steps,

@@ -85,3 +85,21 @@ def test_dockerfile_matches_the_package():
     pins = open(os.path.join(ROOT, "scripts", "install.sh")).read()
     for pin in re.findall(r'"(pip==[\d.]+|setuptools==[\d.]+|wheel==[\d.]+)"', text):
         assert pin in pins
+
+
+def test_local_cli_flags_set_paths_steps_and_beam_args(tmp_path):
+    from pipeline import local_runner
+    from tests.conftest import CATALOG, event, write_jsonl
+    data = tmp_path / "data"
+    write_jsonl(str(data / "events" / "part-0.jsonl"), [event("1", "impression", "a", 100)])
+    write_jsonl(str(data / "items.jsonl"), CATALOG)
+    args = local_runner.parse_args([
+        "--data-dir", str(data), "--work-dir", str(tmp_path / "work"), "--pipeline-root", str(tmp_path / "root"),
+        "--serving-dir", str(tmp_path / "serve"), "--train-steps", "7", "--eval-steps", "3", "--epochs", "2",
+        "--beam-arg=--runner=DirectRunner", "--beam-arg=--direct_num_workers=2"])
+    config = local_runner.build_run_config(args)
+    assert config.pipeline_root == str(tmp_path / "root")
+    assert config.push_base == os.path.join(str(tmp_path / "serve"), configs.MODEL_NAME)
+    assert (config.train_steps, config.eval_steps, config.model_config["epochs"]) == (7, 3, 2)
+    assert config.beam_args == ["--runner=DirectRunner", "--direct_num_workers=2"]
+    assert config.metadata_path.startswith(str(tmp_path / "work"))
