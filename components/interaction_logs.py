@@ -101,9 +101,14 @@ def _show(record: Mapping) -> str:
 
 
 def parse_timestamp(value: Any) -> int:
-    """Seconds since the epoch from an int, a float or an ISO-8601 string."""
+    """Seconds since the epoch from an int, a float, an ISO-8601 string or a
+    datetime (Parquet timestamp columns; naive ones are taken as UTC)."""
     if isinstance(value, bool):
         raise ValueError("a boolean is not a timestamp")
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        return int(value.timestamp())
     if isinstance(value, (int, float)):
         if math.isnan(value) or math.isinf(value):
             raise ValueError("not a finite number")

@@ -171,3 +171,12 @@ def test_control_characters_are_blanked_and_huge_fields_rejected():
     assert got["user_id"] == "u x"
     with pytest.raises(logs.BadRecord, match="longer"):
         _norm(event("e", "click", "a", 1_700_000_000, user="u" * 20_000))
+
+
+def test_datetime_timestamps_from_parquet_columns():
+    import datetime
+    utc = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    assert logs.parse_timestamp(utc) == 1704164645
+    assert logs.parse_timestamp(utc.replace(tzinfo=None)) == 1704164645  # naive = UTC
+    plus_two = datetime.timezone(datetime.timedelta(hours=2))
+    assert logs.parse_timestamp(utc.astimezone(plus_two)) == 1704164645
