@@ -154,3 +154,20 @@ def test_csv_gzip_parquet_inputs_and_field_maps(tmp_path):
 def test_missing_inputs_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="event log"):
         ingest(tmp_path, LogConfig(), tmp_path / "out")
+
+
+def test_beam_counters_count_bad_rows_by_reason_and_duplicates(logdir, tmp_path):
+    from apache_beam.metrics.metric import MetricsFilter
+    rows = _good_events(n_users=2, per_user=4)
+    rows += [rows[0], "{not json", event("x1", "click", "no-such-item", T0)]
+    write_jsonl(str(logdir / "events" / "part-0.jsonl"), rows)
+    pipeline = beam.Pipeline(runner="DirectRunner")
+    _ = gen.build_ingestion(pipeline, str(logdir), LogConfig(max_bad_fraction=0.5), str(tmp_path / "out"),
+                            2_000_000_000)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed
+                for c in result.metrics().query(MetricsFilter().with_namespace(gen._NAMESPACE))["counters"]}
+    assert counters["bad_unparseable"] == 1 and counters["bad_unknown_item"] == 1
+    assert counters["duplicate_events"] == 1
+    assert counters["examples"] == 8
