@@ -76,6 +76,10 @@ def run_pipeline(events: int, work_dir: str, step_cap: int) -> Dict[str, object]
             "metadata_path": config.metadata_path, "push_base": config.push_base}
 
 
+def _one_decimal(seconds: Optional[float]) -> Optional[str]:
+    return None if seconds is None else f"{seconds:.1f}"
+
+
 def growth_per_10x(runs: List[Dict[str, object]]) -> Dict[str, Optional[float]]:
     """Per component: the factor its seconds grow by per 10x events (log-log slope)."""
     if len(runs) < 2:
@@ -121,7 +125,7 @@ def plain_keras(run: Dict[str, object]) -> Dict[str, float]:
     return {"events": run["events"], "steps": steps, "batch_size": config.batch_size,
             "plain_keras_seconds": round(seconds, 1),
             "plain_keras_examples_per_s": round(steps * config.batch_size / seconds),
-            "trainer_component_seconds": trainer_seconds,
+            "trainer_component_seconds": round(trainer_seconds, 1),
             "trainer_examples_per_s": round(steps * config.batch_size / trainer_seconds),
             "trainer_overhead_ratio": round(trainer_seconds / seconds, 2)}
 
@@ -159,7 +163,7 @@ def markdown(results: Dict[str, object], command: str) -> str:
     for run in results["pipeline"]:
         cells = [run["events"], run["examples"], run["beam_mode"], run["train_steps"], run["wall_seconds"],
                  run["peak_rss_mib"], run["ingestion_events_per_s"],
-                 *(run["component_seconds"].get(s) for s in STAGES)]
+                 *(_one_decimal(run["component_seconds"].get(s)) for s in STAGES)]
         lines.append("| " + " | ".join("—" if c is None else str(c) for c in cells) + " |")
     growth = results.get("growth_per_10x") or {}
     if growth:
@@ -168,7 +172,7 @@ def markdown(results: Dict[str, object], command: str) -> str:
                   "| " + " | ".join("—" if growth.get(s) is None else str(growth[s]) for s in STAGES) + " |"]
         largest = results["pipeline"][-1]["component_seconds"]
         dominant = max((s for s in STAGES if largest.get(s)), key=lambda s: largest[s])
-        lines += ["", f"At the largest size, **{dominant}** dominates ({largest[dominant]} s)."]
+        lines += ["", f"At the largest size, **{dominant}** dominates ({largest[dominant]:.1f} s)."]
     t = results.get("trainer")
     if t:
         lines += ["", f"## Trainer vs. plain Keras (same model, data and steps; {t['events']} events)", "",

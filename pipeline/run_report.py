@@ -139,7 +139,7 @@ def write_report(summary: Dict[str, Any], work_dir: str) -> str:
     else:
         lines += ["Not pushed: the model was not blessed.", ""]
     lines += ["## Components", "", *_table(["component", "seconds", "state"],
-                                          [[r["component"], r["seconds"], r["state"]]
+                                          [[r["component"], f"{r['seconds']:.1f}", r["state"]]
                                            for r in summary.get("components", [])])]
     path = os.path.join(out, "run_report.md")
     with open(path, "w") as f:

@@ -61,7 +61,7 @@ def component_timings(store: metadata_store.MetadataStore) -> List[Dict[str, Any
         rows.append({
             "component": types[execution.type_id].rsplit(".", 1)[-1],
             "seconds": round((execution.last_update_time_since_epoch
-                              - execution.create_time_since_epoch) / 1000.0, 1),
+                              - execution.create_time_since_epoch) / 1000.0, 3),
             "state": states.get(execution.last_known_state, "unknown"),
         })
     return rows

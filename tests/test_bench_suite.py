@@ -20,7 +20,10 @@ def test_quick_suite_measures_every_section_and_writes_the_tables(tmp_path):
     assert [r["events"] < s * 1.2 for r, s in zip(runs, suite.QUICK_SIZES)] == [True, True]
     assert runs[0]["events"] < runs[1]["events"]
     for run in runs:
-        assert all(run["component_seconds"][stage] > 0 for stage in suite.STAGES), run
+        # Every component ran and was timed (MLMD's clock has millisecond resolution, so a
+        # quick ExampleValidator or Pusher may read 0.0 s).
+        assert all(run["component_seconds"][stage] is not None for stage in suite.STAGES), run
+        assert run["component_seconds"]["Trainer"] > 0, run
         assert run["peak_rss_mib"] > 100 and run["ingestion_events_per_s"] > 0
     assert set(results["growth_per_10x"]) == set(suite.STAGES)
     trainer = results["trainer"]
