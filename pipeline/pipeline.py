@@ -78,7 +78,7 @@ def create_pipeline(
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=eval_config_lib.build_eval_config(
-            eval_thresholds, model_settings.active_task_names()))
+            eval_thresholds, model_settings.active_task_names(), model_settings.retrieval_ks))
 
     pusher = AtomicPusher(
         model=trainer.outputs["model"],

@@ -86,24 +86,37 @@ def _anomalies(anomalies_uri: Optional[str]) -> List[str]:
     return lines + [f"None in {', '.join(splits) or 'any split'}.", ""]
 
 
+# Per item category: (TFMA output, metric) -> column title.
+SLICE_COLUMNS = {("click", "auc"): "click AUC", ("conversion", "auc"): "conversion AUC",
+                 ("rating", "root_mean_squared_error"): "rating RMSE",
+                 ("category", "sparse_categorical_accuracy"): "category accuracy"}
+
+
+def _slice_columns(outputs: set) -> Dict[tuple, str]:
+    """SLICE_COLUMNS, led by retrieval recall at the largest k evaluated."""
+    ks = [int(o[len(F.RETRIEVAL_HIT_PREFIX):]) for o in outputs if o.startswith(F.RETRIEVAL_HIT_PREFIX)]
+    if not ks:
+        return SLICE_COLUMNS
+    k = max(ks)
+    return {(F.retrieval_hit_output(k), f"recall_at_{k}"): f"retrieval recall@{k}", **SLICE_COLUMNS}
+
+
 def _slices(evaluation_uri: str) -> List[str]:
     result = tfma.load_eval_result(evaluation_uri)
+    columns = _slice_columns({output for _, metrics in result.slicing_metrics for output in metrics})
     rows = []
     for key, metrics in result.slicing_metrics:
         category = dict(key).get(F.ITEM_CATEGORY)
         if category is None:
             continue
         cells = [category]
-        for task, name in (("click", "auc"), ("conversion", "auc"), ("rating", "root_mean_squared_error"),
-                           ("category", "sparse_categorical_accuracy")):
-            value = metrics.get(task, {}).get("", {}).get(name, {}).get("doubleValue")
+        for output, name in columns:
+            value = metrics.get(output, {}).get("", {}).get(name, {}).get("doubleValue")
             cells.append(_fmt(value) if value is not None else "—")
         rows.append(cells)
     if not rows:
         return []
-    return ["### Per item category", "",
-            *_table(["item_category", "click AUC", "conversion AUC", "rating RMSE", "category accuracy"],
-                    sorted(rows))]
+    return ["### Per item category", "", *_table(["item_category", *columns.values()], sorted(rows))]
 
 
 def write_report(summary: Dict[str, Any], work_dir: str) -> str:

@@ -29,6 +29,12 @@ def _custom(artifact, key: str) -> Any:
     return value.int_value or value.string_value or value.double_value
 
 
+def _task_of_output(output_name: str) -> str:
+    """The task an evaluated output belongs to (retrieval's hits at each k
+    are one task's recall_at_k metrics)."""
+    return "retrieval" if output_name.startswith(F.RETRIEVAL_HIT_PREFIX) else output_name
+
+
 def _task_metrics(eval_uri: str) -> Dict[str, Dict[str, float]]:
     """Overall-slice metrics per task output of a TFMA result."""
     result = tfma.load_eval_result(eval_uri)
@@ -43,7 +49,7 @@ def _task_metrics(eval_uri: str) -> Dict[str, Dict[str, float]]:
                     # Aggregated metrics come prefixed with their options
                     # ("micro_average: true\n_auc"): keep the metric's name.
                     name = metric_name.rsplit("\n_", 1)[-1]
-                    per_task.setdefault(output_name, {})[name] = float(number)
+                    per_task.setdefault(_task_of_output(output_name), {})[name] = float(number)
     return per_task
 
 
@@ -75,9 +81,8 @@ def _describe_failure(failure) -> str:
 
 
 def validation_metrics(model_run_uri: Optional[str]) -> Dict[str, Dict[str, float]]:
-    """The Trainer's last-epoch validation figures per task (from history.json):
-    every task, including those TFMA does not evaluate (retrieval recall,
-    category accuracy, interest AUC)."""
+    """The Trainer's last-epoch validation figures per task (from history.json),
+    beside TFMA's: losses, and TFRS FactorizedTopK recall for retrieval."""
     path = model_run_uri and os.path.join(model_run_uri, "history.json")
     if not path or not os.path.exists(path):
         return {}

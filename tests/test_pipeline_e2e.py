@@ -24,7 +24,8 @@ pytestmark = pytest.mark.e2e
 FAST = dict(train_steps=150, eval_steps=10, beam_args=["--runner=DirectRunner", *configs.IN_MEMORY_ARGS],
             model_config={"epochs": 2, "batch_size": 64},
             # Lenient bars: this test checks plumbing, not model quality.
-            eval_thresholds={"click": 0.5, "conversion": 0.4, "rating": 2.5, "category": 0.0, "interest": 0.0})
+            eval_thresholds={"retrieval": 0.0, "click": 0.5, "conversion": 0.4, "rating": 2.5, "category": 0.0,
+                             "interest": 0.0})
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,10 @@ def test_evaluator_adds_calibration_mae_and_category_slices(run):
     # Category and interest heads are evaluated by TFMA on transformed labels.
     assert 0.0 <= summary["metrics"]["category"]["sparse_categorical_accuracy"] <= 1.0
     assert 0.0 <= summary["metrics"]["interest"]["auc"] <= 1.0
+    # Retrieval: recall@k over the whole catalogue, from the evaluate signature.
+    retrieval = summary["metrics"]["retrieval"]
+    assert 0.0 <= retrieval["recall_at_10"] <= retrieval["recall_at_100"] <= 1.0
+    assert retrieval["recall_at_100"] > 0.0
     result = tfma.load_eval_result(summary["evaluation_uri"])
     sliced = {dict(key).get(F.ITEM_CATEGORY) for key, _ in result.slicing_metrics}
     assert len(sliced - {None}) >= 5
@@ -91,7 +96,7 @@ def test_run_report_shows_data_metrics_per_task_and_the_push(run):
     assert 0.0 <= summary["validation_metrics"]["retrieval"]["recall_at_10"] <= 1.0
     assert f"{summary['metrics']['click']['auc']:.4f}" in text
     assert f"{summary['metrics']['rating']['root_mean_squared_error']:.4f}" in text
-    assert "| item_category |" in text and "**Blessed: yes.**" in text
+    assert "| item_category | retrieval recall@100 | click AUC |" in text and "**Blessed: yes.**" in text
     assert summary["pushed_destination"] in text
     assert os.path.getsize(os.path.join(report_dir, "training_curves.png")) > 1000
 
@@ -123,8 +128,9 @@ SCORE_SCRIPT = textwrap.dedent("""
         history_titles=tf.constant([r["history_titles"] for r in rows]))
     recommend = {k: [[x.decode() if isinstance(x, bytes) else x for x in row] for row in v]
                  for k, v in as_lists(recommend).items()}
+    evaluate = model.signatures["evaluate"](examples=tf.constant([example(r) for r in rows]))
     print(json.dumps({"serving_default": as_lists(by_example), "predict": as_lists(by_feature),
-                      "recommend": recommend}))
+                      "recommend": recommend, "evaluate": as_lists(evaluate)}))
     print("modules:", json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in
                                         ("keras_nlp", "tensorflow_text", "tensorflow_transform"))))
 """)
@@ -141,6 +147,13 @@ def test_pushed_model_signatures_work_in_a_fresh_process(run, small_logs):
         {F.USER_ID: "u00003", F.ITEM_ID: "i00004", F.ITEM_TITLE: "Budget stock",
          F.ITEM_DESCRIPTION: "invest market", F.ITEM_CATEGORY: "finance", F.HISTORY_TITLES: ""},
     ]
+    # Catalogue items carry the catalogue's text and category, as ExampleGen joins them.
+    items = {item["item_id"]: item for item in map(json.loads, open(os.path.join(small_logs, "items.jsonl")))}
+    for row in rows:
+        if row[F.ITEM_ID] in items:
+            item = items[row[F.ITEM_ID]]
+            row.update({F.ITEM_TITLE: item["title"], F.ITEM_DESCRIPTION: item["description"],
+                        F.ITEM_CATEGORY: item["category"]})
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     proc = subprocess.run([sys.executable, "-c", SCORE_SCRIPT, summary["pushed_destination"],
                            json.dumps(rows)], capture_output=True, text=True, env=env, timeout=300)
@@ -167,6 +180,16 @@ def test_pushed_model_signatures_work_in_a_fresh_process(run, small_logs):
     for user_ids, user_scores in zip(ids, scores):
         assert len(user_ids) == 100 and len(set(user_ids)) == 100 and set(user_ids) <= catalogue
         assert user_scores == sorted(user_scores, reverse=True)
+    # evaluate (what TFMA scores): the task outputs, plus retrieval hits that
+    # agree with the recommend index for the catalogue items.
+    hits = result["evaluate"]
+    for name in F.TASK_NAMES:
+        np.testing.assert_allclose(hits[name], outputs[name], atol=1e-5, err_msg=name)
+    for row, hit_at_10, hit_at_100, user_ids in zip(rows, hits["retrieval_hit_at_10"],
+                                                    hits["retrieval_hit_at_100"], ids):
+        if row[F.ITEM_ID] in catalogue:
+            assert hit_at_10 == [float(row[F.ITEM_ID] in user_ids[:10])], (row, user_ids[:10])
+            assert hit_at_100 == [float(row[F.ITEM_ID] in user_ids)], row
     # The serving graph needs neither keras-nlp nor tensorflow-text.
     assert json.loads(lines[-1].split(":", 1)[1]) == []
 

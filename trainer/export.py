@@ -4,15 +4,18 @@
   every task's output;
 * ``predict``: the raw features as named string tensors (convenient for TF
   Serving's Predict API) -> every task's output;
-* ``transform_features``: labelled tf.Examples -> transformed features and
-  labels (for TFMA);
+* ``transform_features``: labelled tf.Examples -> transformed features,
+  labels and weights (TFMA's preprocessing function);
+* ``evaluate``: tf.Examples -> every task's output plus, with the retrieval
+  task, ``retrieval_hit_at_<k>`` (1.0 when the example's item ranks within
+  the user's top k over the whole catalogue): what TFMA scores;
 * ``recommend``: a user's raw features -> the top-K ``item_ids`` and their
   ``scores`` from a candidate index of the catalogue built at export time
   (only when the retrieval task is on).
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -21,11 +24,12 @@ import tensorflow_transform as tft
 
 from trainer import features as F
 from trainer.catalog import catalog_dataset
-from trainer.data import MODEL_INPUTS, USER_INPUTS, multi_hot
+from trainer.data import ITEM_INPUTS, MODEL_INPUTS, USER_INPUTS, multi_hot
 
 # Raw features of the ``predict`` signature (one string per example each).
 PREDICT_FEATURES = tuple(f.name for f in F.RAW_FEATURES if f.role == "model" and not f.varlen)
 RECOMMEND_FEATURES = F.RECOMMEND_FEATURES
+_SCORE_TOLERANCE = 1e-5
 
 
 def serving_raw_feature_spec(tf_transform_output: tft.TFTransformOutput):
@@ -65,16 +69,25 @@ def _named(outputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
 
 
 def attach_serving_signatures(network: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
-                              catalog: Mapping[str, np.ndarray] | None, recommend_k: int) -> Dict:
-    """Builds the signatures; the TFT layer and the top-K index become
-    attributes of ``network`` so the SavedModel tracks their tables and
-    variables (tensorflow/transform#237, tensorflow/recommenders#131)."""
+                              catalog: Mapping[str, np.ndarray] | None, recommend_k: int,
+                              retrieval_ks: Sequence[int] = (10, 100)) -> Dict:
+    """Builds the signatures; the TFT layer, the catalogue embeddings and the
+    top-K index become attributes of ``network`` so the SavedModel tracks their
+    tables and variables (tensorflow/transform#237, tensorflow/recommenders#131)."""
     network.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = serving_raw_feature_spec(tf_transform_output)
+    retrieval = (catalog is not None and hasattr(network, "user_model")
+                 and any(name.startswith("retrieval") for name in network.output_names))
+    if retrieval:
+        network.catalog_embeddings = tf.Variable(_embed_catalog(network, catalog), trainable=False,
+                                                 name="catalog_embeddings")
+
+    def model_inputs(raw: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        transformed = network.tft_layer(dict(raw))
+        return {name: transformed[name] for name in MODEL_INPUTS}
 
     def run(raw: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        transformed = network.tft_layer(dict(raw))
-        return _named(network({name: transformed[name] for name in MODEL_INPUTS}, training=False))
+        return _named(network(model_inputs(raw), training=False))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_tf_examples(serialized: tf.Tensor):
@@ -91,30 +104,60 @@ def attach_serving_signatures(network: tf.keras.Model, tf_transform_output: tft.
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(serialized: tf.Tensor):
-        """Labelled examples -> the transformed labels TFMA evaluates the
-        category and interest heads with (``preprocessing_function_names``)."""
+        """Labelled examples -> the transformed labels and weights TFMA
+        evaluates with (``preprocessing_function_names``)."""
         transformed = network.tft_layer(tf.io.parse_example(serialized, full_spec))
         outputs = {name: value for name, value in transformed.items()
                    if isinstance(value, tf.Tensor) and value.dtype != tf.string}
         outputs[F.INTEREST_LABELS] = multi_hot(transformed[F.HISTORY_CATEGORIES_XF], num_categories)
+        retrieval_task = F.task("retrieval")
+        outputs[F.RETRIEVAL_POSITIVE_WEIGHT] = transformed[retrieval_task.weight] * transformed[retrieval_task.label]
+        return outputs
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def evaluate(serialized: tf.Tensor):
+        inputs = model_inputs(tf.io.parse_example(serialized, raw_spec))
+        outputs = _named(network(inputs, training=False))
+        if retrieval:
+            outputs.update(_retrieval_hits(network, inputs, retrieval_ks))
         return outputs
 
     signatures = {"serving_default": serve_tf_examples, "predict": predict,
-                  "transform_features": transform_features}
-    if catalog is not None and hasattr(network, "user_model") and any(
-            name.startswith("retrieval") for name in network.output_names):
+                  "transform_features": transform_features, "evaluate": evaluate}
+    if retrieval:
         signatures["recommend"] = _recommend_signature(network, catalog, recommend_k)
     return signatures
 
 
+def _embed_catalog(network: tf.keras.Model, catalog: Mapping[str, np.ndarray]) -> tf.Tensor:
+    """Every catalogue item's retrieval embedding, in catalogue order."""
+    embeddings = [network.item_model({n: batch[n] for n in batch if n in network.item_model.input},
+                                     training=False)["embedding"]
+                  for batch in catalog_dataset(catalog)]
+    return tf.cast(tf.concat(embeddings, axis=0), tf.float32)
+
+
+def _retrieval_hits(network: tf.keras.Model, inputs: Mapping[str, tf.Tensor],
+                    ks: Sequence[int]) -> Dict[str, tf.Tensor]:
+    """Per example, 1.0 when its item ranks within the user's top k over the
+    catalogue (the rank is the number of catalogue items scoring higher)."""
+    user = tf.cast(network.user_model({n: inputs[n] for n in USER_INPUTS}, training=False)["embedding"],
+                   tf.float32)
+    item = tf.cast(network.item_model({n: inputs[n] for n in ITEM_INPUTS}, training=False)["embedding"],
+                   tf.float32)
+    own_score = tf.reduce_sum(user * item, axis=1, keepdims=True)
+    all_scores = tf.matmul(user, network.catalog_embeddings, transpose_b=True)
+    # The tolerance keeps the item itself (the same embedding, scored by
+    # another kernel) from outranking its own score by rounding.
+    rank = tf.reduce_sum(tf.cast(all_scores > own_score + _SCORE_TOLERANCE, tf.int32), axis=1, keepdims=True)
+    return {F.retrieval_hit_output(k): tf.identity(tf.cast(rank < k, tf.float32), name=F.retrieval_hit_output(k))
+            for k in ks}
+
+
 def _recommend_signature(network: tf.keras.Model, catalog: Mapping[str, np.ndarray], k: int):
-    embeddings = []
-    for batch in catalog_dataset(catalog):
-        embeddings.append(network.item_model({n: batch[n] for n in batch if n in network.item_model.input},
-                                             training=False)["embedding"])
     k = min(k, len(catalog[F.ITEM_ID]))
     index = tfrs.layers.factorized_top_k.BruteForce(k=k, name="recommend_index")
-    index.index(tf.concat(embeddings, axis=0),
+    index.index(network.catalog_embeddings,
                 identifiers=tf.constant([i.decode() if isinstance(i, bytes) else i for i in catalog[F.ITEM_ID]]))
     network.recommend_index = index
 
@@ -124,7 +167,7 @@ def _recommend_signature(network: tf.keras.Model, catalog: Mapping[str, np.ndarr
         batch = tf.shape(features[F.USER_ID])[0]
         transformed = network.tft_layer(_complete({n: tf.reshape(v, [-1, 1]) for n, v in features.items()}, batch))
         user = network.user_model({name: transformed[name] for name in USER_INPUTS}, training=False)
-        scores, item_ids = network.recommend_index(user["embedding"])
+        scores, item_ids = network.recommend_index(tf.cast(user["embedding"], tf.float32))
         return {"item_ids": tf.identity(item_ids, name="item_ids"), "scores": tf.identity(scores, name="scores")}
 
     recommend(**{"features": {name: tf.constant(["warmup"]) for name in RECOMMEND_FEATURES}})
@@ -132,7 +175,8 @@ def _recommend_signature(network: tf.keras.Model, catalog: Mapping[str, np.ndarr
 
 
 def export_serving_model(network: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
-                         catalog: Mapping[str, np.ndarray] | None = None, recommend_k: int = 100) -> None:
+                         catalog: Mapping[str, np.ndarray] | None = None, recommend_k: int = 100,
+                         retrieval_ks: Sequence[int] = (10, 100)) -> None:
     """Saves the SavedModel with its signatures."""
-    signatures = attach_serving_signatures(network, tf_transform_output, catalog, recommend_k)
+    signatures = attach_serving_signatures(network, tf_transform_output, catalog, recommend_k, retrieval_ks)
     network.save(export_dir, save_format="tf", signatures=signatures)

@@ -84,6 +84,17 @@ HISTORY_CATEGORIES_XF = transformed_name(HISTORY_CATEGORIES)  # category ids, va
 INTEREST_WEIGHT = "interest_weight"  # 1 when the user has a history, else 0
 # Dense multi-hot interest label, from the ``transform_features`` signature (TFMA).
 INTEREST_LABELS = "interest_labels"
+# Retrieval evaluation in TFMA: the ``evaluate`` signature outputs, per example,
+# whether the example's item ranks within the user's top k over the whole
+# catalogue; the mean over clicked impressions (weight x click, an output of
+# ``transform_features``) is recall@k.
+RETRIEVAL_POSITIVE_WEIGHT = "retrieval_positive_weight"
+RETRIEVAL_HIT_PREFIX = "retrieval_hit_at_"
+
+
+def retrieval_hit_output(k: int) -> str:
+    """The ``evaluate`` signature's output: 1.0 when the item is in the top ``k``."""
+    return f"{RETRIEVAL_HIT_PREFIX}{k}"
 
 # Vocabulary files written by TF Transform.
 TEXT_VOCAB = "text_tokens"
@@ -121,12 +132,6 @@ class Task:
     # ESMM: the output is p(parent) * p(own head), trained on every impression
     # (e.g. conversion = pCTR * pCVR), so it is modelled over the entire space.
     esmm_parent: str | None = None
-
-    @property
-    def evaluated_by_tfma(self) -> bool:
-        """Retrieval is measured over the whole catalogue by the Trainer
-        (recall@k); every other head is evaluated per example by TFMA."""
-        return self.kind != "retrieval"
 
     @property
     def tfma_label(self) -> str:

@@ -97,5 +97,6 @@ def run_fn(fn_args: FnArgs) -> None:
         json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f, indent=2)
     plots.plot_training_curves(history.history, os.path.join(fn_args.model_run_dir, "training_curves.png"))
     export.export_serving_model(model.network, tf_transform_output, fn_args.serving_model_dir,
-                                catalog=catalog, recommend_k=config.recommend_k)
+                                catalog=catalog, recommend_k=config.recommend_k,
+                                retrieval_ks=config.retrieval_ks)
     logging.info("Exported the serving model to %s", fn_args.serving_model_dir)
