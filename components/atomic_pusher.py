@@ -7,6 +7,12 @@ failed copy leaves one behind. Here the model is copied to a hidden
 ``<base>/.incoming-<version>`` directory (model servers skip names that are
 not integers), checked, then renamed into place in one step. On any failure
 the hidden copy is removed and the component fails with the reason.
+
+Object stores (``gs://``, ``s3://``, ``hdfs://``: any URL TensorFlow's file
+systems read) have no atomic directory rename, so there the files are copied
+straight into ``<base>/<version>`` with ``saved_model.pb`` last: a server that
+looks early finds no SavedModel and retries the load (TF Serving's
+``max_num_load_retries``), and a failed copy removes the version again.
 """
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ import logging
 import os
 import shutil
 import time
+
+import tensorflow as tf
 
 from tfx.components.pusher import component as pusher_component
 from tfx.components.pusher import executor as pusher_executor
@@ -31,19 +39,34 @@ class PushError(RuntimeError):
     """The model could not be placed in the serving directory."""
 
 
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+def is_remote(path: str) -> bool:
+    """A URL (``gs://...``) rather than a local path."""
+    return "://" in path
+
+
+def _join(*parts: str) -> str:
+    return "/".join([parts[0].rstrip("/"), *parts[1:]]) if is_remote(parts[0]) else os.path.join(*parts)
+
+
 def push_atomically(model_path: str, base_directory: str, version: str) -> str:
-    """Copies ``model_path`` to ``<base_directory>/<version>`` atomically; returns it."""
-    if not os.path.exists(os.path.join(model_path, "saved_model.pb")):
-        raise PushError(f"{model_path} holds no saved_model.pb")
-    target = os.path.join(base_directory, version)
-    if os.path.exists(target):
+    """Copies ``model_path`` to ``<base_directory>/<version>``; returns it.
+    Atomic on local file systems; saved_model.pb last on object stores."""
+    if not tf.io.gfile.exists(_join(model_path, SAVED_MODEL_FILE)):
+        raise PushError(f"{model_path} holds no {SAVED_MODEL_FILE}")
+    target = _join(base_directory, version)
+    if tf.io.gfile.exists(target):
         raise PushError(f"version directory {target} already exists")
+    if is_remote(base_directory):
+        return _push_to_object_store(model_path, target)
     staging = os.path.join(base_directory, INCOMING_PREFIX + version)
     try:
         os.makedirs(base_directory, exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(model_path, staging)
-        if not os.path.exists(os.path.join(staging, "saved_model.pb")):
+        if not os.path.exists(os.path.join(staging, SAVED_MODEL_FILE)):
             raise PushError(f"copy of {model_path} to {staging} is incomplete")
         os.rename(staging, target)
     except OSError as e:
@@ -55,52 +78,80 @@ def push_atomically(model_path: str, base_directory: str, version: str) -> str:
     return target
 
 
+def _push_to_object_store(model_path: str, target: str) -> str:
+    prefix = model_path.rstrip("/") + "/"
+    sources = [_join(root, name) for root, _, names in tf.io.gfile.walk(model_path) for name in names]
+    # The SavedModel's graph goes last: until it is there, there is no model to load.
+    sources.sort(key=lambda source: source == prefix + SAVED_MODEL_FILE)
+    try:
+        for source in sources:
+            destination = f"{target}/{source[len(prefix):].replace(os.sep, '/')}"
+            tf.io.gfile.makedirs(destination.rsplit("/", 1)[0])
+            tf.io.gfile.copy(source, destination, overwrite=True)
+    except (OSError, tf.errors.OpError) as e:
+        if tf.io.gfile.exists(target):
+            tf.io.gfile.rmtree(target)
+        raise PushError(f"could not push {model_path} to {target}: {e}") from e
+    return target
+
+
+def _write_text(path: str, text: str) -> None:
+    """Writes a small file whole: via a renamed temporary locally, in one object remotely."""
+    if is_remote(path):
+        with tf.io.gfile.GFile(path, "w") as f:
+            f.write(text)
+        return
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def write_models_config(base_directory: str) -> str:
     """Writes ``models.config`` for ``tensorflow_model_server --model_config_file``
     beside the model directory, listing every model directory found there."""
-    root = os.path.dirname(os.path.abspath(base_directory))
-    names = sorted(n for n in os.listdir(root)
-                   if os.path.isdir(os.path.join(root, n)) and not n.startswith("."))
+    root = base_directory.rstrip("/").rsplit("/", 1)[0] if is_remote(base_directory) else \
+        os.path.dirname(os.path.abspath(base_directory))
+    names = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(root)
+                   if tf.io.gfile.isdir(_join(root, n.rstrip("/"))) and not n.startswith("."))
     entries = "".join(
-        f'  config {{\n    name: "{n}"\n    base_path: "{os.path.join(root, n)}"\n'
+        f'  config {{\n    name: "{n}"\n    base_path: "{_join(root, n)}"\n'
         f'    model_platform: "tensorflow"\n  }}\n' for n in names)
-    path = os.path.join(root, "models.config")
-    with open(path + ".tmp", "w") as f:
-        f.write(f"model_config_list {{\n{entries}}}\n")
-    os.replace(path + ".tmp", path)
+    path = _join(root, "models.config")
+    _write_text(path, f"model_config_list {{\n{entries}}}\n")
     return path
+
+
+def _model_key(model_path: str) -> str:
+    return model_path if is_remote(model_path) else os.path.abspath(model_path)
+
+
+def _read_push_log(base_directory: str) -> dict:
+    try:
+        with tf.io.gfile.GFile(_join(base_directory, PUSH_LOG)) as f:
+            return json.load(f)
+    except (OSError, ValueError, tf.errors.OpError):
+        return {}
 
 
 def already_pushed(base_directory: str, model_path: str):
     """The version a model was pushed as before, if that version is still there."""
-    try:
-        with open(os.path.join(base_directory, PUSH_LOG)) as f:
-            version = json.load(f).get(os.path.abspath(model_path))
-    except (OSError, ValueError):
-        return None
-    if version and os.path.exists(os.path.join(base_directory, version, "saved_model.pb")):
+    version = _read_push_log(base_directory).get(_model_key(model_path))
+    if version and tf.io.gfile.exists(_join(base_directory, version, SAVED_MODEL_FILE)):
         return version
     return None
 
 
 def record_push(base_directory: str, model_path: str, version: str) -> None:
-    path = os.path.join(base_directory, PUSH_LOG)
-    try:
-        with open(path) as f:
-            pushed = json.load(f)
-    except (OSError, ValueError):
-        pushed = {}
-    pushed[os.path.abspath(model_path)] = version
-    with open(path + ".tmp", "w") as f:
-        json.dump(pushed, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    pushed = _read_push_log(base_directory)
+    pushed[_model_key(model_path)] = version
+    _write_text(_join(base_directory, PUSH_LOG), json.dumps(pushed, indent=1, sort_keys=True))
 
 
 def next_version(base_directory: str) -> str:
     """A Unix-time version, bumped past any existing one so versions only grow."""
     version = int(time.time())
-    if os.path.isdir(base_directory):
-        existing = [int(n) for n in os.listdir(base_directory) if n.isdigit()]
+    if tf.io.gfile.isdir(base_directory):
+        existing = [int(n.rstrip("/")) for n in tf.io.gfile.listdir(base_directory) if n.rstrip("/").isdigit()]
         if existing:
             version = max(version, max(existing) + 1)
     return str(version)
@@ -126,7 +177,7 @@ class Executor(pusher_executor.Executor):
         model_path = self.GetModelPath(input_dict)
         version = already_pushed(base, model_path)
         if version:  # e.g. re-blessed against a new baseline: do not copy it again
-            serving_path = os.path.join(base, version)
+            serving_path = _join(base, version)
             logging.info("Model %s is already served as version %s", model_path, version)
         else:
             version = next_version(base)

@@ -2,6 +2,7 @@
 
     recsys-pipeline                         # synthetic logs, default settings
     recsys-pipeline --data-dir /path/logs   # your own logs
+    recsys-pipeline --config pipeline/environments/local.json --train-steps 50
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)
 
@@ -37,64 +38,114 @@ def check_data_dir(data_dir: str, log_config: LogConfig = LogConfig()) -> None:
                              f"{os.path.join(data_dir, pattern)!r}")
 
 
+def _json_object(text: str) -> Dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e}): {text!r}") from e
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+# Flag defaults; with --config, the file's settings come before these and
+# flags given on the command line come before both.
+DEFAULTS: Dict[str, Any] = dict(
+    config=None, data_dir=None, work_dir="runs/local", pipeline_root=None, serving_dir=None,
+    model_name=configs.MODEL_NAME, synthetic_impressions=20_000, seed=42, epochs=3, train_steps=300,
+    eval_steps=50, model_config=None, eval_thresholds=None, beam_args=None, log_config=None,
+    schema=schemas.SCHEMA_PATH, no_cache=False)
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Run the recommender pipeline locally.")
+    """Parses the flags; ``given`` on the result names those on the command line."""
+    p = argparse.ArgumentParser(description="Run the recommender pipeline locally.",
+                                argument_default=argparse.SUPPRESS)
+    p.add_argument("--config", help="JSON environment file (a pipeline.configs.RunConfig with runner "
+                   "'local', e.g. pipeline/environments/local.json); flags override its settings")
     p.add_argument("--data-dir", help="raw logs (events/*.jsonl + items.jsonl); "
                    "default: generate synthetic logs under <work-dir>/" + DEFAULT_SYNTHETIC_DIR)
-    p.add_argument("--work-dir", default="runs/local",
-                   help="pipeline root, MLMD database and default serving dir (default: %(default)s)")
+    p.add_argument("--work-dir", help="pipeline root, MLMD database and default serving dir "
+                   f"(default: {DEFAULTS['work_dir']})")
     p.add_argument("--pipeline-root", help="where components write their outputs "
                    "(default: <work-dir>/pipeline_root)")
     p.add_argument("--serving-dir", help="TF Serving model base dir (default: <work-dir>/serving)")
-    p.add_argument("--model-name", default=configs.MODEL_NAME)
-    p.add_argument("--synthetic-impressions", type=int, default=20_000,
-                   help="size of the generated logs when --data-dir is not given")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--train-steps", type=int, default=300)
-    p.add_argument("--eval-steps", type=int, default=50)
-    p.add_argument("--model-config", default="{}",
+    p.add_argument("--model-name", help=f"(default: {DEFAULTS['model_name']})")
+    p.add_argument("--synthetic-impressions", type=int,
+                   help="size of the generated logs when --data-dir is not given "
+                        f"(default: {DEFAULTS['synthetic_impressions']})")
+    p.add_argument("--seed", type=int, help=f"synthetic logs' seed (default: {DEFAULTS['seed']})")
+    p.add_argument("--epochs", type=int, help=f"(default: {DEFAULTS['epochs']})")
+    p.add_argument("--train-steps", type=int, help=f"(default: {DEFAULTS['train_steps']})")
+    p.add_argument("--eval-steps", type=int, help=f"(default: {DEFAULTS['eval_steps']})")
+    p.add_argument("--model-config", type=_json_object,
                    help="JSON overrides of trainer.config.ModelConfig")
-    p.add_argument("--beam-arg", action="append", dest="beam_args", default=None,
+    p.add_argument("--eval-thresholds", type=_json_object,
+                   help='JSON per-task blessing bounds, e.g. \'{"click": 0.7, "rating": 1.2}\'')
+    p.add_argument("--beam-arg", action="append", dest="beam_args",
                    help="a Beam pipeline argument, repeatable (default: DirectRunner, "
                         "in-memory for small inputs, multi-processing for large)")
     p.add_argument("--log-config", help="JSON file with a components.log_config.LogConfig: "
                    "file patterns and formats, field names, label windows, split, bad-row limit")
-    p.add_argument("--schema", default=schemas.SCHEMA_PATH,
-                   help="curated schema to validate against (default: %(default)s)")
+    p.add_argument("--schema", help=f"curated schema to validate against (default: {DEFAULTS['schema']})")
     p.add_argument("--no-cache", action="store_true", help="re-run every component")
-    return p.parse_args(argv)
+    given = vars(p.parse_args(argv))
+    return argparse.Namespace(**{**DEFAULTS, **given}, given=set(given))
+
+
+def _from_file(path: str) -> configs.RunConfig:
+    config = configs.RunConfig.from_file(path)
+    if config.runner != "local":
+        raise SystemExit(f"error: {path} is for the {config.runner!r} runner, not 'local'")
+    return config
 
 
 def build_run_config(args: argparse.Namespace) -> configs.RunConfig:
-    data_dir = args.data_dir
+    """The run's settings: flags given, then the --config file, then defaults."""
+    given = getattr(args, "given", set(vars(args)))
+    base = _from_file(args.config) if args.config else None
+
+    def setting(flag: str, field: str, transform=lambda v: v):
+        if flag in given or base is None:
+            value = getattr(args, flag)
+            return None if value is None else transform(value)
+        return getattr(base, field)
+
+    work_dir = os.path.abspath(setting("work_dir", "work_dir"))
+    data_dir = setting("data_dir", "data_dir")
     if data_dir is None:
-        data_dir = os.path.join(args.work_dir, DEFAULT_SYNTHETIC_DIR)
+        data_dir = os.path.join(work_dir, DEFAULT_SYNTHETIC_DIR)
         config = synthetic.GeneratorConfig(num_impressions=args.synthetic_impressions,
                                            seed=args.seed)
         manifest = synthetic.ensure_dataset(data_dir, config)
         logging.info("Synthetic logs in %s: %s (Bayes click AUC %.4f)", data_dir,
                      manifest["event_counts"], manifest["bayes_click_auc"])
-    log_config = LogConfig()
-    if args.log_config:
-        with open(args.log_config) as f:
-            log_config = LogConfig.from_dict(json.load(f))
+
+    def read_log_config(path: str) -> LogConfig:
+        with open(path) as f:
+            return LogConfig.from_dict(json.load(f))
+
+    log_config = setting("log_config", "log_config", read_log_config) or LogConfig()
     check_data_dir(data_dir, log_config)
-    model_config = json.loads(args.model_config)
-    model_config.setdefault("epochs", args.epochs)
+    model_config = dict(setting("model_config", "model_config") or {})
+    if "epochs" in given and not ("model_config" in given and "epochs" in model_config):
+        model_config["epochs"] = args.epochs  # over the file's model_config
+    elif base is None:
+        model_config.setdefault("epochs", args.epochs)
     return configs.RunConfig(
         data_dir=os.path.abspath(data_dir),
-        work_dir=os.path.abspath(args.work_dir),
-        serving_dir=os.path.abspath(args.serving_dir) if args.serving_dir else None,
-        pipeline_root_dir=os.path.abspath(args.pipeline_root) if args.pipeline_root else None,
-        model_name=args.model_name,
-        train_steps=args.train_steps,
-        eval_steps=args.eval_steps,
-        beam_args=args.beam_args or configs.default_beam_args(data_dir),
+        work_dir=work_dir,
+        serving_dir=setting("serving_dir", "serving_dir", os.path.abspath),
+        pipeline_root_dir=setting("pipeline_root", "pipeline_root_dir", os.path.abspath),
+        model_name=setting("model_name", "model_name"),
+        train_steps=setting("train_steps", "train_steps"),
+        eval_steps=setting("eval_steps", "eval_steps"),
+        beam_args=setting("beam_args", "beam_args") or configs.default_beam_args(data_dir),
         model_config=model_config,
+        eval_thresholds=setting("eval_thresholds", "eval_thresholds"),
         log_config=log_config,
-        schema_path=os.path.abspath(args.schema),
-        enable_cache=not args.no_cache)
+        schema_path=os.path.abspath(setting("schema", "schema_path")),
+        enable_cache=not args.no_cache if ("no_cache" in given or base is None) else base.enable_cache)
 
 
 def run(config: configs.RunConfig, query_served_model: bool = True) -> dict:

@@ -103,3 +103,40 @@ def test_local_cli_flags_set_paths_steps_and_beam_args(tmp_path):
     assert (config.train_steps, config.eval_steps, config.model_config["epochs"]) == (7, 3, 2)
     assert config.beam_args == ["--runner=DirectRunner", "--direct_num_workers=2"]
     assert config.metadata_path.startswith(str(tmp_path / "work"))
+
+
+def _tiny_logs(tmp_path):
+    from tests.conftest import CATALOG, event, write_jsonl
+    data = tmp_path / "data"
+    write_jsonl(str(data / "events" / "part-0.jsonl"), [event("1", "impression", "a", 100)])
+    write_jsonl(str(data / "items.jsonl"), CATALOG)
+    return data
+
+
+def test_local_cli_reads_an_environment_file_and_flags_override_it(tmp_path):
+    from pipeline import local_runner
+    data = _tiny_logs(tmp_path)
+    env = tmp_path / "local.json"
+    env.write_text(json.dumps({
+        "runner": "local", "data_dir": str(data), "work_dir": str(tmp_path / "work"), "train_steps": 11,
+        "eval_steps": 4, "model_config": {"epochs": 5}, "eval_thresholds": {"click": 0.7},
+        "beam_args": ["--runner=DirectRunner", "--direct_running_mode=multi_processing"], "enable_cache": False}))
+    config = local_runner.build_run_config(local_runner.parse_args(["--config", str(env)]))
+    assert (config.train_steps, config.eval_steps, config.model_config) == (11, 4, {"epochs": 5})
+    assert config.eval_thresholds == {"click": 0.7} and not config.enable_cache
+    assert config.beam_args[-1] == "--direct_running_mode=multi_processing"
+    assert config.work_dir == str(tmp_path / "work") and config.data_dir == str(data)
+    config = local_runner.build_run_config(local_runner.parse_args(
+        ["--config", str(env), "--train-steps", "300", "--epochs", "2", "--eval-thresholds", '{"click": 0.5}']))
+    assert (config.train_steps, config.eval_steps, config.model_config["epochs"]) == (300, 4, 2)
+    assert config.eval_thresholds == {"click": 0.5}
+
+
+def test_local_cli_refuses_another_runners_file_and_bad_json(tmp_path, capsys):
+    from pipeline import local_runner
+    with pytest.raises(SystemExit, match="'kubeflow' runner"):
+        local_runner.build_run_config(local_runner.parse_args(
+            ["--config", os.path.join(configs.ENVIRONMENTS_DIR, "kubeflow.json")]))
+    with pytest.raises(SystemExit):
+        local_runner.parse_args(["--model-config", "{epochs: 2"])
+    assert "--model-config: not valid JSON" in capsys.readouterr().err

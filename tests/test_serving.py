@@ -17,7 +17,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from components import atomic_pusher
 from serving.client import RecommenderClient
 from serving.server import ModelServer
-from tests.serving_fixtures import push_toy, start_tf_serving, which_tf_serving
+from tests.serving_fixtures import push_toy, save_toy, start_tf_serving, which_tf_serving
 
 MODEL = "toy"
 SERVERS = ["local"] + (["tf_serving"] if which_tf_serving() else [])
@@ -201,6 +201,42 @@ def test_push_into_an_unwritable_place_fails_cleanly(tmp_path):
         atomic_pusher.push_atomically(str(tmp_path / "scratch" / "toy-1"), str(blocker / "models"), "2")
     with pytest.raises(atomic_pusher.PushError, match="already exists"):
         atomic_pusher.push_atomically(str(tmp_path / "scratch" / "toy-1"), str(tmp_path / "ok"), "1")
+
+
+def test_push_to_an_object_store_url_copies_the_graph_last(tmp_path, monkeypatch):
+    # ram:// stands in for gs:// (both go through TensorFlow's file systems).
+    base = f"ram://{tmp_path.name}/serving/{MODEL}"
+    staged = save_toy(str(tmp_path / "scratch" / "toy-1"), 1)
+    copied = []
+    real_copy = tf.io.gfile.copy
+    monkeypatch.setattr(atomic_pusher.tf.io.gfile, "copy",
+                        lambda src, dst, overwrite=False: (copied.append(dst), real_copy(src, dst, overwrite)))
+    target = atomic_pusher.push_atomically(staged, base, "1")
+    assert target == f"{base}/1" and copied[-1] == f"{base}/1/saved_model.pb"
+    assert len(copied) == sum(len(files) for _, _, files in os.walk(staged))
+    assert tf.saved_model.load(target).signatures["serving_default"] is not None
+    atomic_pusher.record_push(base, staged, "1")
+    assert atomic_pusher.already_pushed(base, staged) == "1"
+    assert int(atomic_pusher.next_version(base)) > 1
+    config = tf.io.gfile.GFile(atomic_pusher.write_models_config(base)).read()
+    assert f'base_path: "{base}"' in config
+
+
+def test_a_failed_object_store_push_removes_the_version(tmp_path, monkeypatch):
+    base = f"ram://{tmp_path.name}/serving/{MODEL}"
+    staged = save_toy(str(tmp_path / "scratch" / "toy-1"), 1)
+    real_copy, calls = tf.io.gfile.copy, []
+
+    def copy_then_fail(src, dst, overwrite=False):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise tf.errors.ResourceExhaustedError(None, None, "quota exceeded")
+        real_copy(src, dst, overwrite)
+
+    monkeypatch.setattr(atomic_pusher.tf.io.gfile, "copy", copy_then_fail)
+    with pytest.raises(atomic_pusher.PushError, match="quota exceeded"):
+        atomic_pusher.push_atomically(staged, base, "1")
+    assert not tf.io.gfile.exists(f"{base}/1")
 
 
 def test_versions_only_grow(tmp_path):
