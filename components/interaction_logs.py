@@ -57,6 +57,8 @@ def decode_json(line: str, source: str = "") -> Dict[str, Any]:
         record = json.loads(line)
     except ValueError as e:
         raise BadRecord("unparseable", f"not JSON ({e}): {line[:200]!r}", source) from None
+    except RecursionError:
+        raise BadRecord("unparseable", f"JSON nested too deeply: {line[:200]!r}", source) from None
     if not isinstance(record, dict):
         raise BadRecord("unparseable", f"not a JSON object: {line[:200]!r}", source)
     return record
@@ -206,6 +208,7 @@ def user_examples(
     config: LogConfig,
     user_profile: str = "",
     counts: Optional[collections.Counter] = None,
+    duplicates: Optional[List[Dict[str, Any]]] = None,
 ) -> Iterator[Tuple[int, str, tf.train.Example]]:
     """Yields (timestamp, event_id, example) per impression of one user.
 
@@ -215,7 +218,8 @@ def user_examples(
       ``conversion_window_seconds`` after the click;
     * rating: a rating of the item within the conversion window, weight 1.
     Impressions without a click are negatives. Duplicate event ids are dropped
-    and counted; outcomes that match no impression are counted as orphans.
+    and counted (and appended to ``duplicates`` when given: the earliest
+    copy is kept); outcomes that match no impression are counted as orphans.
     The history is the last ``history_length`` clicked items strictly before
     the impression.
     """
@@ -241,6 +245,8 @@ def user_examples(
         ts = event["timestamp"]
         if event["event_id"] in seen_ids:  # a re-sent event, whenever it was logged again
             counts["duplicate_events"] += 1
+            if duplicates is not None:
+                duplicates.append(event)
             continue
         seen_ids.add(event["event_id"])
         yield from flush(ts)

@@ -41,6 +41,7 @@ REPORT_FILE = "ingestion_report.json"
 _NAMESPACE = "interaction_logs"
 _DEAD = "dead"
 _COUNTS = "counts"
+_DUPLICATES = "duplicates"
 
 
 class IngestionError(RuntimeError):
@@ -160,9 +161,15 @@ class _UserExamplesFn(beam.DoFn):
     def process(self, keyed, catalog, users):
         user_id, events = keyed
         counts: collections.Counter = collections.Counter()
+        duplicates: List[Dict[str, Any]] = []
         for ts, event_id, example in logs.user_examples(
-                events, catalog, self._config, users.get(user_id, ""), counts):
+                events, catalog, self._config, users.get(user_id, ""), counts, duplicates):
             yield ts, event_id, example.SerializeToString()
+        for event in duplicates:
+            yield beam.pvalue.TaggedOutput(_DUPLICATES, {
+                "source": "events", "reason": "duplicate_event",
+                "detail": f"event id {event['event_id']!r} was logged before; the earliest copy is kept",
+                "original": json.dumps(event, ensure_ascii=False)})
         for name, value in counts.items():
             beam.metrics.Metrics.counter(_NAMESPACE, name).inc(value)
             yield beam.pvalue.TaggedOutput(_COUNTS, (name, value))
@@ -244,12 +251,17 @@ def build_ingestion(pipeline: beam.Pipeline, input_base: str, config: LogConfig,
         | "GroupByUser" >> beam.GroupByKey()
         | "BuildExamples" >> beam.ParDo(
             _UserExamplesFn(config_json), catalog=catalog,
-            users=beam.pvalue.AsDict(users_good)).with_outputs(_COUNTS, main="examples"))
+            users=beam.pvalue.AsDict(users_good)).with_outputs(_COUNTS, _DUPLICATES, main="examples"))
 
     dead = ([items[_DEAD], events[_DEAD], *users_dead] | "AllDeadLetters" >> beam.Flatten())
     _ = (dead | "DeadLetterJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False))
          | "WriteDeadLetters" >> beam.io.WriteToText(
              os.path.join(output_uri, DEAD_LETTER_DIR, "bad_rows"), file_name_suffix=".jsonl"))
+    # Re-sent events: kept apart from bad rows (they do not count against
+    # max_bad_fraction), counted as duplicate_events.
+    _ = (built[_DUPLICATES] | "DuplicateJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False))
+         | "WriteDuplicates" >> beam.io.WriteToText(
+             os.path.join(output_uri, DEAD_LETTER_DIR, "duplicates"), file_name_suffix=".jsonl"))
 
     cutoff = None
     if config.split.kind == "time":

@@ -72,5 +72,6 @@ def test_malformed_lines_mixed_with_good_rows_in_beam(tmp_path_factory, junk):
             for split in examples.values() for e in split}
     assert {f"g{i}" for i in range(40)} <= kept
     bad = sum(v for k, v in report.items() if k.startswith("bad:"))
-    assert bad == len(dead)
+    assert bad == len([d for d in dead if d["reason"] != "duplicate_event"])
+    assert report.get("duplicate_events", 0) == len(dead) - bad
     assert report["good_event_rows"] + bad == len([l for l in lines if l.replace(b"\n", b" ").replace(b"\r", b" ").strip()])

@@ -120,9 +120,12 @@ def test_every_bad_row_is_counted_and_dead_lettered_and_good_rows_kept(logdir, t
 def test_duplicates_removed_and_counted(logdir, tmp_path):
     rows = _good_events()
     write_jsonl(str(logdir / "events" / "a.jsonl"), rows + rows[:6])
-    examples, report, _ = ingest(logdir, LogConfig(), tmp_path / "out")
+    examples, report, dead = ingest(logdir, LogConfig(), tmp_path / "out")
     assert len(examples["train"]) + len(examples["eval"]) == 20
-    assert report["duplicate_events"] == 6
+    assert report["duplicate_events"] == 6 and not any(k.startswith("bad:") for k in report)
+    # Dead-lettered apart from bad rows, with the re-sent event.
+    assert sorted(json.loads(d["original"])["event_id"] for d in dead) == sorted(r["event_id"] for r in rows[:6])
+    assert {d["reason"] for d in dead} == {"duplicate_event"}
 
 
 def test_csv_gzip_parquet_inputs_and_field_maps(tmp_path):
