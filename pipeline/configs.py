@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from typing import Any, Dict, List, Optional
 
 import schemas
@@ -22,6 +23,7 @@ IN_MEMORY_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 MULTI_PROCESSING_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
 MULTI_PROCESSING_MIN_BYTES = 64 * 2**20
 RUNNERS = ("local", "kubeflow", "airflow")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 ENVIRONMENTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "environments")
 
 
@@ -52,6 +54,17 @@ class RunConfig:
     def __post_init__(self):
         if self.runner not in RUNNERS:
             raise ValueError(f"runner {self.runner!r}: expected one of {RUNNERS}")
+        for field in ("model_name", "pipeline_name"):
+            # Both become path components: no separators, no "..".
+            value = getattr(self, field)
+            if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or set(value) == {"."}:
+                raise ValueError(f"{field} {value!r}: expected letters, digits, '.', '_' or '-'")
+        for field in ("data_dir", "work_dir"):
+            if not isinstance(getattr(self, field), str) or not getattr(self, field).strip():
+                raise ValueError(f"{field} {getattr(self, field)!r}: expected a path")
+        for field in ("train_steps", "eval_steps"):
+            if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
+                raise ValueError(f"{field} {getattr(self, field)!r}: expected a positive integer")
         if isinstance(self.log_config, dict):
             self.log_config = LogConfig.from_dict(self.log_config)
 

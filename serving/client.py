@@ -27,6 +27,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
+from serving.tls import ClientTls
 from trainer import features as F
 
 ITEM_FIELDS = {F.ITEM_ID: "item_id", F.ITEM_TITLE: "title", F.ITEM_DESCRIPTION: "description",
@@ -55,11 +56,18 @@ class RecommenderClient:
     """Scores and recommends through a TF Serving-compatible server."""
 
     def __init__(self, target: str = "127.0.0.1:8500", model_name: str = "recommender",
-                 timeout: float = 30.0, max_message_bytes: int = 64 * 2**20):
+                 timeout: float = 30.0, max_message_bytes: int = 64 * 2**20, tls: Optional[ClientTls] = None,
+                 server_name: Optional[str] = None):
+        """``tls``: talk TLS (mutual with a client certificate); ``server_name``:
+        the name the server's certificate was issued for, when it is not the
+        host in ``target``."""
         self.model_name, self.timeout = model_name, timeout
-        self._channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes)])
+        options = [("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.max_send_message_length", max_message_bytes)]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        self._channel = (grpc.secure_channel(target, tls.credentials(), options=options) if tls
+                         else grpc.insecure_channel(target, options=options))
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
@@ -154,6 +162,11 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Query the recommender over gRPC.")
     p.add_argument("--target", default="127.0.0.1:8500")
     p.add_argument("--model-name", default="recommender")
+    p.add_argument("--tls", action="store_true", help="talk TLS (implied by the --tls-* flags)")
+    p.add_argument("--tls-ca", help="PEM CA bundle that signed the server's certificate (default: system roots)")
+    p.add_argument("--tls-cert", help="PEM client certificate, for mutual TLS (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-server-name", help="the name on the server's certificate, if not the target's host")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="model versions and their states")
     for name in ("score", "recommend"):
@@ -168,7 +181,9 @@ def main(argv=None) -> None:
         "--retrieve-first", action="store_true",
         help="rank only the items the model's recommend signature retrieves (two-stage)")
     args = p.parse_args(argv)
-    with RecommenderClient(args.target, args.model_name) as client:
+    tls = (ClientTls(args.tls_ca, args.tls_cert, args.tls_key)
+           if args.tls or args.tls_ca or args.tls_cert or args.tls_key else None)
+    with RecommenderClient(args.target, args.model_name, tls=tls, server_name=args.tls_server_name) as client:
         if args.command == "status":
             print(json.dumps(client.status()))
             return

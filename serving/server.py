@@ -29,6 +29,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      predict_pb2, prediction_service_pb2_grpc)
 
 from serving.model_store import LoadedVersion, ModelStore
+from serving.tls import ServerTls, server_tls_from_args
 
 log = logging.getLogger(__name__)
 DEFAULT_SIGNATURE = "serving_default"
@@ -185,7 +186,8 @@ class ModelServer:
 
     def __init__(self, model_name: str, model_base_path: str, host: str = "127.0.0.1", port: int = 8500,
                  poll_seconds: float = 1.0, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, workers: int = 8):
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, workers: int = 8,
+                 tls: Optional[ServerTls] = None):
         self.store = ModelStore(model_name, model_base_path, poll_seconds)
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
@@ -193,7 +195,9 @@ class ModelServer:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(self.store, max_batch_size), self._server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.store), self._server)
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        self.tls = tls is not None
+        self.port = (self._server.add_secure_port(f"{host}:{port}", tls.credentials()) if tls
+                     else self._server.add_insecure_port(f"{host}:{port}"))
         if not self.port:
             raise OSError(f"cannot bind {host}:{port}")
         self.address = f"{host}:{self.port}"
@@ -201,7 +205,8 @@ class ModelServer:
     def start(self) -> "ModelServer":
         self.store.start()
         self._server.start()
-        log.info("serving model %s from %s on %s", self.store.name, self.store.base_path, self.address)
+        log.info("serving model %s from %s on %s (%s)", self.store.name, self.store.base_path, self.address,
+                 "TLS" if self.tls else "plaintext")
         return self
 
     def stop(self, grace_seconds: float = 5.0) -> None:
@@ -229,10 +234,15 @@ def main(argv: Optional[list] = None) -> None:
     p.add_argument("--file_system_poll_wait_seconds", "--poll-seconds", type=float, default=1.0)
     p.add_argument("--max_batch_size", "--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
     p.add_argument("--max_message_bytes", "--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES)
+    p.add_argument("--tls-cert", help="PEM certificate chain: serve over TLS (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mutual TLS)")
     args = p.parse_args(argv)
+    tls = server_tls_from_args(args.tls_cert, args.tls_key, args.tls_client_ca)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = ModelServer(args.model_name, args.model_base_path, args.host, args.port,
-                         args.file_system_poll_wait_seconds, args.max_batch_size, args.max_message_bytes)
+                         args.file_system_poll_wait_seconds, args.max_batch_size, args.max_message_bytes,
+                         tls=tls)
     server.start()
     done = threading.Event()
 
