@@ -128,6 +128,56 @@ def test_hot_swap_under_concurrent_load_fails_no_request(local_server, model_dir
     assert local_server.store.current.version == 3
 
 
+def test_versions_are_released_and_bad_requests_rejected_under_load(local_server, model_dir, tmp_path):
+    """Memory stays bounded: after many pushes and removals under concurrent
+    requests, only the newest version is still alive; malformed and oversized
+    requests meanwhile get INVALID_ARGUMENT and good ones never fail."""
+    import gc
+    import shutil
+    import weakref
+    failures, stop = [], threading.Event()
+
+    def hammer():
+        with _client(local_server.address) as client:
+            while not stop.is_set():
+                try:
+                    client.predict_examples([{"user_id": "x"}] * 4)
+                except Exception as e:  # noqa: BLE001 - every failure counts
+                    failures.append(repr(e))
+
+    bad_codes = []
+
+    def send_bad_requests():  # malformed and oversized, alongside the good traffic
+        bad = [{"examples": tf.make_tensor_proto([b"\xff not an example"], dtype=tf.string)},
+               {"examples": tf.make_tensor_proto([b""] * 65, dtype=tf.string)},
+               {"examples": tf.make_tensor_proto([1.0, 2.0])}]
+        while not stop.is_set():
+            for inputs in bad:
+                try:
+                    _raw_predict(local_server.address, inputs=inputs)
+                    bad_codes.append("OK")
+                except grpc.RpcError as e:
+                    bad_codes.append(e.code())
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)] + [threading.Thread(target=send_bad_requests)]
+    for t in threads:
+        t.start()
+    released, deadline = [], time.time() + 60
+    for version in range(2, 10):
+        released.append(weakref.ref(local_server.store.current.model))
+        push_toy(str(model_dir), version, str(tmp_path / "scratch"))
+        while local_server.store.current.version != version and time.time() < deadline:
+            time.sleep(0.05)
+        shutil.rmtree(model_dir / str(version - 1))
+    stop.set()
+    for t in threads:
+        t.join()
+    gc.collect()
+    assert failures == [] and local_server.store.current.version == 9
+    assert [ref() is None for ref in released] == [True] * len(released)
+    assert len(bad_codes) >= 3 and set(bad_codes) == {grpc.StatusCode.INVALID_ARGUMENT}
+
+
 def test_corrupt_and_partial_versions_are_ignored(local_server, model_dir):
     (model_dir / "7").mkdir()
     (model_dir / "7" / "saved_model.pb").write_bytes(b"not a protobuf")
