@@ -249,7 +249,16 @@ def test_a_rerun_with_unchanged_inputs_reuses_every_output(run):
     assert versions == [os.path.basename(first["pushed_destination"])]
 
 
-def test_a_killed_run_resumes_from_the_last_finished_component(small_logs, tmp_path):
+def _eval_scores(model_dir: str, examples_uri: str, count: int = 128) -> dict:
+    """Every task's scores by ``model_dir`` for the first ``count`` eval examples."""
+    import tensorflow as tf
+    files = sorted(glob.glob(os.path.join(examples_uri, "Split-eval", "*")))
+    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)]
+    outputs = tf.saved_model.load(model_dir).signatures["serving_default"](examples=tf.constant(records))
+    return {name: value.numpy() for name, value in outputs.items()}
+
+
+def test_a_killed_run_resumes_from_the_last_finished_component(run, small_logs, tmp_path):
     work = str(tmp_path / "run")
     cmd = [sys.executable, "-m", "pipeline.cli", "run", "--data-dir", small_logs, "--work-dir", work,
            "--train-steps", str(FAST["train_steps"]), "--eval-steps", str(FAST["eval_steps"]),
@@ -274,6 +283,14 @@ def test_a_killed_run_resumes_from_the_last_finished_component(small_logs, tmp_p
         assert states[component] == "cached", (component, states)
     assert states["Trainer"] == "complete"
     assert summary["evaluation_uri"]
+    # The same data, config and seed: the resumed run trained the same model
+    # as the uninterrupted run of the ``run`` fixture.
+    _, uninterrupted = run
+    resumed_scores = _eval_scores(summary["model_uri"], uninterrupted["examples_uri"])
+    reference_scores = _eval_scores(uninterrupted["model_uri"], uninterrupted["examples_uri"])
+    assert set(resumed_scores) == set(F.TASK_NAMES)
+    for name, values in reference_scores.items():
+        np.testing.assert_allclose(resumed_scores[name], values, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_a_regressing_model_is_not_blessed_and_not_pushed(run):

@@ -38,6 +38,12 @@ class ModelConfig:
     early_stopping_patience: int = 2  # epochs without a better val_loss; 0 turns it off
     mixed_precision: bool = True  # on GPU only
     xla: bool = True  # on GPU only
+    # Seeds weights, dropout and the shuffle of the training data; with
+    # ``deterministic`` TF's ops are made deterministic too, so the same data
+    # and config train the same model (a resumed run pushes what an
+    # uninterrupted one would).
+    seed: int = 42
+    deterministic: bool = True
 
     def __post_init__(self):
         if self.tasks is not None:

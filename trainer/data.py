@@ -65,18 +65,21 @@ def split_labels(batch: Dict[str, tf.Tensor], tasks: Sequence[F.Task] = F.TASKS,
 
 
 def transformed_dataset(file_pattern: List[str], data_accessor, tf_transform_output: tft.TFTransformOutput,
-                        batch_size: int, shuffle: bool = True, num_epochs: int | None = None) -> tf.data.Dataset:
-    """Batches of transformed feature dicts."""
+                        batch_size: int, shuffle: bool = True, num_epochs: int | None = None,
+                        seed: int | None = None) -> tf.data.Dataset:
+    """Batches of transformed feature dicts (shuffled by ``seed`` when given)."""
     return data_accessor.tf_dataset_factory(
         file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, num_epochs=num_epochs),
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed,
+                                       num_epochs=num_epochs),
         tf_transform_output.transformed_metadata.schema)
 
 
 def input_fn(file_pattern: List[str], data_accessor, tf_transform_output: tft.TFTransformOutput,
              batch_size: int, shuffle: bool = True, tasks: Sequence[F.Task] = F.TASKS,
-             num_categories: int | None = None) -> tf.data.Dataset:
+             num_categories: int | None = None, seed: int | None = None) -> tf.data.Dataset:
     """Batched, repeated dataset of (inputs, labels, weights) for Keras."""
-    dataset = transformed_dataset(file_pattern, data_accessor, tf_transform_output, batch_size, shuffle)
+    dataset = transformed_dataset(file_pattern, data_accessor, tf_transform_output, batch_size, shuffle,
+                                  seed=seed)
     return dataset.map(lambda batch: split_labels(batch, tasks, num_categories),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

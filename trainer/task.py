@@ -51,6 +51,15 @@ def training_callbacks(config: ModelConfig, model_run_dir: str) -> List[tf.keras
     return callbacks
 
 
+def seed_everything(config: ModelConfig) -> None:
+    """Seeds Python, NumPy and TF from ``config.seed``; with ``deterministic``
+    TF's ops run deterministically (slower on GPU, about the same on CPU)."""
+    tf.keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    logging.info("Seed %d, op determinism %s.", config.seed, config.deterministic)
+
+
 def vocab_sizes(tf_transform_output: tft.TFTransformOutput, config: ModelConfig) -> Dict[str, int]:
     """Embedding table sizes: id vocabularies + OOV, and the text vocabulary
     (the computed one, or the pretrained preset's)."""
@@ -67,12 +76,13 @@ def vocab_sizes(tf_transform_output: tft.TFTransformOutput, config: ModelConfig)
 def run_fn(fn_args: FnArgs) -> None:
     """Trains on the transformed train split, validates on eval, exports."""
     config = ModelConfig.from_dict((fn_args.custom_config or {}).get(CONFIG_KEY))
+    seed_everything(config)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     tasks = config.active_tasks()
     sizes = vocab_sizes(tf_transform_output, config)
     num_categories = sizes[F.ITEM_CATEGORY_XF]
     train = data.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                          config.batch_size, tasks=tasks, num_categories=num_categories)
+                          config.batch_size, tasks=tasks, num_categories=num_categories, seed=config.seed)
     evaluation = data.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
                                config.batch_size, shuffle=False, tasks=tasks, num_categories=num_categories)
     catalog = catalog_lib.collect_catalog([fn_args.train_files, fn_args.eval_files], fn_args.data_accessor,
