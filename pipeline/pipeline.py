@@ -9,6 +9,7 @@ from tfx.orchestration import pipeline as tfx_pipeline
 import schemas
 from components.anomalies_gate import AnomaliesGate
 from components.atomic_pusher import AtomicPusher
+from components.compatible_evaluator import CompatibleBaselineEvaluator
 from components.log_config import LogConfig
 from components.log_example_gen import InteractionLogExampleGen
 from pipeline import eval_config as eval_config_lib
@@ -73,12 +74,13 @@ def create_pipeline(
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
 
-    evaluator = tfx.components.Evaluator(
+    evaluator = CompatibleBaselineEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=eval_config_lib.build_eval_config(
-            eval_thresholds, model_settings.active_task_names(), model_settings.retrieval_ks))
+            eval_thresholds, model_settings.active_task_names(), model_settings.retrieval_ks),
+    ).with_id("Evaluator")
 
     pusher = AtomicPusher(
         model=trainer.outputs["model"],

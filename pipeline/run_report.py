@@ -146,6 +146,8 @@ def write_report(summary: Dict[str, Any], work_dir: str) -> str:
         lines += _slices(summary["evaluation_uri"])
     lines += [f"**Blessed: {'yes' if summary['blessed'] else 'no'}.**", ""]
     lines += [f"- failed: {failure}" for failure in summary.get("validation_failures") or []]
+    if summary.get("baseline_skipped"):
+        lines += [f"- no-regression check skipped: {summary['baseline_skipped']}", ""]
     lines += ["## Model", ""]
     if summary["pushed"]:
         lines += [f"Pushed as version {summary['pushed_version']} to `{summary['pushed_destination']}`.", ""]

@@ -12,6 +12,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
+from components.compatible_evaluator import BASELINE_SKIPPED
 from trainer import features as F
 
 
@@ -115,6 +116,7 @@ def summarize(metadata_path: str) -> Dict[str, Any]:
         "anomalies_uri": anomalies.uri if anomalies else None,
         "metrics": metrics,
         "blessed": bool(_custom(blessing, "blessed")),
+        "baseline_skipped": _custom(blessing, BASELINE_SKIPPED),
         "pushed": bool(_custom(pushed, "pushed")),
         "pushed_destination": _custom(pushed, "pushed_destination"),
         "pushed_version": _custom(pushed, "pushed_version"),
@@ -156,6 +158,8 @@ def format_summary(summary: Dict[str, Any], work_dir: Optional[str] = None) -> s
         for task, metrics in summary["validation_metrics"].items():
             lines.append(f"    {task:<10} " + ", ".join(_format_metric(k, v) for k, v in sorted(metrics.items())))
     lines.append(f"  blessed: {summary['blessed']}")
+    if summary.get("baseline_skipped"):
+        lines.append(f"  no-regression check skipped: {summary['baseline_skipped']}")
     for failure in summary.get("validation_failures") or []:
         lines.append(f"  failed threshold: {failure}")
     if summary["pushed"]:
