@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
 from typing import Dict, List, Optional
 
@@ -58,8 +59,10 @@ def run_pipeline(events: int, work_dir: str, step_cap: int) -> Dict[str, object]
     manifest = ingestion_bench.make_logs(data, events, users=max(200, events // 100))
     impressions = manifest.get("impressions", int(events / ingestion_bench.EVENTS_PER_IMPRESSION))
     steps = train_steps_for(int(impressions * 0.8), MODEL_CONFIG["batch_size"], step_cap)
+    run_dir = os.path.join(work_dir, f"run-{events}")
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: no cache, no baseline from older code
     config = configs.RunConfig(
-        data_dir=data, work_dir=os.path.join(work_dir, f"run-{events}"), train_steps=steps, eval_steps=20,
+        data_dir=data, work_dir=run_dir, train_steps=steps, eval_steps=20,
         model_config=MODEL_CONFIG, beam_args=configs.default_beam_args(data), enable_cache=False,
         eval_thresholds=NO_GATES)
     started = time.perf_counter()
