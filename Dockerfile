@@ -1,7 +1,9 @@
 # Image the pipeline's components run in under Kubeflow Pipelines / Vertex and
 # Airflow workers (and Beam workers, as --sdk_container_image on Dataflow).
 #   docker build -t recsys-pipeline:latest .
+#   docker build --build-arg EXTRAS=airflow -t recsys-pipeline-airflow:latest .   # Airflow workers
 FROM python:3.11-slim-bookworm
+ARG EXTRAS=""
 
 ENV TF_USE_LEGACY_KERAS=1 \
     PYTHONUNBUFFERED=1 \
@@ -19,5 +21,5 @@ COPY serving serving
 
 # TFX 1.16 declares Python < 3.11 but runs on 3.11: same flags as scripts/install.sh.
 RUN pip install --no-cache-dir "pip==24.2" "setuptools==84.2.1" "wheel==0.48.0" \
- && pip install --no-cache-dir --ignore-requires-python -c requirements/constraints.txt . \
+ && pip install --no-cache-dir --ignore-requires-python -c requirements/constraints.txt ".${EXTRAS:+[$EXTRAS]}" \
  && python -c "import tfx, tensorflow, keras_nlp, tensorflow_recommenders, pipeline.pipeline"
