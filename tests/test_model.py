@@ -218,3 +218,16 @@ def test_the_gpu_training_path_runs_on_two_cpu_replicas():
     for line in lines:
         losses = json.loads(" ".join(line[5:]))
         assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_op_determinism_is_on_while_training_and_off_after():
+    from tensorflow.python.framework import config as framework_config
+    from trainer import task
+    assert not framework_config.is_op_determinism_enabled()
+    with task.reproducible(ModelConfig(seed=7)):
+        assert framework_config.is_op_determinism_enabled()
+        first = tf.random.uniform([3]).numpy()
+    with task.reproducible(ModelConfig(seed=7, deterministic=False)):
+        assert not framework_config.is_op_determinism_enabled()
+        assert (tf.random.uniform([3]).numpy() == first).all()
+    assert not framework_config.is_op_determinism_enabled()

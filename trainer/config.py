@@ -39,9 +39,9 @@ class ModelConfig:
     mixed_precision: bool = True  # on GPU only
     xla: bool = True  # on GPU only
     # Seeds weights, dropout and the shuffle of the training data; with
-    # ``deterministic`` TF's ops are made deterministic too, so the same data
-    # and config train the same model (a resumed run pushes what an
-    # uninterrupted one would).
+    # ``deterministic`` TF's ops are made deterministic too, so the same
+    # transformed examples and config train the same model (a run resumed in
+    # the Trainer pushes what an uninterrupted one would).
     seed: int = 42
     deterministic: bool = True
 

@@ -1,15 +1,17 @@
 """TFX Trainer entry point (``run_fn``): trains and exports the multi-task model."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)
 
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow.python.framework import config as framework_config  # disable_op_determinism: not in tf.*
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from trainer import catalog as catalog_lib
@@ -51,13 +53,22 @@ def training_callbacks(config: ModelConfig, model_run_dir: str) -> List[tf.keras
     return callbacks
 
 
-def seed_everything(config: ModelConfig) -> None:
+@contextlib.contextmanager
+def reproducible(config: ModelConfig) -> Iterator[None]:
     """Seeds Python, NumPy and TF from ``config.seed``; with ``deterministic``
-    TF's ops run deterministically (slower on GPU, about the same on CPU)."""
+    TF's ops run deterministically inside the block (slower on GPU, about the
+    same on CPU). Op determinism is process-wide, so it is switched back off
+    afterwards: a Trainer run in-process leaves its caller as it found it."""
     tf.keras.utils.set_random_seed(config.seed)
+    was_enabled = framework_config.is_op_determinism_enabled()
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     logging.info("Seed %d, op determinism %s.", config.seed, config.deterministic)
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            framework_config.disable_op_determinism()
 
 
 def vocab_sizes(tf_transform_output: tft.TFTransformOutput, config: ModelConfig) -> Dict[str, int]:
@@ -76,7 +87,12 @@ def vocab_sizes(tf_transform_output: tft.TFTransformOutput, config: ModelConfig)
 def run_fn(fn_args: FnArgs) -> None:
     """Trains on the transformed train split, validates on eval, exports."""
     config = ModelConfig.from_dict((fn_args.custom_config or {}).get(CONFIG_KEY))
-    seed_everything(config)
+    with reproducible(config):
+        train_and_export(fn_args, config)
+
+
+def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
+    """The body of ``run_fn``."""
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     tasks = config.active_tasks()
     sizes = vocab_sizes(tf_transform_output, config)
