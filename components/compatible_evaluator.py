@@ -6,18 +6,18 @@ The blessing records why (custom property ``baseline_skipped``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any, Dict, List, Set
 
 import tensorflow as tf
+import tensorflow_model_analysis as tfma
 from tensorflow.core.protobuf import saved_model_pb2
 from tfx import types
 from tfx.components.evaluator import executor as evaluator_executor
 from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_component_specs as specs
-from tfx.utils import path_utils
+from tfx.utils import path_utils, proto_utils
 from tfx.v1.components import Evaluator
 
 BASELINE_SKIPPED = "baseline_skipped"
@@ -25,11 +25,11 @@ BASELINE_SKIPPED = "baseline_skipped"
 
 def required_signatures(eval_config_json: str) -> Set[str]:
     """Signatures (and preprocessing functions) the eval config calls on a model."""
-    config = json.loads(eval_config_json or "{}")
+    config = proto_utils.json_to_proto(eval_config_json or "{}", tfma.EvalConfig())
     names: Set[str] = set()
-    for spec in config.get("model_specs", config.get("modelSpecs", [])):
-        names.add(spec.get("signature_name", spec.get("signatureName")) or "serving_default")
-        names.update(spec.get("preprocessing_function_names", spec.get("preprocessingFunctionNames", [])))
+    for spec in config.model_specs:
+        names.add(spec.signature_name or "serving_default")
+        names.update(spec.preprocessing_function_names)
     return names
 
 

@@ -148,6 +148,20 @@ def build_run_config(args: argparse.Namespace) -> configs.RunConfig:
         enable_cache=not args.no_cache if ("no_cache" in given or base is None) else base.enable_cache)
 
 
+def local_pipeline(config: configs.RunConfig):
+    """The pipeline for ``config`` with ML Metadata in SQLite under its work dir."""
+    from tfx import v1 as tfx
+    from pipeline import fingerprint, runners
+
+    os.makedirs(config.work_dir, exist_ok=True)
+    # A copy named by content, so an edited schema invalidates the cache.
+    schema_file = fingerprint.content_addressed_copy(
+        config.schema_path, os.path.join(config.pipeline_root, "_schemas"))
+    return runners.pipeline_for(
+        config, schema_file,
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path))
+
+
 def run(config: configs.RunConfig, query_served_model: bool = True) -> dict:
     """Runs the pipeline with LocalDagRunner and returns the run summary.
 
@@ -155,18 +169,10 @@ def run(config: configs.RunConfig, query_served_model: bool = True) -> dict:
     for one user's recommendations (``summary["grpc_query"]``).
     """
     from tfx import v1 as tfx
-    from pipeline import fingerprint, runners
     from trainer.config import ModelConfig
 
     ModelConfig.from_dict(config.model_config)  # fail before any component runs
-    os.makedirs(config.work_dir, exist_ok=True)
-    # A copy named by content, so an edited schema invalidates the cache.
-    schema_file = fingerprint.content_addressed_copy(
-        config.schema_path, os.path.join(config.pipeline_root, "_schemas"))
-    pipeline = runners.pipeline_for(
-        config, schema_file,
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path))
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    tfx.orchestration.LocalDagRunner().run(local_pipeline(config))
     summary = run_summary.summarize(config.metadata_path)
     if summary["pushed"] and query_served_model:
         from serving import demo

@@ -61,17 +61,15 @@ def component_timings(store: metadata_store.MetadataStore) -> List[Dict[str, Any
         return []
     latest = max(runs, key=lambda c: c.id)
     types = {t.id: t.name for t in store.get_execution_types()}
-    executions = sorted(store.get_executions_by_context(latest.id), key=lambda e: e.create_time_since_epoch)
-    # The component id ("<pipeline>.<id>" node contexts), not the class name.
-    node_ids = {}
-    for node in store.get_contexts_by_type("node"):
-        for execution in store.get_executions_by_context(node.id):
-            node_ids[execution.id] = node.name.rsplit(".", 1)[-1]
+    node_type = store.get_context_type("node").id
     states = {v: k.lower() for k, v in metadata_store_pb2.Execution.State.items()}
     rows = []
-    for execution in executions:
+    for execution in sorted(store.get_executions_by_context(latest.id),
+                            key=lambda e: e.create_time_since_epoch):
+        # The component id (its "<pipeline>.<id>" node context), not the class name.
+        nodes = [c.name for c in store.get_contexts_by_execution(execution.id) if c.type_id == node_type]
         rows.append({
-            "component": node_ids.get(execution.id, types[execution.type_id].rsplit(".", 1)[-1]),
+            "component": nodes[0].rsplit(".", 1)[-1] if nodes else types[execution.type_id].rsplit(".", 1)[-1],
             "seconds": round((execution.last_update_time_since_epoch
                               - execution.create_time_since_epoch) / 1000.0, 3),
             "state": states.get(execution.last_known_state, "unknown"),

@@ -289,14 +289,10 @@ def test_a_killed_run_resumes_from_the_last_finished_component(small_logs, tmp_p
     # model as the killed-and-resumed one: same data, config and seed.
     from tfx import v1 as tfx
     from tfx.orchestration import pipeline as tfx_pipeline
-    from pipeline import fingerprint, run_summary, runners
-    schema_file = fingerprint.content_addressed_copy(
-        config.schema_path, os.path.join(config.pipeline_root, "_schemas"))
-    again = runners.pipeline_for(
-        dataclasses.replace(config, enable_cache=False), schema_file,
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path))
+    from pipeline import run_summary
     tfx.orchestration.LocalDagRunner().run(
-        again, run_options=tfx_pipeline.RunOptions(from_nodes=["Trainer"], to_nodes=["Trainer"]))
+        local_runner.local_pipeline(dataclasses.replace(config, enable_cache=False)),
+        run_options=tfx_pipeline.RunOptions(from_nodes=["Trainer"], to_nodes=["Trainer"]))
     reference = run_summary.summarize(config.metadata_path)["model_uri"]
     assert reference != summary["model_uri"]
     resumed_scores = _eval_scores(summary["model_uri"], summary["examples_uri"])
