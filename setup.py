@@ -22,6 +22,7 @@ REQUIRED = [
     "tensorflow-text==2.16.1",
     "tensorflow-recommenders==0.7.3",
     "matplotlib",
+    "psutil",  # the model server's memory ceiling
     "kfp-pipeline-spec==0.7.0",  # compiling for Kubeflow Pipelines / Vertex
 ]
 

@@ -18,7 +18,6 @@ from typing import Callable, Dict, List
 from trainer import keras_env as _keras_env  # noqa: F401  (before TF)
 
 import numpy as np
-import tensorflow as tf
 
 from datagen.synthetic import CATEGORY_WORDS
 from serving.client import RecommenderClient, make_example
@@ -88,7 +87,7 @@ def main(argv=None) -> None:
     with ModelServer(args.model_name, args.model_base_path, port=0) as server:
         for batch in args.batch_sizes:
             rows = request_rows(batch)
-            examples = tf.constant([make_example(r) for r in rows])
+            examples = np.array([make_example(r) for r in rows], dtype=object)
             clients = [RecommenderClient(server.address, args.model_name) for _ in range(args.clients)]
             local = threading.local()
 

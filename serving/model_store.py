@@ -3,7 +3,9 @@
 Mirrors TF Serving's default "latest version" policy: the newest valid
 integer version directory under the base path is served; a new version is
 loaded completely before it replaces the old one, so requests in flight
-finish on the version they started with. Directories without
+finish on the version they started with. Each version runs in its own
+graph and ``tf.compat.v1.Session``, as in TF Serving, so a request's deadline
+cancels its graph run (``RunOptions.timeout_in_ms``). Directories without
 ``saved_model.pb`` (still being copied) are not candidates; a version that
 fails to load is remembered and skipped until its files change.
 """
@@ -13,23 +15,48 @@ import dataclasses
 import logging
 import os
 import threading
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow.python.saved_model import loader_impl
+
+from serving.request_checks import InputSpec
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
+class Signature:
+    """One serving signature of a loaded version, run in its Session as TF Serving does."""
+
+    name: str
+    inputs: Dict[str, InputSpec]
+    outputs: Tuple[str, ...]
+    _session: tf.compat.v1.Session
+    _feeds: Dict[str, str]
+    _fetches: Dict[str, str]
+
+    def run(self, arrays: Mapping[str, np.ndarray], output_names: Optional[Sequence[str]] = None,
+            timeout_ms: Optional[int] = None) -> Dict[str, np.ndarray]:
+        """Runs the signature on ``arrays`` (one per input); ``timeout_ms`` cancels
+        it server-side (``tf.errors.DeadlineExceededError``) when it runs longer."""
+        fetches = {name: self._fetches[name] for name in (output_names or self.outputs)}
+        options = tf.compat.v1.RunOptions(timeout_in_ms=max(1, int(timeout_ms))) if timeout_ms else None
+        return self._session.run(fetches, {self._feeds[n]: v for n, v in arrays.items()}, options=options)
+
+    def __call__(self, **arrays: np.ndarray) -> Dict[str, np.ndarray]:
+        return self.run(arrays)
+
+
+@dataclasses.dataclass(frozen=True)
 class LoadedVersion:
-    """One loaded SavedModel version with its callable signatures."""
+    """One loaded SavedModel version: its Session and its signatures."""
 
     version: int
     path: str
-    model: object
-    signatures: Dict[str, Callable]
+    session: tf.compat.v1.Session
+    signatures: Dict[str, Signature]
     signature_defs: Dict[str, meta_graph_pb2.SignatureDef]
 
 
@@ -39,15 +66,45 @@ def _fingerprint(path: str) -> Tuple[float, int]:
     return stat.st_mtime, stat.st_size
 
 
+def _input_spec(info: meta_graph_pb2.TensorInfo) -> Optional[InputSpec]:
+    if info.WhichOneof("encoding") != "name":
+        return None  # sparse or composite inputs cannot come in a PredictRequest
+    shape = tf.TensorShape(info.tensor_shape)
+    return InputSpec(tf.dtypes.as_dtype(info.dtype), None if shape.rank is None else tuple(shape.as_list()))
+
+
+def _signature(name: str, signature_def: meta_graph_pb2.SignatureDef,
+               session: tf.compat.v1.Session) -> Optional[Signature]:
+    specs = {key: _input_spec(info) for key, info in signature_def.inputs.items()}
+    if None in specs.values() or any(info.WhichOneof("encoding") != "name"
+                                     for info in signature_def.outputs.values()):
+        log.warning("signature %s has sparse or composite tensors; not served", name)
+        return None
+    return Signature(name, specs, tuple(sorted(signature_def.outputs)), session,
+                     {key: info.name for key, info in signature_def.inputs.items()},
+                     {key: info.name for key, info in signature_def.outputs.items()})
+
+
 def load_version(path: str, version: int) -> LoadedVersion:
-    """Loads a SavedModel directory (raises on a corrupt one)."""
-    saved_model = loader_impl.parse_saved_model(path)
-    signature_defs = dict(saved_model.meta_graphs[0].signature_def)
-    model = tf.saved_model.load(path)
-    signatures = dict(model.signatures)
+    """Loads a SavedModel directory into its own graph and Session, as TF
+    Serving does (raises on a corrupt one, or one whose ops this TensorFlow
+    lacks)."""
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    try:
+        with graph.as_default():
+            meta_graph = tf.compat.v1.saved_model.loader.load(session, [tf.saved_model.SERVING], path)
+    except Exception:
+        session.close()
+        raise
+    signature_defs = {name: meta_graph.signature_def[name] for name in meta_graph.signature_def
+                      if not name.startswith("__")}
+    signatures = {name: sig for name, sig in ((n, _signature(n, d, session)) for n, d in signature_defs.items())
+                  if sig is not None}
     if not signatures:
+        session.close()
         raise ValueError(f"{path} has no serving signatures")
-    return LoadedVersion(version, path, model, signatures, signature_defs)
+    return LoadedVersion(version, path, session, signatures, signature_defs)
 
 
 class ModelStore:

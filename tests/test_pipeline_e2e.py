@@ -195,6 +195,40 @@ def test_pushed_model_signatures_work_in_a_fresh_process(run, small_logs):
     assert json.loads(lines[-1].split(":", 1)[1]) == []
 
 
+def test_every_signature_of_the_pushed_model_survives_fuzzed_requests(run):
+    """Fuzzed requests (empty, invalid UTF-8 and long strings, junk examples,
+    broken shapes and dtypes) against every signature of the real model,
+    ``recommend`` included: each answered OK with the signature's output
+    shapes or with TF Serving's status codes, and serving goes on."""
+    import random
+
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from bench import request_fuzz
+    from serving.admission import ServerLimits
+    from serving.client import make_example
+    from serving.server import ModelServer
+
+    config, _ = run
+    good = predict_pb2.PredictRequest()
+    good.model_spec.name = config.model_name
+    good.inputs["examples"].CopyFrom(tf.make_tensor_proto([make_example(
+        {F.USER_ID: "u1", F.ITEM_ID: "i1", F.ITEM_TITLE: "t", F.ITEM_CATEGORY: "music"})], dtype=tf.string))
+    limits = ServerLimits(max_batch_size=32, max_message_bytes=2**20, request_timeout_ms=5000)
+    with ModelServer(config.model_name, config.push_base, port=0, limits=limits) as server, \
+            grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", 8 * 2**20)]) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        version, specs, shapes = request_fuzz.served_signatures(stub, config.model_name)
+        assert {"serving_default", "predict", "recommend", "evaluate", "transform_features"} <= set(specs)
+        rng = random.Random(5)
+        cases = [request_fuzz.generate(rng, config.model_name, version, specs, 32, shapes) for _ in range(300)]
+        report = request_fuzz.run(stub, iter(cases), good, shapes, lambda: 0, answer_within=10.0)
+    assert report.failures == [], report.failures[:10]
+    assert report.codes["OK"] >= 15 and report.codes["INVALID_ARGUMENT"] >= 100, report.codes
+
+
 def test_schema_stops_a_run_on_data_that_breaks_it(small_logs, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(small_logs, data)

@@ -16,8 +16,9 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from components import atomic_pusher
 from serving.client import RecommenderClient
+from serving.admission import ServerLimits
 from serving.server import ModelServer
-from tests.serving_fixtures import push_toy, save_toy, start_tf_serving, which_tf_serving
+from tests.serving_fixtures import push_toy, save_toy, toy_model_dir, start_tf_serving, which_tf_serving
 
 MODEL = "toy"
 SERVERS = ["local"] + (["tf_serving"] if which_tf_serving() else [])
@@ -31,15 +32,13 @@ def _free_port():
 
 @pytest.fixture
 def model_dir(tmp_path):
-    base = tmp_path / "serving" / MODEL
-    push_toy(str(base), 1, str(tmp_path / "scratch"))
-    return base
+    return toy_model_dir(tmp_path, MODEL)
 
 
 @pytest.fixture
 def local_server(model_dir):
-    server = ModelServer(MODEL, str(model_dir), port=0, poll_seconds=0.2, max_batch_size=64,
-                         max_message_bytes=2**20).start()
+    server = ModelServer(MODEL, str(model_dir), port=0, poll_seconds=0.2,
+                         limits=ServerLimits(max_batch_size=64, max_message_bytes=2**20)).start()
     yield server
     server.stop()
 
@@ -164,7 +163,7 @@ def test_versions_are_released_and_bad_requests_rejected_under_load(local_server
         t.start()
     released, deadline = [], time.time() + 60
     for version in range(2, 10):
-        released.append(weakref.ref(local_server.store.current.model))
+        released.append(weakref.ref(local_server.store.current.session))
         push_toy(str(model_dir), version, str(tmp_path / "scratch"))
         while local_server.store.current.version != version and time.time() < deadline:
             time.sleep(0.05)
