@@ -10,7 +10,7 @@ answer: OK with outputs of the documented shapes, or one of TF Serving's
 status codes, within a few seconds; the server's resident memory is sampled
 throughout.
 
-    python -m bench.request_fuzz --target 127.0.0.1:8500 --model-name recommender --requests 20000
+    python -m bench.request_fuzz --model-base-path runs/local/serving/recommender --requests 20000
 
 The test suite runs it for a few thousand requests (``tests/test_serving_fuzz.py``).
 """
@@ -20,6 +20,8 @@ import argparse
 import collections
 import dataclasses
 import random
+import subprocess
+import sys
 import time
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
@@ -27,6 +29,7 @@ from trainer import keras_env as _keras_env  # noqa: F401  (before TF)
 
 import grpc
 import numpy as np
+import psutil
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
@@ -294,37 +297,76 @@ def served_signatures(stub: prediction_service_pb2_grpc.PredictionServiceStub, m
     return response.model_spec.version.value, specs, outputs
 
 
+def _start_server(model_name: str, base_path: str, max_batch_size: int) -> Tuple[subprocess.Popen, str]:
+    """``recsys-serve`` with its default limits in its own process; (process, address)."""
+    proc = subprocess.Popen([sys.executable, "-m", "serving.server", f"--model_name={model_name}",
+                             f"--model_base_path={base_path}", "--port=0", f"--max_batch_size={max_batch_size}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("serving "):
+        proc.kill()
+        raise SystemExit(f"error: the server did not start on {base_path}")
+    return proc, line.split()[-1]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-base-path", help="start a server on this model directory (else use --target)")
     p.add_argument("--target", default="127.0.0.1:8500")
+    p.add_argument("--pid", type=int, help="the --target server's process id, to sample its resident memory")
     p.add_argument("--model-name", default="recommender")
     p.add_argument("--requests", type=int, default=10_000)
     p.add_argument("--max-batch-size", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pid", type=int, help="the server's process id, to sample its resident memory")
     args = p.parse_args(argv)
-    import psutil
+    proc = None
+    if args.model_base_path:
+        proc, args.target = _start_server(args.model_name, args.model_base_path, args.max_batch_size)
+        args.pid = proc.pid
     process = psutil.Process(args.pid) if args.pid else None
     rss = (lambda: process.memory_info().rss) if process else (lambda: 0)
     rng = random.Random(args.seed)
-    with grpc.insecure_channel(args.target, options=[("grpc.max_send_message_length", 64 * 2**20),
-                                                     ("grpc.max_receive_message_length", 64 * 2**20)]) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        version, specs, shapes = served_signatures(stub, args.model_name)
-        good = predict_pb2.PredictRequest()
-        good.model_spec.name = args.model_name
-        good.inputs["examples"].CopyFrom(tf.make_tensor_proto([b""], dtype=tf.string))
-        cases = (generate(rng, args.model_name, version, specs, args.max_batch_size, shapes)
-                 for _ in range(args.requests))
-        start = time.time()
-        report = run(stub, cases, good, shapes, rss,
-                     progress=lambda r: print(f"\r{r.requests} requests, peak RSS "
-                                              f"{r.peak_rss_bytes / 2**20:.0f} MiB", end="", flush=True))
-    print(f"\n{report.requests} requests in {time.time() - start:.0f} s; codes {dict(report.codes)}; "
-          f"slowest answer {report.slowest_seconds:.2f} s; peak server RSS {report.peak_rss_bytes / 2**20:.0f} MiB; "
+    try:
+        with grpc.insecure_channel(args.target, options=[("grpc.max_send_message_length", 64 * 2**20),
+                                                         ("grpc.max_receive_message_length", 64 * 2**20)]) as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            version, specs, shapes = served_signatures(stub, args.model_name)
+            good = _good_request(args.model_name, specs)
+            stub.Predict(good, timeout=30)
+            start_rss = rss()
+            cases = (generate(rng, args.model_name, version, specs, args.max_batch_size, shapes)
+                     for _ in range(args.requests))
+            start = time.time()
+            report = run(stub, cases, good, shapes, rss,
+                         progress=lambda r: print(f"\r{r.requests} requests, peak RSS "
+                                                  f"{r.peak_rss_bytes / 2**20:.0f} MiB", end="", flush=True))
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(30)
+    print(f"\n{report.requests} requests (+ as many good ones) in {time.time() - start:.0f} s; "
+          f"codes {dict(report.codes)}; slowest answer {report.slowest_seconds:.2f} s; server RSS "
+          f"{start_rss / 2**20:.0f} MiB at start, {report.peak_rss_bytes / 2**20:.0f} MiB peak; "
           f"{len(report.failures)} failures")
     for failure in report.failures[:20]:
         print("  ", failure)
+    if report.failures:
+        raise SystemExit(1)
+
+
+def _good_request(model_name: str, specs: Mapping[str, Mapping[str, InputSpec]]) -> predict_pb2.PredictRequest:
+    """A request every run sends after each fuzzed one: raw strings to
+    ``predict`` when the model has it (any strings are valid there), else
+    empty examples to ``serving_default``."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    signature = "predict" if "predict" in specs else "serving_default"
+    request.model_spec.signature_name = signature
+    value = b"music" if signature == "predict" else b""  # b"": an empty tf.Example
+    for name in specs.get(signature, {"examples": None}):
+        request.inputs[name].CopyFrom(tf.make_tensor_proto([value], dtype=tf.string))
+    return request
 
 
 if __name__ == "__main__":

@@ -204,6 +204,15 @@ def _raw_predict(address, model=MODEL, signature="", inputs=None):
 GOOD = {"examples": tf.make_tensor_proto([b""], dtype=tf.string)}
 
 
+def _declared(*dims):
+    """A string TensorProto that declares ``dims`` and carries no values (about twenty bytes)."""
+    proto = tf.make_tensor_proto([], dtype=tf.string)
+    proto.tensor_shape.Clear()
+    for size in dims:
+        proto.tensor_shape.dim.add().size = size
+    return proto
+
+
 @pytest.mark.parametrize("kwargs,code,words", [
     (dict(model="nope", inputs=GOOD), grpc.StatusCode.NOT_FOUND, "nope"),
     (dict(signature="missing", inputs=GOOD), grpc.StatusCode.FAILED_PRECONDITION, "missing"),
@@ -215,6 +224,8 @@ GOOD = {"examples": tf.make_tensor_proto([b""], dtype=tf.string)}
      grpc.StatusCode.INVALID_ARGUMENT, ""),
     (dict(inputs={"examples": tf.make_tensor_proto([b""] * 65, dtype=tf.string)}),
      grpc.StatusCode.INVALID_ARGUMENT, "exceeds the maximum of 64"),
+    (dict(inputs={"examples": _declared(10**9)}), grpc.StatusCode.INVALID_ARGUMENT, "batch size 1000000000"),
+    (dict(inputs={"examples": _declared(-1)}), grpc.StatusCode.INVALID_ARGUMENT, "size -1"),
     (dict(inputs={"examples": tf.make_tensor_proto([b"x" * (2**20 + 10)], dtype=tf.string)}),
      grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
 ])
