@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import features as F
+from trainer import serving_contract as C
 
 KS = (10, 100)
 # Benchmarks measure; they do not gate: every model is blessed and pushed.
@@ -69,7 +70,7 @@ def _batches(n: int, size: int = 1024):
 def score_pipeline_model(model_dir: str, data: Dict[str, np.ndarray]) -> Dict[str, float]:
     """Rating RMSE, recall@k and click AUC of the exported model on raw examples."""
     model = tf.saved_model.load(model_dir)
-    predict, recommend = model.signatures["predict"], model.signatures["recommend"]
+    predict, recommend = model.signatures[C.PREDICT], model.signatures[C.RECOMMEND]
     names = list(predict.structured_input_signature[1])
     n = len(data[F.USER_ID])
     click, rating = np.zeros(n), np.zeros(n)
@@ -81,7 +82,7 @@ def score_pipeline_model(model_dir: str, data: Dict[str, np.ndarray]) -> Dict[st
     for rows in _batches(len(positives)):
         idx = positives[rows]
         top = recommend(**{name: tf.constant(data[name][idx].astype(str))
-                           for name in recommend.structured_input_signature[1]})["item_ids"].numpy()
+                           for name in recommend.structured_input_signature[1]})[C.ITEM_IDS].numpy()
         for k in KS:
             hits[k] += sum(data[F.ITEM_ID][i].encode() in set(top[j, :k]) for j, i in enumerate(idx))
     rated = data[F.RATING_WEIGHT] > 0

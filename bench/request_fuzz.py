@@ -35,6 +35,7 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from serving.request_checks import InputSpec
+from trainer import serving_contract as C
 
 # Status codes TF Serving answers bad requests with; anything else (INTERNAL,
 # UNKNOWN, a dropped connection) is a server defect.
@@ -179,11 +180,11 @@ def generate(rng: random.Random, model_name: str, version: int,
         signature = rng.choices(names, [(weights or {}).get(n, 1.0) for n in names])[0]
     else:
         signature = rng.choice(_NAMES + ["slow ", "SERVING_DEFAULT"])
-    request.model_spec.signature_name = "" if signature == "serving_default" and rng.random() < 0.3 else signature
-    signature = signature or "serving_default"  # what an empty name means
+    request.model_spec.signature_name = "" if signature == C.SERVING_DEFAULT and rng.random() < 0.3 else signature
+    signature = signature or C.SERVING_DEFAULT  # what an empty name means
     if signature not in signatures:
         kinds.append("signature")
-    specs = signatures.get(signature, {"examples": InputSpec(tf.string, (None,))})
+    specs = signatures.get(signature, {C.EXAMPLES: InputSpec(tf.string, (None,))})
     rows = rng.choice([0, 1, 1, 2, 3, 5, 17, max_batch_size, max_batch_size + 1])
     if rows > max_batch_size:
         kinds.append("batch")
@@ -361,10 +362,10 @@ def _good_request(model_name: str, specs: Mapping[str, Mapping[str, InputSpec]])
     empty examples to ``serving_default``."""
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
-    signature = "predict" if "predict" in specs else "serving_default"
+    signature = C.PREDICT if C.PREDICT in specs else C.SERVING_DEFAULT
     request.model_spec.signature_name = signature
-    value = b"music" if signature == "predict" else b""  # b"": an empty tf.Example
-    for name in specs.get(signature, {"examples": None}):
+    value = b"music" if signature == C.PREDICT else b""  # b"": an empty tf.Example
+    for name in specs.get(signature, {C.EXAMPLES: None}):
         request.inputs[name].CopyFrom(tf.make_tensor_proto([value], dtype=tf.string))
     return request
 

@@ -24,6 +24,7 @@ from serving.client import RecommenderClient, make_example
 from serving.model_store import ModelStore
 from serving.server import ModelServer
 from trainer import features as F
+from trainer import serving_contract as C
 
 
 def request_rows(n: int, seed: int = 0) -> List[Dict[str, str]]:
@@ -79,7 +80,7 @@ def main(argv=None) -> None:
     loaded = store.poll_once()
     if loaded is None:
         raise SystemExit(f"error: no model version under {args.model_base_path}; run the pipeline first")
-    fn = loaded.signatures["serving_default"]
+    fn = loaded.signatures[C.SERVING_DEFAULT]
     results = []
     print(f"model {args.model_name} version {loaded.version}, {args.clients} concurrent clients, "
           f"{args.seconds:.0f} s per row")

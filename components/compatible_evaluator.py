@@ -20,6 +20,8 @@ from tfx.types import standard_component_specs as specs
 from tfx.utils import path_utils, proto_utils
 from tfx.v1.components import Evaluator
 
+from trainer import serving_contract as C
+
 BASELINE_SKIPPED = "baseline_skipped"
 
 
@@ -28,7 +30,7 @@ def required_signatures(eval_config_json: str) -> Set[str]:
     config = proto_utils.json_to_proto(eval_config_json or "{}", tfma.EvalConfig())
     names: Set[str] = set()
     for spec in config.model_specs:
-        names.add(spec.signature_name or "serving_default")
+        names.add(spec.signature_name or C.SERVING_DEFAULT)
         names.update(spec.preprocessing_function_names)
     return names
 

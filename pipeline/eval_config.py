@@ -7,6 +7,7 @@ from typing import List, Mapping, Optional, Sequence
 import tensorflow_model_analysis as tfma
 
 from trainer import features as F
+from trainer import serving_contract as C
 
 # Gating metric per task kind (TFMA class name, direction) and reported extras.
 TASK_METRICS = {
@@ -23,14 +24,14 @@ EXTRA_METRICS = {
 }
 # The signature TFMA scores with (every task's output plus retrieval hits over
 # the catalogue) and the one that gives it the transformed labels and weights.
-EVALUATE_SIGNATURE = "evaluate"
-TRANSFORM_SIGNATURE = "transform_features"
+EVALUATE_SIGNATURE = C.EVALUATE
+TRANSFORM_SIGNATURE = C.TRANSFORM_FEATURES
 SLICE_FEATURES = (F.ITEM_CATEGORY,)
 DEFAULT_THRESHOLDS = {"retrieval": 0.05, "click": 0.6, "conversion": 0.6, "rating": 1.5, "category": 0.2,
                       "interest": 0.6}
 REGRESSION_TOLERANCE = {"retrieval": 0.02, "click": 0.01, "conversion": 0.01, "rating": 0.05, "category": 0.05,
                         "interest": 0.02}
-DEFAULT_RETRIEVAL_KS = (10, 100)
+DEFAULT_RETRIEVAL_KS = C.DEFAULT_RETRIEVAL_KS
 
 
 def _gate(bound: float, tolerance: float, direction) -> tfma.MetricThreshold:
@@ -59,7 +60,7 @@ def _retrieval_specs(ks: Sequence[int], threshold: tfma.MetricThreshold) -> List
         name = f"recall_at_{k}"
         metric = (_gated("MeanPrediction", threshold, name=name) if k == max(ks)
                   else tfma.MetricConfig(class_name="MeanPrediction", config=json.dumps({"name": name})))
-        specs.append(tfma.MetricsSpec(output_names=[F.retrieval_hit_output(k)], metrics=[metric]))
+        specs.append(tfma.MetricsSpec(output_names=[C.retrieval_hit_output(k)], metrics=[metric]))
     return specs
 
 
@@ -77,8 +78,8 @@ def build_eval_config(thresholds: Mapping[str, float] | None = None,
             gate = _gate(thresholds[task.name], REGRESSION_TOLERANCE[task.name],
                          tfma.MetricDirection.HIGHER_IS_BETTER)
             for k in retrieval_ks:
-                label_keys[F.retrieval_hit_output(k)] = task.label
-                weight_keys[F.retrieval_hit_output(k)] = F.RETRIEVAL_POSITIVE_WEIGHT
+                label_keys[C.retrieval_hit_output(k)] = task.label
+                weight_keys[C.retrieval_hit_output(k)] = F.RETRIEVAL_POSITIVE_WEIGHT
             metrics_specs.extend(_retrieval_specs(retrieval_ks, gate))
             continue
         label_keys[task.name], weight_keys[task.name] = task.tfma_label, task.weight

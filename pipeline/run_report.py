@@ -22,6 +22,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from components.anomalies_gate import describe_anomalies
 from components.log_example_gen import REPORT_FILE
 from trainer import features as F
+from trainer import serving_contract as C
 
 
 def _table(header: List[str], rows: List[List[Any]]) -> List[str]:
@@ -98,7 +99,7 @@ def _slice_columns(outputs: set) -> Dict[tuple, str]:
     if not ks:
         return SLICE_COLUMNS
     k = max(ks)
-    return {(F.retrieval_hit_output(k), f"recall_at_{k}"): f"retrieval recall@{k}", **SLICE_COLUMNS}
+    return {(C.retrieval_hit_output(k), f"recall_at_{k}"): f"retrieval recall@{k}", **SLICE_COLUMNS}
 
 
 def _slices(evaluation_uri: str) -> List[str]:

@@ -7,7 +7,7 @@ Scoring uses the ``serving_default`` signature: one input, ``examples``, a
 features (see ``make_example``); the outputs are one tensor per task
 (``[batch, 1]``, or ``[batch, categories]`` for ``category`` and
 ``interest``). Retrieval uses the ``recommend`` signature: one string tensor
-per user feature (``F.RECOMMEND_FEATURES``) in, ``item_ids`` and ``scores``
+per user feature (``serving_contract.RECOMMEND_FEATURES``) in, ``item_ids`` and ``scores``
 ``[batch, K]`` out.
 
     recsys-client --target 127.0.0.1:8500 recommend --catalog data/items.jsonl \\
@@ -29,6 +29,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 
 from serving.tls import ClientTls
 from trainer import features as F
+from trainer import serving_contract as C
 
 ITEM_FIELDS = {F.ITEM_ID: "item_id", F.ITEM_TITLE: "title", F.ITEM_DESCRIPTION: "description",
                F.ITEM_CATEGORY: "category"}
@@ -104,10 +105,10 @@ class RecommenderClient:
         """Runs ``serving_default`` on raw feature rows; returns (outputs, model version)."""
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
-        request.model_spec.signature_name = "serving_default"
+        request.model_spec.signature_name = C.SERVING_DEFAULT
         if version is not None:
             request.model_spec.version.value = version
-        request.inputs["examples"].CopyFrom(
+        request.inputs[C.EXAMPLES].CopyFrom(
             tf.make_tensor_proto([make_example(r) for r in rows], dtype=tf.string))
         response = self._predict.Predict(request, timeout=self.timeout)
         outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
@@ -125,14 +126,14 @@ class RecommenderClient:
         signature (two-tower retrieval over the whole catalogue)."""
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
-        request.model_spec.signature_name = "recommend"
+        request.model_spec.signature_name = C.RECOMMEND
         if version is not None:
             request.model_spec.version.value = version
-        for name in F.RECOMMEND_FEATURES:
+        for name in C.RECOMMEND_FEATURES:
             request.inputs[name].CopyFrom(tf.make_tensor_proto([str(user.get(name) or "")], dtype=tf.string))
         response = self._predict.Predict(request, timeout=self.timeout)
-        ids = tf.make_ndarray(response.outputs["item_ids"])[0]
-        scores = tf.make_ndarray(response.outputs["scores"])[0]
+        ids = tf.make_ndarray(response.outputs[C.ITEM_IDS])[0]
+        scores = tf.make_ndarray(response.outputs[C.SCORES])[0]
         return [(i.decode("utf-8"), float(s)) for i, s in zip(ids, scores)]
 
     def recommend(self, user: Mapping[str, object], catalog: Sequence[Mapping[str, object]], k: int = 10,

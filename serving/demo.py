@@ -13,6 +13,7 @@ from serving.catalog import load_catalog
 from serving.client import RecommenderClient
 from serving.server import ModelServer
 from trainer import features as F
+from trainer import serving_contract as C
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def recommend_over_grpc(model_name: str, push_base: str, data_dir: str, examples
     seen = user.pop("seen")
     with ModelServer(model_name, push_base, port=0) as server:
         with RecommenderClient(server.address, model_name) as client:
-            retrieve_first = "recommend" in client.signatures()
+            retrieve_first = C.RECOMMEND in client.signatures()
             top = client.recommend(user, catalog, k=k, exclude=seen, retrieve_first=retrieve_first)
             version = client.status()[0][0]
     titles = {item["item_id"]: item["title"] for item in catalog}

@@ -34,9 +34,10 @@ from serving.admission import MemoryCeiling, ServerLimits, remaining_ms
 from serving.model_store import LoadedVersion, ModelStore
 from serving.request_checks import RequestError, check_inputs, invalid, quote, quote_names, to_arrays
 from serving.tls import ServerTls, server_tls_from_args
+from trainer import serving_contract as C
 
 log = logging.getLogger(__name__)
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = C.SERVING_DEFAULT
 _MAX_ERROR_CHARS = 1000
 _STATUS_BY_CODE = {code.value[0]: code for code in grpc.StatusCode}
 

@@ -195,6 +195,33 @@ def test_pushed_model_signatures_work_in_a_fresh_process(run, small_logs):
     assert json.loads(lines[-1].split(":", 1)[1]) == []
 
 
+def test_the_pushed_model_matches_the_serving_contract(run):
+    """Every signature, input, output, dtype and shape, as ``serving_contract`` names them."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    from tensorflow.python.saved_model import loader_impl
+
+    from trainer import serving_contract as C
+
+    config, summary = run
+    (transform_dir,) = glob.glob(os.path.join(config.pipeline_root, "Transform", "transform_graph", "*"))
+    num_categories = tft.TFTransformOutput(transform_dir).vocabulary_size_by_name(
+        F.ID_VOCABS[F.ITEM_CATEGORY]) + 1
+    expected = C.expected_signatures(F.TASK_NAMES, num_categories)
+    graph = loader_impl.parse_saved_model(summary["pushed_destination"]).meta_graphs[0]
+    exported = {name: sig for name, sig in graph.signature_def.items() if not name.startswith("__")}
+    assert set(exported) == set(expected)
+
+    def described(infos):
+        return {key: C.TensorContract(tf.dtypes.as_dtype(info.dtype).name,
+                                      tuple(tf.TensorShape(info.tensor_shape).as_list()))
+                for key, info in infos.items()}
+
+    for name, contract in expected.items():
+        assert described(exported[name].inputs) == dict(contract.inputs), name
+        assert described(exported[name].outputs) == dict(contract.outputs), name
+
+
 def test_every_signature_of_the_pushed_model_survives_fuzzed_requests(run):
     """Fuzzed requests (empty, invalid UTF-8 and long strings, junk examples,
     broken shapes and dtypes) against every signature of the real model,
@@ -221,7 +248,7 @@ def test_every_signature_of_the_pushed_model_survives_fuzzed_requests(run):
             grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", 8 * 2**20)]) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         version, specs, shapes = request_fuzz.served_signatures(stub, config.model_name)
-        assert {"serving_default", "predict", "recommend", "evaluate", "transform_features"} <= set(specs)
+        assert {"serving_default", "predict", "recommend", "evaluate", "transform_features"} == set(specs)
         rng = random.Random(5)
         cases = [request_fuzz.generate(rng, config.model_name, version, specs, 32, shapes) for _ in range(300)]
         report = request_fuzz.run(stub, iter(cases), good, shapes, lambda: 0, answer_within=10.0)

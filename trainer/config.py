@@ -5,6 +5,7 @@ import dataclasses
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from trainer import features as F
+from trainer import serving_contract as C
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,8 +29,8 @@ class ModelConfig:
     # homoscedastic-uncertainty weights (Kendall et al., 2018) on top of them.
     loss_weighting: str = "static"
     retrieval_temperature: float = 0.1  # softmax temperature over L2-normalised embeddings
-    retrieval_ks: Tuple[int, ...] = (10, 100)  # FactorizedTopK recall cut-offs (validation)
-    recommend_k: int = 100  # items returned by the exported ``recommend`` signature
+    retrieval_ks: Tuple[int, ...] = C.DEFAULT_RETRIEVAL_KS  # recall cut-offs (validation, ``evaluate``)
+    recommend_k: int = C.DEFAULT_RECOMMEND_K  # items returned by the exported ``recommend`` signature
     # A local keras-nlp preset directory whose backbone becomes the text
     # encoder (its vocabulary replaces the computed one); None trains from scratch.
     text_encoder_preset: Optional[str] = None

@@ -1,18 +1,5 @@
-"""Serving signatures; every one applies the TF Transform graph itself.
-
-* ``serving_default``: ``examples`` (serialized tf.Example, raw features) ->
-  every task's output;
-* ``predict``: the raw features as named string tensors (convenient for TF
-  Serving's Predict API) -> every task's output;
-* ``transform_features``: labelled tf.Examples -> transformed features,
-  labels and weights (TFMA's preprocessing function);
-* ``evaluate``: tf.Examples -> every task's output plus, with the retrieval
-  task, ``retrieval_hit_at_<k>`` (1.0 when the example's item ranks within
-  the user's top k over the whole catalogue): what TFMA scores;
-* ``recommend``: a user's raw features -> the top-K ``item_ids`` and their
-  ``scores`` from a candidate index of the catalogue built at export time
-  (only when the retrieval task is on).
-"""
+"""Serving signatures, as ``serving_contract`` names them; every one applies
+the TF Transform graph itself."""
 from __future__ import annotations
 
 from typing import Dict, Mapping, Sequence
@@ -23,12 +10,10 @@ import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
 
 from trainer import features as F
+from trainer import serving_contract as C
 from trainer.catalog import catalog_dataset
 from trainer.data import ITEM_INPUTS, MODEL_INPUTS, USER_INPUTS, multi_hot
 
-# Raw features of the ``predict`` signature (one string per example each).
-PREDICT_FEATURES = tuple(f.name for f in F.RAW_FEATURES if f.role == "model" and not f.varlen)
-RECOMMEND_FEATURES = F.RECOMMEND_FEATURES
 _SCORE_TOLERANCE = 1e-5
 
 
@@ -70,7 +55,7 @@ def _named(outputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
 
 def attach_serving_signatures(network: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
                               catalog: Mapping[str, np.ndarray] | None, recommend_k: int,
-                              retrieval_ks: Sequence[int] = (10, 100)) -> Dict:
+                              retrieval_ks: Sequence[int] = C.DEFAULT_RETRIEVAL_KS) -> Dict:
     """Builds the signatures; the TFT layer, the catalogue embeddings and the
     top-K index become attributes of ``network`` so the SavedModel tracks their
     tables and variables (tensorflow/transform#237, tensorflow/recommenders#131)."""
@@ -89,12 +74,12 @@ def attach_serving_signatures(network: tf.keras.Model, tf_transform_output: tft.
     def run(raw: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         return _named(network(model_inputs(raw), training=False))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=C.EXAMPLES)])
     def serve_tf_examples(serialized: tf.Tensor):
         return run(tf.io.parse_example(serialized, raw_spec))
 
     @tf.function(input_signature=[{name: tf.TensorSpec([None], tf.string, name=name)
-                                   for name in PREDICT_FEATURES}])
+                                   for name in C.PREDICT_FEATURES}])
     def predict(features):
         batch = tf.shape(features[F.USER_ID])[0]
         return run(_complete({n: tf.reshape(v, [-1, 1]) for n, v in features.items()}, batch))
@@ -102,7 +87,7 @@ def attach_serving_signatures(network: tf.keras.Model, tf_transform_output: tft.
     num_categories = tf_transform_output.vocabulary_size_by_name(F.ID_VOCABS[F.ITEM_CATEGORY]) + 1
     full_spec = tf_transform_output.raw_feature_spec()
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=C.EXAMPLES)])
     def transform_features(serialized: tf.Tensor):
         """Labelled examples -> the transformed labels and weights TFMA
         evaluates with (``preprocessing_function_names``)."""
@@ -114,7 +99,7 @@ def attach_serving_signatures(network: tf.keras.Model, tf_transform_output: tft.
         outputs[F.RETRIEVAL_POSITIVE_WEIGHT] = transformed[retrieval_task.weight] * transformed[retrieval_task.label]
         return outputs
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=C.EXAMPLES)])
     def evaluate(serialized: tf.Tensor):
         inputs = model_inputs(tf.io.parse_example(serialized, raw_spec))
         outputs = _named(network(inputs, training=False))
@@ -122,10 +107,10 @@ def attach_serving_signatures(network: tf.keras.Model, tf_transform_output: tft.
             outputs.update(_retrieval_hits(network, inputs, retrieval_ks))
         return outputs
 
-    signatures = {"serving_default": serve_tf_examples, "predict": predict,
-                  "transform_features": transform_features, "evaluate": evaluate}
+    signatures = {C.SERVING_DEFAULT: serve_tf_examples, C.PREDICT: predict,
+                  C.TRANSFORM_FEATURES: transform_features, C.EVALUATE: evaluate}
     if retrieval:
-        signatures["recommend"] = _recommend_signature(network, catalog, recommend_k)
+        signatures[C.RECOMMEND] = _recommend_signature(network, catalog, recommend_k)
     return signatures
 
 
@@ -150,7 +135,7 @@ def _retrieval_hits(network: tf.keras.Model, inputs: Mapping[str, tf.Tensor],
     # The tolerance keeps the item itself (the same embedding, scored by
     # another kernel) from outranking its own score by rounding.
     rank = tf.reduce_sum(tf.cast(all_scores > own_score + _SCORE_TOLERANCE, tf.int32), axis=1, keepdims=True)
-    return {F.retrieval_hit_output(k): tf.identity(tf.cast(rank < k, tf.float32), name=F.retrieval_hit_output(k))
+    return {C.retrieval_hit_output(k): tf.identity(tf.cast(rank < k, tf.float32), name=C.retrieval_hit_output(k))
             for k in ks}
 
 
@@ -162,21 +147,32 @@ def _recommend_signature(network: tf.keras.Model, catalog: Mapping[str, np.ndarr
     network.recommend_index = index
 
     @tf.function(input_signature=[{name: tf.TensorSpec([None], tf.string, name=name)
-                                   for name in RECOMMEND_FEATURES}])
+                                   for name in C.RECOMMEND_FEATURES}])
     def recommend(features):
         batch = tf.shape(features[F.USER_ID])[0]
         transformed = network.tft_layer(_complete({n: tf.reshape(v, [-1, 1]) for n, v in features.items()}, batch))
         user = network.user_model({name: transformed[name] for name in USER_INPUTS}, training=False)
         scores, item_ids = network.recommend_index(tf.cast(user["embedding"], tf.float32))
-        return {"item_ids": tf.identity(item_ids, name="item_ids"), "scores": tf.identity(scores, name="scores")}
+        return {C.ITEM_IDS: tf.identity(item_ids, name=C.ITEM_IDS), C.SCORES: tf.identity(scores, name=C.SCORES)}
 
-    recommend(**{"features": {name: tf.constant(["warmup"]) for name in RECOMMEND_FEATURES}})
+    recommend(**{"features": {name: tf.constant(["warmup"]) for name in C.RECOMMEND_FEATURES}})
     return recommend
 
 
 def export_serving_model(network: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
-                         catalog: Mapping[str, np.ndarray] | None = None, recommend_k: int = 100,
-                         retrieval_ks: Sequence[int] = (10, 100)) -> None:
-    """Saves the SavedModel with its signatures."""
+                         catalog: Mapping[str, np.ndarray] | None = None,
+                         recommend_k: int = C.DEFAULT_RECOMMEND_K,
+                         retrieval_ks: Sequence[int] = C.DEFAULT_RETRIEVAL_KS) -> None:
+    """Saves the SavedModel with the signatures ``serving_contract`` names.
+
+    Args:
+      network: the trained multi-task network (``trainer.model``).
+      tf_transform_output: Transform's output; its graph goes into every signature.
+      export_dir: where the SavedModel goes.
+      catalog: transformed catalogue features; with the retrieval task, every
+        item is embedded for ``recommend`` and ``evaluate``'s hits.
+      recommend_k: items ``recommend`` returns per user (at most the catalogue's size).
+      retrieval_ks: the ``retrieval_hit_at_<k>`` outputs of ``evaluate``.
+    """
     signatures = attach_serving_signatures(network, tf_transform_output, catalog, recommend_k, retrieval_ks)
     network.save(export_dir, save_format="tf", signatures=signatures)

@@ -64,8 +64,6 @@ RAW_FEATURES: Tuple[RawFeature, ...] = (
 
 SERVING_FEATURES: Tuple[str, ...] = tuple(
     f.name for f in RAW_FEATURES if f.role == "model")
-# Inputs of the exported ``recommend`` signature: the user side only.
-RECOMMEND_FEATURES: Tuple[str, ...] = (USER_ID, HISTORY_TITLES, USER_PROFILE)
 
 
 def transformed_name(name: str) -> str:
@@ -89,12 +87,7 @@ INTEREST_LABELS = "interest_labels"
 # catalogue; the mean over clicked impressions (weight x click, an output of
 # ``transform_features``) is recall@k.
 RETRIEVAL_POSITIVE_WEIGHT = "retrieval_positive_weight"
-RETRIEVAL_HIT_PREFIX = "retrieval_hit_at_"
-
-
-def retrieval_hit_output(k: int) -> str:
-    """The ``evaluate`` signature's output: 1.0 when the item is in the top ``k``."""
-    return f"{RETRIEVAL_HIT_PREFIX}{k}"
+RETRIEVAL_HIT_PREFIX = "retrieval_hit_at_"  # + k: ``serving_contract.retrieval_hit_output``
 
 # Vocabulary files written by TF Transform.
 TEXT_VOCAB = "text_tokens"
