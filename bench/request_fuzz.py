@@ -290,9 +290,7 @@ def served_signatures(stub: prediction_service_pb2_grpc.PredictionServiceStub, m
     for name, sig in signature_map.signature_def.items():
         if name.startswith("__"):
             continue
-        specs[name] = {key: InputSpec(tf.dtypes.as_dtype(info.dtype),
-                                      tuple(tf.TensorShape(info.tensor_shape).as_list()))
-                       for key, info in sig.inputs.items()}
+        specs[name] = {key: InputSpec.from_tensor_info(info) for key, info in sig.inputs.items()}
         outputs[name] = {key: tuple(tf.TensorShape(info.tensor_shape).as_list())
                          for key, info in sig.outputs.items()}
     return response.model_spec.version.value, specs, outputs

@@ -69,8 +69,7 @@ def _fingerprint(path: str) -> Tuple[float, int]:
 def _input_spec(info: meta_graph_pb2.TensorInfo) -> Optional[InputSpec]:
     if info.WhichOneof("encoding") != "name":
         return None  # sparse or composite inputs cannot come in a PredictRequest
-    shape = tf.TensorShape(info.tensor_shape)
-    return InputSpec(tf.dtypes.as_dtype(info.dtype), None if shape.rank is None else tuple(shape.as_list()))
+    return InputSpec.from_tensor_info(info)
 
 
 def _signature(name: str, signature_def: meta_graph_pb2.SignatureDef,

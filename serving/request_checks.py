@@ -89,6 +89,12 @@ class InputSpec:
     dtype: tf.DType
     shape: Optional[Tuple[Optional[int], ...]]
 
+    @classmethod
+    def from_tensor_info(cls, info) -> "InputSpec":
+        """From a SignatureDef's ``TensorInfo`` (a dense tensor's)."""
+        shape = tf.TensorShape(info.tensor_shape)
+        return cls(tf.dtypes.as_dtype(info.dtype), None if shape.rank is None else tuple(shape.as_list()))
+
 
 # dtype -> (the TensorProto field carrying its values, values per element).
 _VALUE_FIELDS: Dict[int, Tuple[str, int]] = {

@@ -59,12 +59,16 @@ def _answer(context: grpc.ServicerContext, rpc: str, handle: Callable[[], object
     context.abort(code, message[:_MAX_ERROR_CHARS])
 
 
+def _refuse_labels(spec) -> None:
+    if spec.version_label:
+        raise invalid(f"version label {quote(spec.version_label)}: version labels are not supported")
+
+
 def _resolve(store: ModelStore, spec) -> LoadedVersion:
     if spec.name != store.name:
         raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: model {quote(spec.name)} "
                            f"(this server serves {store.name!r})")
-    if spec.version_label:
-        raise invalid(f"version label {quote(spec.version_label)}: version labels are not supported")
+    _refuse_labels(spec)
     loaded = store.current
     if loaded is None:
         raise RequestError(grpc.StatusCode.UNAVAILABLE, f"model {store.name!r} has no loadable version yet "
@@ -139,8 +143,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         spec = request.model_spec
         if spec.name != self._store.name:
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {quote(spec.name)}")
-        if spec.version_label:
-            raise invalid(f"version label {quote(spec.version_label)}: version labels are not supported")
+        _refuse_labels(spec)
         response = get_model_status_pb2.GetModelStatusResponse()
         Status = get_model_status_pb2.ModelVersionStatus
         loaded = self._store.current
