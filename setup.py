@@ -1,4 +1,5 @@
 """Installable package of the TFX recommender pipeline."""
+
 from setuptools import find_packages, setup
 
 # The exact, tested versions are in requirements/constraints.txt; install with
@@ -30,20 +31,35 @@ setup(
     name="tfx-recsys",
     version="0.1.0",
     description="Production recommender pipeline on TFX: multi-task two-tower model, "
-                "TFMA blessing, TF Serving push.",
+    "TFMA blessing, TF Serving push.",
     python_requires=">=3.9",
-    packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*",
-                                    "trainer", "trainer.*", "schemas", "datagen", "serving"]),
+    packages=find_packages(
+        include=[
+            "pipeline",
+            "pipeline.*",
+            "components",
+            "components.*",
+            "trainer",
+            "trainer.*",
+            "schemas",
+            "datagen",
+            "serving",
+        ]
+    ),
     package_data={"schemas": ["*.pbtxt"], "pipeline": ["environments/*.json"]},
     install_requires=REQUIRED,
-    extras_require={"dev": ["pytest", "hypothesis"],
-                    # Airflow is large; install where the DAG is scheduled.
-                    "airflow": ["apache-airflow>=2.9,<3"]},
-    entry_points={"console_scripts": [
-        "recsys-pipeline=pipeline.cli:main",
-        "recsys-generate=datagen.synthetic:main",
-        "recsys-movielens=datagen.movielens:main",
-        "recsys-serve=serving.server:main",
-        "recsys-client=serving.client:main",
-    ]},
+    extras_require={
+        "dev": ["pytest", "hypothesis", "ruff"],
+        # Airflow is large; install where the DAG is scheduled.
+        "airflow": ["apache-airflow>=2.9,<3"],
+    },
+    entry_points={
+        "console_scripts": [
+            "recsys-pipeline=pipeline.cli:main",
+            "recsys-generate=datagen.synthetic:main",
+            "recsys-movielens=datagen.movielens:main",
+            "recsys-serve=serving.server:main",
+            "recsys-client=serving.client:main",
+        ]
+    },
 )

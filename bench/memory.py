@@ -1,4 +1,5 @@
 """Peak resident memory of this process and all its children, sampled."""
+
 from __future__ import annotations
 
 import threading

@@ -14,6 +14,7 @@ throughout.
 
 The test suite runs it for a few thousand requests (``tests/test_serving_fuzz.py``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,12 +40,27 @@ from trainer import serving_contract as C
 
 # Status codes TF Serving answers bad requests with; anything else (INTERNAL,
 # UNKNOWN, a dropped connection) is a server defect.
-EXPECTED_ERRORS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-                             grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                             grpc.StatusCode.DEADLINE_EXCEEDED})
+EXPECTED_ERRORS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
 _DTYPES = [v for _, v in types_pb2.DataType.items()] + [999, 12345]
 _DIMS = [0, 1, 2, 3, 7, 64, 65, 1025, 10**6, 10**9, 2**40, 2**62, 2**63 - 1, -1, -5, -(2**63)]
-_NAMES = ["", " ", "x" * 5000, "é\u202e\x00", "../etc/passwd", "examples", "user_id", "serving_default"]
+_NAMES = [
+    "",
+    " ",
+    "x" * 5000,
+    "é\u202e\x00",
+    "../etc/passwd",
+    "examples",
+    "user_id",
+    "serving_default",
+]
 
 
 @dataclasses.dataclass
@@ -68,15 +84,23 @@ def _random_string(rng: random.Random) -> bytes:
     if choice < 0.55:
         return rng.randbytes(rng.randint(1000, 60_000))
     if choice < 0.8:
-        feature = {name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[_random_string_small(rng)]))
-                   for name in rng.sample(["user_id", "item_id", "item_title", "item_category", "history_titles",
-                                           "junk"], rng.randint(0, 4))}
+        feature = {
+            name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[_random_string_small(rng)]))
+            for name in rng.sample(
+                ["user_id", "item_id", "item_title", "item_category", "history_titles", "junk"],
+                rng.randint(0, 4),
+            )
+        }
         return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-    return "".join(chr(rng.randint(32, 0x2FFF)) for _ in range(rng.randint(1, 40))).encode("utf-8", "replace")
+    return "".join(chr(rng.randint(32, 0x2FFF)) for _ in range(rng.randint(1, 40))).encode(
+        "utf-8", "replace"
+    )
 
 
 def _random_string_small(rng: random.Random) -> bytes:
-    return rng.choice([b"", b"u1", b"\xff", "caf\u00e9".encode(), b"x" * 300, b"Jazz piano | Guitar"])
+    return rng.choice(
+        [b"", b"u1", b"\xff", "caf\u00e9".encode(), b"x" * 300, b"Jazz piano | Guitar"]
+    )
 
 
 def _values(rng: random.Random, field: str, count: int) -> list:
@@ -93,44 +117,74 @@ def _values(rng: random.Random, field: str, count: int) -> list:
     if field in ("uint32_val", "uint64_val"):
         return [rng.choice([0, 1, 2**32 - 1, rng.randint(0, 1000)]) for _ in range(count)]
     if field == "int64_val":
-        return [rng.choice([0, 1, -1, 2**63 - 1, -(2**63), rng.randint(-1000, 1000)]) for _ in range(count)]
+        return [
+            rng.choice([0, 1, -1, 2**63 - 1, -(2**63), rng.randint(-1000, 1000)])
+            for _ in range(count)
+        ]
     return [rng.choice([0, 1, -1, 7, 100, rng.randint(-100, 100)]) for _ in range(count)]  # int_val
 
 
-_FIELD = {types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val", types_pb2.DT_INT32: "int_val",
-          types_pb2.DT_INT64: "int64_val", types_pb2.DT_BOOL: "bool_val", types_pb2.DT_STRING: "string_val",
-          types_pb2.DT_INT8: "int_val", types_pb2.DT_UINT8: "int_val", types_pb2.DT_HALF: "half_val",
-          types_pb2.DT_UINT32: "uint32_val", types_pb2.DT_UINT64: "uint64_val"}
+_FIELD = {
+    types_pb2.DT_FLOAT: "float_val",
+    types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_BOOL: "bool_val",
+    types_pb2.DT_STRING: "string_val",
+    types_pb2.DT_INT8: "int_val",
+    types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_HALF: "half_val",
+    types_pb2.DT_UINT32: "uint32_val",
+    types_pb2.DT_UINT64: "uint64_val",
+}
 
 
 def _fill(rng: random.Random, proto: tensor_pb2.TensorProto, dtype: int, elements: int) -> str:
     """Puts values into ``proto`` in one of the ways a client could; returns how."""
-    mode = rng.choices(["full", "compact", "none", "too_many", "content", "bad_content", "wrong_field"],
-                       [64, 8, 6, 5, 7, 5, 5])[0]
+    mode = rng.choices(
+        ["full", "compact", "none", "too_many", "content", "bad_content", "wrong_field"],
+        [64, 8, 6, 5, 7, 5, 5],
+    )[0]
     field = _FIELD.get(dtype, "int_val")
     if mode == "content" or mode == "bad_content":
-        size = tf.dtypes.as_dtype(dtype).size if dtype in _FIELD and dtype != types_pb2.DT_STRING else 4
-        length = min(elements, 4096) * size if mode == "content" else rng.choice([1, 3, size * 5 + 1, 70_000])
+        size = (
+            tf.dtypes.as_dtype(dtype).size
+            if dtype in _FIELD and dtype != types_pb2.DT_STRING
+            else 4
+        )
+        length = (
+            min(elements, 4096) * size
+            if mode == "content"
+            else rng.choice([1, 3, size * 5 + 1, 70_000])
+        )
         proto.tensor_content = rng.randbytes(length)
         return mode
     if mode == "wrong_field":
         other = rng.choice(sorted(set(_FIELD.values()) - {field}))
         getattr(proto, other).extend(_values(rng, other, min(elements, 8) or 1))
         return mode
-    count = {"full": min(elements, 4096), "compact": min(max(1, elements // 3), 64) if elements else 0, "none": 0,
-             "too_many": min(elements, 100) + rng.randint(1, 5)}[mode]
+    count = {
+        "full": min(elements, 4096),
+        "compact": min(max(1, elements // 3), 64) if elements else 0,
+        "none": 0,
+        "too_many": min(elements, 100) + rng.randint(1, 5),
+    }[mode]
     getattr(proto, field).extend(_values(rng, field, count))
     return mode
 
 
-def _tensor(rng: random.Random, spec: InputSpec, rows: int) -> Tuple[tensor_pb2.TensorProto, str, bool]:
+def _tensor(
+    rng: random.Random, spec: InputSpec, rows: int
+) -> Tuple[tensor_pb2.TensorProto, str, bool]:
     """A tensor for ``spec`` with ``rows`` rows, maybe broken; (proto, kind, well-formed)."""
     proto = tensor_pb2.TensorProto()
     want_dtype = spec.dtype.as_datatype_enum
     dtype = want_dtype if rng.random() < 0.9 else rng.choice(_DTYPES)
     proto.dtype = dtype
-    shape = [rows if d is None and i == 0 else (d if d is not None else rng.choice([1, 3]))
-             for i, d in enumerate(spec.shape or (None,))]
+    shape = [
+        rows if d is None and i == 0 else (d if d is not None else rng.choice([1, 3]))
+        for i, d in enumerate(spec.shape or (None,))
+    ]
     kinds = []
     if rng.random() < 0.15:
         mutation = rng.choice(["dim", "rank", "unknown_rank", "no_shape"])
@@ -148,7 +202,9 @@ def _tensor(rng: random.Random, spec: InputSpec, rows: int) -> Tuple[tensor_pb2.
     elements = int(np.prod([max(s, 0) for s in shape])) if shape else 1
     fill = _fill(rng, proto, dtype, elements)
     kinds.append(fill)
-    well_formed = dtype == want_dtype and len(kinds) == 1 and fill in ("full", "none", "compact", "content")
+    well_formed = (
+        dtype == want_dtype and len(kinds) == 1 and fill in ("full", "none", "compact", "content")
+    )
     if fill == "content" and (dtype == types_pb2.DT_STRING or elements > 4096):
         well_formed = False
     if fill == "full" and elements > 4096:
@@ -156,9 +212,15 @@ def _tensor(rng: random.Random, spec: InputSpec, rows: int) -> Tuple[tensor_pb2.
     return proto, "+".join(kinds), well_formed
 
 
-def generate(rng: random.Random, model_name: str, version: int,
-             signatures: Mapping[str, Mapping[str, InputSpec]], max_batch_size: int,
-             outputs: Mapping[str, Mapping[str, tuple]], weights: Optional[Mapping[str, float]] = None) -> Case:
+def generate(
+    rng: random.Random,
+    model_name: str,
+    version: int,
+    signatures: Mapping[str, Mapping[str, InputSpec]],
+    max_batch_size: int,
+    outputs: Mapping[str, Mapping[str, tuple]],
+    weights: Optional[Mapping[str, float]] = None,
+) -> Case:
     """One random request against a server serving ``signatures`` (name -> input specs)."""
     request = predict_pb2.PredictRequest()
     kinds: List[str] = []
@@ -180,7 +242,9 @@ def generate(rng: random.Random, model_name: str, version: int,
         signature = rng.choices(names, [(weights or {}).get(n, 1.0) for n in names])[0]
     else:
         signature = rng.choice(_NAMES + ["slow ", "SERVING_DEFAULT"])
-    request.model_spec.signature_name = "" if signature == C.SERVING_DEFAULT and rng.random() < 0.3 else signature
+    request.model_spec.signature_name = (
+        "" if signature == C.SERVING_DEFAULT and rng.random() < 0.3 else signature
+    )
     signature = signature or C.SERVING_DEFAULT  # what an empty name means
     if signature not in signatures:
         kinds.append("signature")
@@ -208,7 +272,9 @@ def generate(rng: random.Random, model_name: str, version: int,
         request.output_filter.extend(rng.choices(choices, k=rng.randint(1, 3)))
         if set(request.output_filter) - set(outputs.get(signature, ())):
             kinds.append("output_filter")
-    return Case(request, "+".join(kinds) or "good", signature, rows if well_formed and not kinds else None)
+    return Case(
+        request, "+".join(kinds) or "good", signature, rows if well_formed and not kinds else None
+    )
 
 
 @dataclasses.dataclass
@@ -222,8 +288,11 @@ class Report:
     peak_rss_bytes: int = 0
 
 
-def check_response(case: Case, response: predict_pb2.PredictResponse,
-                   output_shapes: Mapping[str, Mapping[str, Tuple[Optional[int], ...]]]) -> Optional[str]:
+def check_response(
+    case: Case,
+    response: predict_pb2.PredictResponse,
+    output_shapes: Mapping[str, Mapping[str, Tuple[Optional[int], ...]]],
+) -> Optional[str]:
     """Why an OK answer is wrong, or None. ``output_shapes``: per signature and
     output, the shape with the batch first (later ``None``s: any size)."""
     shapes = output_shapes.get(case.signature)
@@ -231,21 +300,31 @@ def check_response(case: Case, response: predict_pb2.PredictResponse,
         return f"OK for unknown signature {case.signature!r}"
     wanted = set(case.request.output_filter) or set(shapes)
     first = case.request.inputs[sorted(case.request.inputs)[0]] if case.request.inputs else None
-    rows = case.rows if case.rows is not None else (first.tensor_shape.dim[0].size if first else None)
+    rows = (
+        case.rows if case.rows is not None else (first.tensor_shape.dim[0].size if first else None)
+    )
     if set(response.outputs) != wanted:
         return f"outputs {sorted(response.outputs)}, expected {sorted(wanted)}"
     for name in wanted:
         got = tuple(d.size for d in response.outputs[name].tensor_shape.dim)
         expected = (rows,) + tuple(shapes[name][1:])
-        if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got)):
+        if len(got) != len(expected) or any(
+            e is not None and e != g for e, g in zip(expected, got)
+        ):
             return f"output {name} has shape {got}, expected {expected} (None: any)"
     return None
 
 
-def run(stub: prediction_service_pb2_grpc.PredictionServiceStub, cases: Iterator[Case],
-        good: predict_pb2.PredictRequest, output_shapes: Mapping[str, Mapping[str, Tuple[Optional[int], ...]]],
-        rss: Callable[[], int], timeout: float = 10.0, answer_within: float = 5.0,
-        progress: Optional[Callable[[Report], None]] = None) -> Report:
+def run(
+    stub: prediction_service_pb2_grpc.PredictionServiceStub,
+    cases: Iterator[Case],
+    good: predict_pb2.PredictRequest,
+    output_shapes: Mapping[str, Mapping[str, Tuple[Optional[int], ...]]],
+    rss: Callable[[], int],
+    timeout: float = 10.0,
+    answer_within: float = 5.0,
+    progress: Optional[Callable[[Report], None]] = None,
+) -> Report:
     """Sends every case, each followed by ``good``; returns what happened."""
     report = Report()
     for i, case in enumerate(cases):
@@ -269,7 +348,9 @@ def run(stub: prediction_service_pb2_grpc.PredictionServiceStub, cases: Iterator
         try:
             stub.Predict(good, timeout=timeout)
         except grpc.RpcError as e:
-            report.failures.append(f"#{i} good request after {case.kind} failed: {e.code()} {e.details()}")
+            report.failures.append(
+                f"#{i} good request after {case.kind} failed: {e.code()} {e.details()}"
+            )
         if i % 50 == 0:
             report.peak_rss_bytes = max(report.peak_rss_bytes, rss())
             if progress:
@@ -278,8 +359,9 @@ def run(stub: prediction_service_pb2_grpc.PredictionServiceStub, cases: Iterator
     return report
 
 
-def served_signatures(stub: prediction_service_pb2_grpc.PredictionServiceStub, model_name: str
-                      ) -> Tuple[int, Dict[str, Dict[str, InputSpec]], Dict[str, Dict[str, tuple]]]:
+def served_signatures(
+    stub: prediction_service_pb2_grpc.PredictionServiceStub, model_name: str
+) -> Tuple[int, Dict[str, Dict[str, InputSpec]], Dict[str, Dict[str, tuple]]]:
     """(version, input specs, output shapes) per signature, from GetModelMetadata."""
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     request.model_spec.name = model_name
@@ -291,16 +373,31 @@ def served_signatures(stub: prediction_service_pb2_grpc.PredictionServiceStub, m
         if name.startswith("__"):
             continue
         specs[name] = {key: InputSpec.from_tensor_info(info) for key, info in sig.inputs.items()}
-        outputs[name] = {key: tuple(tf.TensorShape(info.tensor_shape).as_list())
-                         for key, info in sig.outputs.items()}
+        outputs[name] = {
+            key: tuple(tf.TensorShape(info.tensor_shape).as_list())
+            for key, info in sig.outputs.items()
+        }
     return response.model_spec.version.value, specs, outputs
 
 
-def _start_server(model_name: str, base_path: str, max_batch_size: int) -> Tuple[subprocess.Popen, str]:
+def _start_server(
+    model_name: str, base_path: str, max_batch_size: int
+) -> Tuple[subprocess.Popen, str]:
     """``recsys-serve`` with its default limits in its own process; (process, address)."""
-    proc = subprocess.Popen([sys.executable, "-m", "serving.server", f"--model_name={model_name}",
-                             f"--model_base_path={base_path}", "--port=0", f"--max_batch_size={max_batch_size}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serving.server",
+            f"--model_name={model_name}",
+            f"--model_base_path={base_path}",
+            "--port=0",
+            f"--max_batch_size={max_batch_size}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     line = proc.stdout.readline()
     if not line.startswith("serving "):
         proc.kill()
@@ -310,9 +407,13 @@ def _start_server(model_name: str, base_path: str, max_batch_size: int) -> Tuple
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model-base-path", help="start a server on this model directory (else use --target)")
+    p.add_argument(
+        "--model-base-path", help="start a server on this model directory (else use --target)"
+    )
     p.add_argument("--target", default="127.0.0.1:8500")
-    p.add_argument("--pid", type=int, help="the --target server's process id, to sample its resident memory")
+    p.add_argument(
+        "--pid", type=int, help="the --target server's process id, to sample its resident memory"
+    )
     p.add_argument("--model-name", default="recommender")
     p.add_argument("--requests", type=int, default=10_000)
     p.add_argument("--max-batch-size", type=int, default=1024)
@@ -320,41 +421,63 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     proc = None
     if args.model_base_path:
-        proc, args.target = _start_server(args.model_name, args.model_base_path, args.max_batch_size)
+        proc, args.target = _start_server(
+            args.model_name, args.model_base_path, args.max_batch_size
+        )
         args.pid = proc.pid
     process = psutil.Process(args.pid) if args.pid else None
     rss = (lambda: process.memory_info().rss) if process else (lambda: 0)
     rng = random.Random(args.seed)
     try:
-        with grpc.insecure_channel(args.target, options=[("grpc.max_send_message_length", 64 * 2**20),
-                                                         ("grpc.max_receive_message_length", 64 * 2**20)]) as channel:
+        with grpc.insecure_channel(
+            args.target,
+            options=[
+                ("grpc.max_send_message_length", 64 * 2**20),
+                ("grpc.max_receive_message_length", 64 * 2**20),
+            ],
+        ) as channel:
             grpc.channel_ready_future(channel).result(timeout=60)
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             version, specs, shapes = served_signatures(stub, args.model_name)
             good = _good_request(args.model_name, specs)
             stub.Predict(good, timeout=30)
             start_rss = rss()
-            cases = (generate(rng, args.model_name, version, specs, args.max_batch_size, shapes)
-                     for _ in range(args.requests))
+            cases = (
+                generate(rng, args.model_name, version, specs, args.max_batch_size, shapes)
+                for _ in range(args.requests)
+            )
             start = time.time()
-            report = run(stub, cases, good, shapes, rss,
-                         progress=lambda r: print(f"\r{r.requests} requests, peak RSS "
-                                                  f"{r.peak_rss_bytes / 2**20:.0f} MiB", end="", flush=True))
+            report = run(
+                stub,
+                cases,
+                good,
+                shapes,
+                rss,
+                progress=lambda r: print(
+                    f"\r{r.requests} requests, peak RSS {r.peak_rss_bytes / 2**20:.0f} MiB",
+                    end="",
+                    flush=True,
+                ),
+            )
     finally:
         if proc:
             proc.terminate()
             proc.wait(30)
-    print(f"\n{report.requests} requests (+ as many good ones) in {time.time() - start:.0f} s; "
-          f"codes {dict(report.codes)}; slowest answer {report.slowest_seconds:.2f} s; server RSS "
-          f"{start_rss / 2**20:.0f} MiB at start, {report.peak_rss_bytes / 2**20:.0f} MiB peak; "
-          f"{len(report.failures)} failures")
+    print(
+        f"\n{report.requests} requests (+ as many good ones) in {time.time() - start:.0f} s; "
+        f"codes {dict(report.codes)}; slowest answer {report.slowest_seconds:.2f} s; server RSS "
+        f"{start_rss / 2**20:.0f} MiB at start, {report.peak_rss_bytes / 2**20:.0f} MiB peak; "
+        f"{len(report.failures)} failures"
+    )
     for failure in report.failures[:20]:
         print("  ", failure)
     if report.failures:
         raise SystemExit(1)
 
 
-def _good_request(model_name: str, specs: Mapping[str, Mapping[str, InputSpec]]) -> predict_pb2.PredictRequest:
+def _good_request(
+    model_name: str, specs: Mapping[str, Mapping[str, InputSpec]]
+) -> predict_pb2.PredictRequest:
     """A request every run sends after each fuzzed one: raw strings to
     ``predict`` when the model has it (any strings are valid there), else
     empty examples to ``serving_default``."""

@@ -1,2 +1,3 @@
 """Custom TFX components of the recommender pipeline."""
+
 from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)

@@ -41,10 +41,13 @@ def read_anomalies(artifact) -> List[str]:
 
 
 @tfx.dsl.components.component
-def AnomaliesGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies]):
+def AnomaliesGate(
+    anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+):
     """Raises DataAnomaliesError listing every anomaly, if there is any."""
     problems = read_anomalies(anomalies)
     if problems:
         raise DataAnomaliesError(
             "The data does not match the curated schema (schemas/schema.pbtxt); "
-            "the run stops here:\n  " + "\n  ".join(problems))
+            "the run stops here:\n  " + "\n  ".join(problems)
+        )

@@ -14,6 +14,7 @@ straight into ``<base>/<version>`` with ``saved_model.pb`` last: a server that
 looks early finds no SavedModel and retries the load (TF Serving's
 ``max_num_load_retries``), and a failed copy removes the version again.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,11 @@ def is_remote(path: str) -> bool:
 
 
 def _join(*parts: str) -> str:
-    return "/".join([parts[0].rstrip("/"), *parts[1:]]) if is_remote(parts[0]) else os.path.join(*parts)
+    return (
+        "/".join([parts[0].rstrip("/"), *parts[1:]])
+        if is_remote(parts[0])
+        else os.path.join(*parts)
+    )
 
 
 def push_atomically(model_path: str, base_directory: str, version: str) -> str:
@@ -80,12 +85,14 @@ def push_atomically(model_path: str, base_directory: str, version: str) -> str:
 
 def _push_to_object_store(model_path: str, target: str) -> str:
     prefix = model_path.rstrip("/") + "/"
-    sources = [_join(root, name) for root, _, names in tf.io.gfile.walk(model_path) for name in names]
+    sources = [
+        _join(root, name) for root, _, names in tf.io.gfile.walk(model_path) for name in names
+    ]
     # The SavedModel's graph goes last: until it is there, there is no model to load.
     sources.sort(key=lambda source: source == prefix + SAVED_MODEL_FILE)
     try:
         for source in sources:
-            destination = f"{target}/{source[len(prefix):].replace(os.sep, '/')}"
+            destination = f"{target}/{source[len(prefix) :].replace(os.sep, '/')}"
             tf.io.gfile.makedirs(destination.rsplit("/", 1)[0])
             tf.io.gfile.copy(source, destination, overwrite=True)
     except (OSError, tf.errors.OpError) as e:
@@ -109,13 +116,21 @@ def _write_text(path: str, text: str) -> None:
 def write_models_config(base_directory: str) -> str:
     """Writes ``models.config`` for ``tensorflow_model_server --model_config_file``
     beside the model directory, listing every model directory found there."""
-    root = base_directory.rstrip("/").rsplit("/", 1)[0] if is_remote(base_directory) else \
-        os.path.dirname(os.path.abspath(base_directory))
-    names = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(root)
-                   if tf.io.gfile.isdir(_join(root, n.rstrip("/"))) and not n.startswith("."))
+    root = (
+        base_directory.rstrip("/").rsplit("/", 1)[0]
+        if is_remote(base_directory)
+        else os.path.dirname(os.path.abspath(base_directory))
+    )
+    names = sorted(
+        n.rstrip("/")
+        for n in tf.io.gfile.listdir(root)
+        if tf.io.gfile.isdir(_join(root, n.rstrip("/"))) and not n.startswith(".")
+    )
     entries = "".join(
         f'  config {{\n    name: "{n}"\n    base_path: "{_join(root, n)}"\n'
-        f'    model_platform: "tensorflow"\n  }}\n' for n in names)
+        f'    model_platform: "tensorflow"\n  }}\n'
+        for n in names
+    )
     path = _join(root, "models.config")
     _write_text(path, f"model_config_list {{\n{entries}}}\n")
     return path
@@ -151,7 +166,11 @@ def next_version(base_directory: str) -> str:
     """A Unix-time version, bumped past any existing one so versions only grow."""
     version = int(time.time())
     if tf.io.gfile.isdir(base_directory):
-        existing = [int(n.rstrip("/")) for n in tf.io.gfile.listdir(base_directory) if n.rstrip("/").isdigit()]
+        existing = [
+            int(n.rstrip("/"))
+            for n in tf.io.gfile.listdir(base_directory)
+            if n.rstrip("/").isdigit()
+        ]
         if existing:
             version = max(version, max(existing) + 1)
     return str(version)
@@ -163,14 +182,16 @@ class Executor(pusher_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
         model_push = artifact_utils.get_single_instance(
-            output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+            output_dict[standard_component_specs.PUSHED_MODEL_KEY]
+        )
         if not self.CheckBlessing(input_dict):
             self._MarkNotPushed(model_push)
             logging.info("The model is not blessed: nothing is pushed.")
             return
         destination = pusher_pb2.PushDestination()
-        proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY],
-                                  destination)
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination
+        )
         if destination.WhichOneof("destination") != "filesystem":
             raise NotImplementedError("AtomicPusher pushes to a filesystem destination only")
         base = destination.filesystem.base_directory

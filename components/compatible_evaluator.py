@@ -4,6 +4,7 @@ out, so the run is judged on absolute thresholds alone instead of failing.
 
 The blessing records why (custom property ``baseline_skipped``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,21 +51,28 @@ def incompatible_baseline(baseline: types.Artifact, required: Set[str]) -> str:
     except (OSError, tf.errors.OpError, ValueError) as error:
         return f"baseline model {model_dir} cannot be read ({error})"
     if missing:
-        return (f"baseline model {model_dir} lacks signature(s) {missing} (exported by older trainer code); "
-                "the no-regression check is skipped this run, absolute thresholds still apply")
+        return (
+            f"baseline model {model_dir} lacks signature(s) {missing} (exported by older trainer code); "
+            "the no-regression check is skipped this run, absolute thresholds still apply"
+        )
     return ""
 
 
 class Executor(evaluator_executor.Executor):
     """Drops an incompatible baseline before TFX's Evaluator runs."""
 
-    def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
-           exec_properties: Dict[str, Any]) -> None:
+    def Do(
+        self,
+        input_dict: Dict[str, List[types.Artifact]],
+        output_dict: Dict[str, List[types.Artifact]],
+        exec_properties: Dict[str, Any],
+    ) -> None:
         reason = ""
         baselines = input_dict.get(specs.BASELINE_MODEL_KEY) or []
         if baselines:
-            reason = incompatible_baseline(baselines[0], required_signatures(
-                exec_properties.get(specs.EVAL_CONFIG_KEY)))
+            reason = incompatible_baseline(
+                baselines[0], required_signatures(exec_properties.get(specs.EVAL_CONFIG_KEY))
+            )
         if reason:
             logging.warning("Evaluator: %s.", reason)
             input_dict = {**input_dict, specs.BASELINE_MODEL_KEY: []}

@@ -10,6 +10,7 @@ Pure Python (no Beam), so every rule is easy to test:
   example per impression, with its labels and the user's history strictly
   before it, holding only the events of the label window in memory.
 """
+
 from __future__ import annotations
 
 import collections
@@ -52,6 +53,7 @@ class CatalogItem:
 
 # --- decoding --------------------------------------------------------------
 
+
 def decode_json(line: str, source: str = "") -> Dict[str, Any]:
     try:
         record = json.loads(line)
@@ -70,29 +72,42 @@ def decode_csv(line: str, header: Sequence[str], source: str = "") -> Dict[str, 
     except csv.Error as e:
         raise BadRecord("unparseable", f"not CSV ({e}): {line[:200]!r}", source) from None
     if len(rows) != 1 or len(rows[0]) != len(header):
-        raise BadRecord("unparseable", f"expected {len(header)} CSV columns: {line[:200]!r}", source)
+        raise BadRecord(
+            "unparseable", f"expected {len(header)} CSV columns: {line[:200]!r}", source
+        )
     return {name: (value if value != "" else None) for name, value in zip(header, rows[0])}
 
 
 # --- normalisation ---------------------------------------------------------
 
-def _text(record: Mapping, source_name: str, field: str, source: str, required: bool) -> Optional[str]:
+
+def _text(
+    record: Mapping, source_name: str, field: str, source: str, required: bool
+) -> Optional[str]:
     value = record.get(source_name)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         value = None
     elif isinstance(value, (str, int)) and not isinstance(value, bool):
         value = str(value).strip()
     else:
-        raise BadRecord(f"bad_{field}", f"field {source_name!r} has a {type(value).__name__}, "
-                        f"expected a string: {_show(record)}", source)
+        raise BadRecord(
+            f"bad_{field}",
+            f"field {source_name!r} has a {type(value).__name__}, "
+            f"expected a string: {_show(record)}",
+            source,
+        )
     if not value:
         if required:
-            raise BadRecord(f"missing_{field}", f"lacks required field {source_name!r}: {_show(record)}",
-                            source)
+            raise BadRecord(
+                f"missing_{field}", f"lacks required field {source_name!r}: {_show(record)}", source
+            )
         return None
     if len(value) > MAX_FIELD_CHARS:
-        raise BadRecord(f"bad_{field}", f"field {source_name!r} is longer than {MAX_FIELD_CHARS} "
-                        "characters", source)
+        raise BadRecord(
+            f"bad_{field}",
+            f"field {source_name!r} is longer than {MAX_FIELD_CHARS} characters",
+            source,
+        )
     if any(ord(c) < 32 and c not in "\t" for c in value):
         value = "".join(c if ord(c) >= 32 else " " for c in value)
     return value
@@ -127,28 +142,45 @@ def parse_timestamp(value: Any) -> int:
     raise ValueError(f"a {type(value).__name__} is not a timestamp")
 
 
-def normalize_event(record: Mapping, config: LogConfig, max_timestamp: int,
-                    source: str = "") -> Dict[str, Any]:
+def normalize_event(
+    record: Mapping, config: LogConfig, max_timestamp: int, source: str = ""
+) -> Dict[str, Any]:
     """Maps and checks one event record; raises BadRecord naming the field."""
     names = field_map(config.event_field_map, EVENT_FIELDS)
-    event = {f: _text(record, names[f], f, source, f in REQUIRED_EVENT_FIELDS)
-             for f in ("event_id", "event_type", "user_id", "item_id", "session_id")}
+    event = {
+        f: _text(record, names[f], f, source, f in REQUIRED_EVENT_FIELDS)
+        for f in ("event_id", "event_type", "user_id", "item_id", "session_id")
+    }
     if record.get(names["timestamp"]) in (None, ""):
-        raise BadRecord("missing_timestamp",
-                        f"lacks required field {names['timestamp']!r}: {_show(record)}", source)
+        raise BadRecord(
+            "missing_timestamp",
+            f"lacks required field {names['timestamp']!r}: {_show(record)}",
+            source,
+        )
     kind = config.event_type_map.get(event["event_type"], event["event_type"])
     if kind not in EVENT_TYPES:
-        raise BadRecord("bad_event_type", f"event {event['event_id']!r} has type "
-                        f"{event['event_type']!r}; expected one of {EVENT_TYPES}", source)
+        raise BadRecord(
+            "bad_event_type",
+            f"event {event['event_id']!r} has type "
+            f"{event['event_type']!r}; expected one of {EVENT_TYPES}",
+            source,
+        )
     event["event_type"] = kind
     try:
         timestamp = parse_timestamp(record[names["timestamp"]])
     except (ValueError, OverflowError, OSError) as e:
-        raise BadRecord("bad_timestamp", f"event {event['event_id']!r} has timestamp "
-                        f"{record[names['timestamp']]!r} ({e})", source) from None
+        raise BadRecord(
+            "bad_timestamp",
+            f"event {event['event_id']!r} has timestamp {record[names['timestamp']]!r} ({e})",
+            source,
+        ) from None
     if not config.min_timestamp <= timestamp <= max_timestamp:
-        raise BadRecord("timestamp_out_of_range", f"event {event['event_id']!r} has timestamp "
-                        f"{timestamp}, outside {config.min_timestamp}..{max_timestamp}", source)
+        raise BadRecord(
+            "timestamp_out_of_range",
+            f"event {event['event_id']!r} has timestamp "
+            f"{timestamp}, outside {config.min_timestamp}..{max_timestamp}",
+            source,
+        )
     event["timestamp"] = timestamp
     if kind == "rating":
         raw = record.get(names["rating"])
@@ -157,8 +189,11 @@ def normalize_event(record: Mapping, config: LogConfig, max_timestamp: int,
         except (TypeError, ValueError):
             rating = math.nan
         if not 1.0 <= rating <= 5.0:
-            raise BadRecord("bad_rating", f"rating event {event['event_id']!r} has rating "
-                            f"{raw!r}; expected a number in 1..5", source)
+            raise BadRecord(
+                "bad_rating",
+                f"rating event {event['event_id']!r} has rating {raw!r}; expected a number in 1..5",
+                source,
+            )
         event["rating"] = rating
     return event
 
@@ -166,8 +201,10 @@ def normalize_event(record: Mapping, config: LogConfig, max_timestamp: int,
 def normalize_item(record: Mapping, config: LogConfig, source: str = "") -> Tuple[str, CatalogItem]:
     """Maps and checks one catalogue record into (item_id, CatalogItem)."""
     names = field_map(config.item_field_map, ITEM_FIELDS)
-    values = {f: _text(record, names[f], f, source, f in REQUIRED_ITEM_FIELDS)
-              for f in ("item_id", "title", "description", "category")}
+    values = {
+        f: _text(record, names[f], f, source, f in REQUIRED_ITEM_FIELDS)
+        for f in ("item_id", "title", "description", "category")
+    }
     description = values["description"] or ""
     tags = record.get(names["tags"])
     if isinstance(tags, list):
@@ -181,12 +218,16 @@ def normalize_user(record: Mapping, config: LogConfig, source: str = "") -> Tupl
     """(user_id, profile text): every other field of the user table as "name value" words."""
     id_name = config.user_field_map.get("user_id", "user_id")
     user_id = _text(record, id_name, "user_id", source, True)
-    parts = [f"{k} {v}" for k, v in sorted(record.items())
-             if k != id_name and v not in (None, "") and isinstance(v, (str, int, float))]
+    parts = [
+        f"{k} {v}"
+        for k, v in sorted(record.items())
+        if k != id_name and v not in (None, "") and isinstance(v, (str, int, float))
+    ]
     return user_id, " ".join(parts)[:MAX_FIELD_CHARS]
 
 
 # --- examples ----------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class _Impression:
@@ -224,10 +265,12 @@ def user_examples(
     the impression.
     """
     counts = counts if counts is not None else collections.Counter()
-    ordered = sorted(events, key=lambda e: (e["timestamp"], _TYPE_ORDER[e["event_type"]], e["event_id"]))
+    ordered = sorted(
+        events, key=lambda e: (e["timestamp"], _TYPE_ORDER[e["event_type"]], e["event_id"])
+    )
     horizon = config.click_window_seconds + config.conversion_window_seconds
     history: collections.deque = collections.deque(maxlen=max(config.history_length, 1))
-    pending: collections.deque = collections.deque()   # impressions still open for labels
+    pending: collections.deque = collections.deque()  # impressions still open for labels
     by_item: Dict[str, List[_Impression]] = collections.defaultdict(list)
     seen_ids: set = set()
 
@@ -253,9 +296,14 @@ def user_examples(
         item = catalog[event["item_id"]]
         kind = event["event_type"]
         if kind == "impression":
-            recent = list(history)[-config.history_length:] if config.history_length else []
-            imp = _Impression(event, item, [i for i, _, _ in recent], [t for _, t, _ in recent],
-                              sorted({c for _, _, c in recent}))
+            recent = list(history)[-config.history_length :] if config.history_length else []
+            imp = _Impression(
+                event,
+                item,
+                [i for i, _, _ in recent],
+                [t for _, t, _ in recent],
+                sorted({c for _, _, c in recent}),
+            )
             pending.append(imp)
             by_item[event["item_id"]].append(imp)
             continue
@@ -273,7 +321,9 @@ def user_examples(
     yield from flush(None)
 
 
-def _match(candidates: Sequence[_Impression], event: Dict, config: LogConfig) -> Optional[_Impression]:
+def _match(
+    candidates: Sequence[_Impression], event: Dict, config: LogConfig
+) -> Optional[_Impression]:
     """The latest open impression of the item that this outcome event belongs to."""
     ts, kind, session = event["timestamp"], event["event_type"], event.get("session_id")
     for imp in reversed(candidates):
@@ -284,10 +334,15 @@ def _match(candidates: Sequence[_Impression], event: Dict, config: LogConfig) ->
             if imp.click == 0 and ts - imp.event["timestamp"] <= config.click_window_seconds:
                 return imp
         elif kind == "purchase":
-            if imp.click and imp.purchase == 0 and ts - imp.click_time <= config.conversion_window_seconds:
+            if (
+                imp.click
+                and imp.purchase == 0
+                and ts - imp.click_time <= config.conversion_window_seconds
+            ):
                 return imp
         elif imp.rating_weight == 0.0 and ts - imp.event["timestamp"] <= (
-                config.click_window_seconds + config.conversion_window_seconds):
+            config.click_window_seconds + config.conversion_window_seconds
+        ):
             return imp
     return None
 
@@ -316,10 +371,15 @@ def _to_example(imp: _Impression, user_profile: str) -> tf.train.Example:
         value = values[spec.name]
         items = value if isinstance(value, list) else [value]
         if spec.dtype == "string":
-            feature[spec.name] = tf.train.Feature(bytes_list=tf.train.BytesList(
-                value=[v.encode("utf-8", "replace") for v in items]))
+            feature[spec.name] = tf.train.Feature(
+                bytes_list=tf.train.BytesList(value=[v.encode("utf-8", "replace") for v in items])
+            )
         elif spec.dtype == "int":
-            feature[spec.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in items]))
+            feature[spec.name] = tf.train.Feature(
+                int64_list=tf.train.Int64List(value=[int(v) for v in items])
+            )
         else:
-            feature[spec.name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in items]))
+            feature[spec.name] = tf.train.Feature(
+                float_list=tf.train.FloatList(value=[float(v) for v in items])
+            )
     return tf.train.Example(features=tf.train.Features(feature=feature))

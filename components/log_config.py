@@ -3,6 +3,7 @@ format, how their fields map to ours, labels, splits and bad-row limits.
 
 A user's own log format needs only a different ``LogConfig``, no code.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,8 +58,8 @@ class LogConfig:
     history_length: int = 10
     click_window_seconds: int = 3600
     conversion_window_seconds: int = 7 * 86400
-    min_timestamp: int = 631152000      # 1990-01-01
-    max_future_seconds: int = 86400     # beyond "now" + this is out of range
+    min_timestamp: int = 631152000  # 1990-01-01
+    max_future_seconds: int = 86400  # beyond "now" + this is out of range
     max_bad_fraction: float = 0.01
     split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
 
@@ -101,12 +102,19 @@ def resolve_format(path: str, declared: str) -> str:
     name = path.lower()
     if name.endswith(".gz"):
         name = name[:-3]
-    for suffix, fmt in ((".jsonl", "jsonl"), (".json", "jsonl"), (".ndjson", "jsonl"),
-                        (".csv", "csv"), (".parquet", "parquet")):
+    for suffix, fmt in (
+        (".jsonl", "jsonl"),
+        (".json", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".csv", "csv"),
+        (".parquet", "parquet"),
+    ):
         if name.endswith(suffix):
             return fmt
-    raise ValueError(f"cannot tell the format of {path!r} from its name; "
-                     "set the format in the log config (jsonl, csv or parquet)")
+    raise ValueError(
+        f"cannot tell the format of {path!r} from its name; "
+        "set the format in the log config (jsonl, csv or parquet)"
+    )
 
 
 def field_map(mapping: Mapping[str, str], fields) -> Dict[str, str]:

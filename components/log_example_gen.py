@@ -9,6 +9,7 @@ line to ``<examples>/DeadLetters/`` and fail the component when their fraction
 exceeds ``max_bad_fraction``. ``<examples>/ingestion_report.json`` holds the
 counts.
 """
+
 from __future__ import annotations
 
 import collections
@@ -50,6 +51,7 @@ class IngestionError(RuntimeError):
 
 # --- reading ---------------------------------------------------------------
 
+
 def _files(input_base: str, pattern: str, what: str) -> List[str]:
     files = sorted(tf.io.gfile.glob(os.path.join(input_base, pattern)))
     if not files:
@@ -66,7 +68,9 @@ def _csv_header(files: List[str]) -> List[str]:
             first = stream.readline().decode("utf-8-sig").strip()
         names = next(csv.reader([first]), [])
         if header is not None and names != header:
-            raise IngestionError(f"{path} has CSV header {names}, expected {header} as in {files[0]}")
+            raise IngestionError(
+                f"{path} has CSV header {names}, expected {header} as in {files[0]}"
+            )
         header = names
     return header
 
@@ -74,7 +78,9 @@ def _csv_header(files: List[str]) -> List[str]:
 def _format_of(files: List[str], declared: str) -> str:
     formats = {resolve_format(f, declared) for f in files}
     if len(formats) > 1:
-        raise IngestionError(f"mixed formats {sorted(formats)} in {files}; set the format explicitly")
+        raise IngestionError(
+            f"mixed formats {sorted(formats)} in {files}; set the format explicitly"
+        )
     return formats.pop()
 
 
@@ -82,12 +88,19 @@ def _format_of(files: List[str], declared: str) -> str:
 def _ReadRecords(pipeline, files: List[str], fmt: str, label: str):
     """-> (source, raw) where raw is bytes (a line) or a dict (a Parquet row)."""
     if fmt == "parquet":
-        return (pipeline
-                | f"Read{label}Parquet" >> beam.Create(files)
-                | f"Read{label}ParquetRows" >> beam.io.ReadAllFromParquet(with_filename=True))
-    pcolls = [pipeline | f"Read{label}[{i}]" >> beam.io.ReadFromTextWithFilename(
-        path, coder=beam.coders.BytesCoder(), skip_header_lines=1 if fmt == "csv" else 0)
-        for i, path in enumerate(files)]
+        return (
+            pipeline
+            | f"Read{label}Parquet" >> beam.Create(files)
+            | f"Read{label}ParquetRows" >> beam.io.ReadAllFromParquet(with_filename=True)
+        )
+    pcolls = [
+        pipeline
+        | f"Read{label}[{i}]"
+        >> beam.io.ReadFromTextWithFilename(
+            path, coder=beam.coders.BytesCoder(), skip_header_lines=1 if fmt == "csv" else 0
+        )
+        for i, path in enumerate(files)
+    ]
     return pcolls | f"Flatten{label}" >> beam.Flatten()
 
 
@@ -108,8 +121,12 @@ def _dead_letter(source: str, raw: Any, error: logs.BadRecord, prefix: str = "")
         original = raw.decode("utf-8", "backslashreplace")
     else:
         original = json.dumps(raw, default=str)
-    return {"source": source, "reason": prefix + error.reason, "detail": error.detail[:500],
-            "original": original[:20_000]}
+    return {
+        "source": source,
+        "reason": prefix + error.reason,
+        "detail": error.detail[:500],
+        "original": original[:20_000],
+    }
 
 
 def _is_blank(raw: Any) -> bool:
@@ -119,8 +136,14 @@ def _is_blank(raw: Any) -> bool:
 class _ParseFn(beam.DoFn):
     """(source, raw) -> a parsed record, or a dead letter on the ``dead`` output."""
 
-    def __init__(self, kind: str, config_json: str, fmt: str, header: Optional[List[str]],
-                 max_timestamp: int = 0):
+    def __init__(
+        self,
+        kind: str,
+        config_json: str,
+        fmt: str,
+        header: Optional[List[str]],
+        max_timestamp: int = 0,
+    ):
         self._kind, self._config_json, self._fmt = kind, config_json, fmt
         self._header, self._max_timestamp = header, max_timestamp
 
@@ -136,8 +159,12 @@ class _ParseFn(beam.DoFn):
             if self._kind == "event":
                 event = logs.normalize_event(record, self._config, self._max_timestamp, source)
                 if event["item_id"] not in catalog:
-                    raise logs.BadRecord("unknown_item", f"event {event['event_id']!r} refers to "
-                                         f"item {event['item_id']!r}, not in the catalogue", source)
+                    raise logs.BadRecord(
+                        "unknown_item",
+                        f"event {event['event_id']!r} refers to "
+                        f"item {event['item_id']!r}, not in the catalogue",
+                        source,
+                    )
                 yield event["user_id"], event
             elif self._kind == "item":
                 yield logs.normalize_item(record, self._config, source)
@@ -163,20 +190,31 @@ class _UserExamplesFn(beam.DoFn):
         counts: collections.Counter = collections.Counter()
         duplicates: List[Dict[str, Any]] = []
         for ts, event_id, example in logs.user_examples(
-                events, catalog, self._config, users.get(user_id, ""), counts, duplicates):
+            events, catalog, self._config, users.get(user_id, ""), counts, duplicates
+        ):
             yield ts, event_id, example.SerializeToString()
         for event in duplicates:
-            yield beam.pvalue.TaggedOutput(_DUPLICATES, {
-                "source": "events", "reason": "duplicate_event",
-                "detail": f"event id {event['event_id']!r} was logged before; the earliest copy is kept",
-                "original": json.dumps(event, ensure_ascii=False)})
+            yield beam.pvalue.TaggedOutput(
+                _DUPLICATES,
+                {
+                    "source": "events",
+                    "reason": "duplicate_event",
+                    "detail": f"event id {event['event_id']!r} was logged before; the earliest copy is kept",
+                    "original": json.dumps(event, ensure_ascii=False),
+                },
+            )
         for name, value in counts.items():
             beam.metrics.Metrics.counter(_NAMESPACE, name).inc(value)
             yield beam.pvalue.TaggedOutput(_COUNTS, (name, value))
 
 
-def _split_index(record: Tuple[int, str, bytes], num_partitions: int, kind: str,
-                 eval_fraction: float, cutoff: Optional[int]) -> int:
+def _split_index(
+    record: Tuple[int, str, bytes],
+    num_partitions: int,
+    kind: str,
+    eval_fraction: float,
+    cutoff: Optional[int],
+) -> int:
     ts, event_id, _ = record
     if kind == "random":
         bucket = int(hashlib.sha256(event_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
@@ -220,22 +258,28 @@ def _write_report(counts: Iterable[Tuple[str, int]], path: str) -> None:
         json.dump(dict(sorted(merged.items())), f, indent=2)
 
 
-def build_ingestion(pipeline: beam.Pipeline, input_base: str, config: LogConfig,
-                    output_uri: str, max_timestamp: int) -> Dict[str, beam.PCollection]:
+def build_ingestion(
+    pipeline: beam.Pipeline, input_base: str, config: LogConfig, output_uri: str, max_timestamp: int
+) -> Dict[str, beam.PCollection]:
     """Adds the ingestion graph; returns the serialized examples per split."""
     config_json = config.to_json()
     event_files = _files(input_base, config.events_pattern, "event log")
     item_files = _files(input_base, config.catalog_pattern, "item catalogue")
-    user_files = _files(input_base, config.users_pattern, "user table") if config.users_pattern else []
+    user_files = (
+        _files(input_base, config.users_pattern, "user table") if config.users_pattern else []
+    )
 
     def parse(kind: str, files: List[str], declared: str, label: str, **kwargs):
         fmt = _format_of(files, declared)
         header = _csv_header(files) if fmt == "csv" else None
-        return (pipeline
-                | f"Read{label}" >> _ReadRecords(files, fmt, label)
-                | f"Parse{label}" >> beam.ParDo(
-                    _ParseFn(kind, config_json, fmt, header, max_timestamp), **kwargs
-                ).with_outputs(_DEAD, main="good"))
+        return (
+            pipeline
+            | f"Read{label}" >> _ReadRecords(files, fmt, label)
+            | f"Parse{label}"
+            >> beam.ParDo(
+                _ParseFn(kind, config_json, fmt, header, max_timestamp), **kwargs
+            ).with_outputs(_DEAD, main="good")
+        )
 
     items = parse("item", item_files, config.catalog_format, "Items")
     catalog = beam.pvalue.AsDict(items.good)
@@ -249,27 +293,43 @@ def build_ingestion(pipeline: beam.Pipeline, input_base: str, config: LogConfig,
     built = (
         events.good
         | "GroupByUser" >> beam.GroupByKey()
-        | "BuildExamples" >> beam.ParDo(
-            _UserExamplesFn(config_json), catalog=catalog,
-            users=beam.pvalue.AsDict(users_good)).with_outputs(_COUNTS, _DUPLICATES, main="examples"))
+        | "BuildExamples"
+        >> beam.ParDo(
+            _UserExamplesFn(config_json), catalog=catalog, users=beam.pvalue.AsDict(users_good)
+        ).with_outputs(_COUNTS, _DUPLICATES, main="examples")
+    )
 
-    dead = ([items[_DEAD], events[_DEAD], *users_dead] | "AllDeadLetters" >> beam.Flatten())
-    _ = (dead | "DeadLetterJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False))
-         | "WriteDeadLetters" >> beam.io.WriteToText(
-             os.path.join(output_uri, DEAD_LETTER_DIR, "bad_rows"), file_name_suffix=".jsonl"))
+    dead = [items[_DEAD], events[_DEAD], *users_dead] | "AllDeadLetters" >> beam.Flatten()
+    _ = (
+        dead
+        | "DeadLetterJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False))
+        | "WriteDeadLetters"
+        >> beam.io.WriteToText(
+            os.path.join(output_uri, DEAD_LETTER_DIR, "bad_rows"), file_name_suffix=".jsonl"
+        )
+    )
     # Re-sent events: kept apart from bad rows (they do not count against
     # max_bad_fraction), counted as duplicate_events.
-    _ = (built[_DUPLICATES] | "DuplicateJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False))
-         | "WriteDuplicates" >> beam.io.WriteToText(
-             os.path.join(output_uri, DEAD_LETTER_DIR, "duplicates"), file_name_suffix=".jsonl"))
+    _ = (
+        built[_DUPLICATES]
+        | "DuplicateJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False))
+        | "WriteDuplicates"
+        >> beam.io.WriteToText(
+            os.path.join(output_uri, DEAD_LETTER_DIR, "duplicates"), file_name_suffix=".jsonl"
+        )
+    )
 
     cutoff = None
     if config.split.kind == "time":
-        bounds = (events.good | "Timestamps" >> beam.Map(lambda kv: kv[1]["timestamp"])
-                  | "TimeBounds" >> beam.CombineGlobally(_MinMax()))
+        bounds = (
+            events.good
+            | "Timestamps" >> beam.Map(lambda kv: kv[1]["timestamp"])
+            | "TimeBounds" >> beam.CombineGlobally(_MinMax())
+        )
         cutoff = beam.pvalue.AsSingleton(bounds | "Cutoff" >> beam.Map(_time_cutoff, config))
     parts = built.examples | "Split" >> beam.Partition(
-        _split_index, len(SPLITS), config.split.kind, config.split.eval_fraction, cutoff=cutoff)
+        _split_index, len(SPLITS), config.split.kind, config.split.eval_fraction, cutoff=cutoff
+    )
 
     count_rows = [
         events.good | "CountGood" >> beam.Map(lambda _: ("good_event_rows", 1)),
@@ -277,19 +337,29 @@ def build_ingestion(pipeline: beam.Pipeline, input_base: str, config: LogConfig,
         built[_COUNTS],
     ]
     for index, name in enumerate(SPLITS):
-        count_rows.append(parts[index] | f"Count[{name}]" >> beam.Map(lambda _, n=name: (f"examples_{n}", 1)))
-    _ = (count_rows | "AllCounts" >> beam.Flatten()
-         | "SumCounts" >> beam.CombinePerKey(sum)
-         | "OneReport" >> beam.combiners.ToList()
-         | "WriteReport" >> beam.Map(_write_report, os.path.join(output_uri, REPORT_FILE)))
-    return {name: parts[i] | f"Serialized[{name}]" >> beam.Map(lambda r: r[2])
-            for i, name in enumerate(SPLITS)}
+        count_rows.append(
+            parts[index] | f"Count[{name}]" >> beam.Map(lambda _, n=name: (f"examples_{n}", 1))
+        )
+    _ = (
+        count_rows
+        | "AllCounts" >> beam.Flatten()
+        | "SumCounts" >> beam.CombinePerKey(sum)
+        | "OneReport" >> beam.combiners.ToList()
+        | "WriteReport" >> beam.Map(_write_report, os.path.join(output_uri, REPORT_FILE))
+    )
+    return {
+        name: parts[i] | f"Serialized[{name}]" >> beam.Map(lambda r: r[2])
+        for i, name in enumerate(SPLITS)
+    }
 
 
 def check_report(report: Dict[str, int], config: LogConfig, dead_letter_dir: str) -> None:
     """Raises IngestionError when bad event rows exceed ``max_bad_fraction``."""
-    bad = {k[4:]: v for k, v in report.items()
-           if k.startswith("bad:") and not k.startswith(("bad:item_", "bad:user_"))}
+    bad = {
+        k[4:]: v
+        for k, v in report.items()
+        if k.startswith("bad:") and not k.startswith(("bad:item_", "bad:user_"))
+    }
     total = report.get("good_event_rows", 0) + sum(bad.values())
     if total == 0:
         raise IngestionError("the event logs hold no rows")
@@ -299,20 +369,28 @@ def check_report(report: Dict[str, int], config: LogConfig, dead_letter_dir: str
         raise IngestionError(
             f"{sum(bad.values())} of {total} event rows ({fraction:.2%}) are bad, above "
             f"max_bad_fraction {config.max_bad_fraction:.2%}: {reasons}. "
-            f"The rows and reasons are in {dead_letter_dir}")
+            f"The rows and reasons are in {dead_letter_dir}"
+        )
     if report.get("examples_train", 0) == 0 or report.get("examples_eval", 0) == 0:
-        raise IngestionError(f"a split is empty ({report}); check the impressions and the split config")
+        raise IngestionError(
+            f"a split is empty ({report}); check the impressions and the split config"
+        )
 
 
 def _keep_rejected(examples_uri: str) -> str:
     """Copies dead letters and the report out of the artifact, to
     ``<component dir>/rejected/<execution id>/``; returns the dead-letter dir there."""
-    target = os.path.join(os.path.dirname(os.path.dirname(examples_uri)), "rejected",
-                          os.path.basename(examples_uri))
+    target = os.path.join(
+        os.path.dirname(os.path.dirname(examples_uri)), "rejected", os.path.basename(examples_uri)
+    )
     tf.io.gfile.makedirs(os.path.join(target, DEAD_LETTER_DIR))
     for path in tf.io.gfile.glob(os.path.join(examples_uri, DEAD_LETTER_DIR, "*")):
-        tf.io.gfile.copy(path, os.path.join(target, DEAD_LETTER_DIR, os.path.basename(path)), overwrite=True)
-    tf.io.gfile.copy(os.path.join(examples_uri, REPORT_FILE), os.path.join(target, REPORT_FILE), overwrite=True)
+        tf.io.gfile.copy(
+            path, os.path.join(target, DEAD_LETTER_DIR, os.path.basename(path)), overwrite=True
+        )
+    tf.io.gfile.copy(
+        os.path.join(examples_uri, REPORT_FILE), os.path.join(target, REPORT_FILE), overwrite=True
+    )
     return os.path.join(target, DEAD_LETTER_DIR)
 
 
@@ -322,16 +400,25 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
         config = LogConfig.from_json(exec_properties[LOG_CONFIG_KEY])
-        examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
+        examples = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.EXAMPLES_KEY]
+        )
         examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
         max_timestamp = int(time.time()) + config.max_future_seconds
         with self._make_beam_pipeline() as pipeline:
-            splits = build_ingestion(pipeline, exec_properties[standard_component_specs.INPUT_BASE_KEY],
-                                     config, examples.uri, max_timestamp)
+            splits = build_ingestion(
+                pipeline,
+                exec_properties[standard_component_specs.INPUT_BASE_KEY],
+                config,
+                examples.uri,
+                max_timestamp,
+            )
             for name, split in splits.items():
                 _ = split | f"WriteSplit[{name}]" >> write_split.WriteSplit(
                     artifact_utils.get_split_uri([examples], name),
-                    example_gen_pb2.FORMAT_TFRECORDS_GZIP, exec_properties)
+                    example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+                    exec_properties,
+                )
         with tf.io.gfile.GFile(os.path.join(examples.uri, REPORT_FILE)) as f:
             report = json.load(f)
         logging.info("Ingestion report: %s", report)
@@ -345,7 +432,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             raise
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(
-            examples, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
+            examples, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP)
+        )
 
 
 class InteractionLogExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
@@ -367,16 +455,29 @@ class InteractionLogExampleGen(base_beam_component.BaseBeamComponent):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
     DRIVER_CLASS = driver.FileBasedDriver
 
-    def __init__(self, input_base: str, log_config: Optional[LogConfig] = None,
-                 code_version: Optional[str] = None):
+    def __init__(
+        self,
+        input_base: str,
+        log_config: Optional[LogConfig] = None,
+        code_version: Optional[str] = None,
+    ):
         log_config = log_config or LogConfig()
         patterns = [("events", log_config.events_pattern), ("items", log_config.catalog_pattern)]
         if log_config.users_pattern:
             patterns.append(("users", log_config.users_pattern))
-        input_config = example_gen_pb2.Input(splits=[
-            example_gen_pb2.Input.Split(name=name, pattern=pattern) for name, pattern in patterns])
-        output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-            example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=1) for name in SPLITS]))
+        input_config = example_gen_pb2.Input(
+            splits=[
+                example_gen_pb2.Input.Split(name=name, pattern=pattern)
+                for name, pattern in patterns
+            ]
+        )
+        output_config = example_gen_pb2.Output(
+            split_config=example_gen_pb2.SplitConfig(
+                splits=[
+                    example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=1) for name in SPLITS
+                ]
+            )
+        )
         spec = InteractionLogExampleGenSpec(
             input_base=input_base,
             input_config=input_config,
@@ -387,5 +488,6 @@ class InteractionLogExampleGen(base_beam_component.BaseBeamComponent):
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
             log_config=log_config.to_json(),
             code_version=code_version,
-            examples=channel.Channel(type=standard_artifacts.Examples))
+            examples=channel.Channel(type=standard_artifacts.Examples),
+        )
         super().__init__(spec=spec)

@@ -18,6 +18,7 @@ their own session), so the click task has negatives. Deterministic by seed.
 
     recsys-movielens ../shared/data/movielens-100k data/movielens
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,11 +52,17 @@ def read_items(source_dir: str) -> List[Dict]:
     items = []
     for line in _lines(os.path.join(source_dir, "u.item")):
         parts = line.split("|")
-        flags = parts[5:5 + len(genres)]
+        flags = parts[5 : 5 + len(genres)]
         names = [g for g, flag in zip(genres, flags) if flag == "1"] or ["unknown"]
-        items.append({"item_id": parts[0], "title": parts[1],
-                      "description": f"released {parts[2] or 'unknown'}",
-                      "category": names[0], "tags": names})
+        items.append(
+            {
+                "item_id": parts[0],
+                "title": parts[1],
+                "description": f"released {parts[2] or 'unknown'}",
+                "category": names[0],
+                "tags": names,
+            }
+        )
     return items
 
 
@@ -63,12 +70,19 @@ def read_users(source_dir: str) -> List[Dict]:
     users = []
     for line in _lines(os.path.join(source_dir, "u.user")):
         user_id, age, gender, occupation, _zip = line.split("|")
-        users.append({"user_id": user_id, "age": int(age), "gender": gender, "occupation": occupation})
+        users.append(
+            {"user_id": user_id, "age": int(age), "gender": gender, "occupation": occupation}
+        )
     return users
 
 
-def convert(source_dir: str, out_dir: str, negatives_per_rating: int = 1, seed: int = 42,
-            max_ratings: int | None = None) -> Dict:
+def convert(
+    source_dir: str,
+    out_dir: str,
+    negatives_per_rating: int = 1,
+    seed: int = 42,
+    max_ratings: int | None = None,
+) -> Dict:
     """Writes the log files under ``out_dir``; returns counts."""
     check_source(source_dir)
     rng = np.random.default_rng(seed)
@@ -88,14 +102,23 @@ def convert(source_dir: str, out_dir: str, negatives_per_rating: int = 1, seed: 
         events.append({**base, "event_id": f"r{n}-clk", "event_type": "click"})
         if int(rating) >= 4:
             events.append({**base, "event_id": f"r{n}-buy", "event_type": "purchase"})
-        events.append({**base, "event_id": f"r{n}-rat", "event_type": "rating", "rating": int(rating)})
+        events.append(
+            {**base, "event_id": f"r{n}-rat", "event_type": "rating", "rating": int(rating)}
+        )
         for k in range(negatives_per_rating):
             other = item_ids[rng.integers(len(item_ids))]
             while other in rated[user]:
                 other = item_ids[rng.integers(len(item_ids))]
-            events.append({"user_id": user, "item_id": other, "timestamp": int(ts),
-                           "session_id": f"r{n}-n{k}", "event_id": f"r{n}-neg{k}",
-                           "event_type": "impression"})
+            events.append(
+                {
+                    "user_id": user,
+                    "item_id": other,
+                    "timestamp": int(ts),
+                    "session_id": f"r{n}-n{k}",
+                    "event_id": f"r{n}-neg{k}",
+                    "event_type": "impression",
+                }
+            )
     events.sort(key=lambda e: (e["timestamp"], e["event_id"]))
     os.makedirs(os.path.join(out_dir, "events"), exist_ok=True)
     write_jsonl(os.path.join(out_dir, "events", "part-00000.jsonl"), events)
@@ -103,11 +126,23 @@ def convert(source_dir: str, out_dir: str, negatives_per_rating: int = 1, seed: 
     write_jsonl(os.path.join(out_dir, "users.jsonl"), read_users(source_dir))
     with open(os.path.join(out_dir, "log_config.json"), "w") as f:
         json.dump(LOG_CONFIG, f, indent=2)
-    counts = {"ratings": len(ratings), "events": len(events), "items": len(items),
-              "conversions": sum(int(r[2]) >= 4 for r in ratings)}
+    counts = {
+        "ratings": len(ratings),
+        "events": len(events),
+        "items": len(items),
+        "conversions": sum(int(r[2]) >= 4 for r in ratings),
+    }
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
-        json.dump({"source": "movielens-100k", "negatives_per_rating": negatives_per_rating,
-                   "seed": seed, **counts}, f, indent=2)
+        json.dump(
+            {
+                "source": "movielens-100k",
+                "negatives_per_rating": negatives_per_rating,
+                "seed": seed,
+                **counts,
+            },
+            f,
+            indent=2,
+        )
     return counts
 
 

@@ -13,6 +13,7 @@ with the user's interest in the item's category and the item's quality, and
 ratings follow interest and quality. ``truth.jsonl`` lets model AUC be compared
 with the Bayes-optimal AUC.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,10 @@ CATEGORY_WORDS: Dict[str, List[str]] = {
     "gaming": "console quest level player arcade dungeon puzzle strategy controller pixel boss multiplayer".split(),
     "finance": "budget invest stock savings market loan credit portfolio tax crypto dividend bank".split(),
 }
-FILLER_WORDS = ("the new best guide complete ultimate classic modern daily simple "
-                "essential deluxe edition collection series volume").split()
+FILLER_WORDS = (
+    "the new best guide complete ultimate classic modern daily simple "
+    "essential deluxe edition collection series volume"
+).split()
 EPOCH_START = 1767225600  # 2026-01-01T00:00:00Z
 
 
@@ -77,8 +80,9 @@ def _item_text(rng: np.random.Generator, category: str, categories: List[str]):
     return title, description
 
 
-def _pick_item(rng: np.random.Generator, interest: np.ndarray,
-               items_by_cat: List[np.ndarray], num_items: int) -> int:
+def _pick_item(
+    rng: np.random.Generator, interest: np.ndarray, items_by_cat: List[np.ndarray], num_items: int
+) -> int:
     if rng.random() < 0.5:
         candidates = items_by_cat[rng.choice(len(interest), p=interest)]
         if len(candidates):
@@ -97,9 +101,14 @@ def generate(out_dir: str, config: GeneratorConfig = GeneratorConfig()) -> Dict:
     items = []
     for i in range(config.num_items):
         title, description = _item_text(rng, categories[item_cat[i]], categories)
-        items.append({"item_id": f"i{i:05d}", "title": title,
-                      "description": description,
-                      "category": categories[item_cat[i]]})
+        items.append(
+            {
+                "item_id": f"i{i:05d}",
+                "title": title,
+                "description": description,
+                "category": categories[item_cat[i]],
+            }
+        )
 
     interests = rng.dirichlet(np.full(n_cat, 0.3), size=config.num_users)
     user_bias = rng.normal(0.0, 0.4, size=config.num_users)
@@ -115,9 +124,14 @@ def generate(out_dir: str, config: GeneratorConfig = GeneratorConfig()) -> Dict:
     def new_event(kind: str, user: int, item: int, ts: int, session: str, **extra):
         nonlocal event_seq
         event_seq += 1
-        ev = {"event_id": f"e{event_seq:09d}", "event_type": kind,
-              "user_id": f"u{user:05d}", "item_id": f"i{item:05d}",
-              "timestamp": int(EPOCH_START + ts), "session_id": session}
+        ev = {
+            "event_id": f"e{event_seq:09d}",
+            "event_type": kind,
+            "user_id": f"u{user:05d}",
+            "item_id": f"i{item:05d}",
+            "timestamp": int(EPOCH_START + ts),
+            "session_id": session,
+        }
         ev.update(extra)
         events.append(ev)
         return ev
@@ -146,24 +160,34 @@ def generate(out_dir: str, config: GeneratorConfig = GeneratorConfig()) -> Dict:
                     buy_ts = ts + int(rng.integers(30, 600))
                     new_event("purchase", user, item, buy_ts, session)
                     if rng.random() < 0.7:
-                        latent = 1.0 + 4.0 * _sigmoid(-1.0 + 4.0 * affinity + 1.2 * item_quality[item] + rng.normal(0, 0.5))
+                        latent = 1.0 + 4.0 * _sigmoid(
+                            -1.0 + 4.0 * affinity + 1.2 * item_quality[item] + rng.normal(0, 0.5)
+                        )
                         rating = int(min(5, max(1, round(latent))))
-                        new_event("rating", user, item, buy_ts + int(rng.integers(60, 86400)),
-                                  session, rating=rating)
+                        new_event(
+                            "rating",
+                            user,
+                            item,
+                            buy_ts + int(rng.integers(60, 86400)),
+                            session,
+                            rating=rating,
+                        )
 
     events.sort(key=lambda e: (e["timestamp"], e["event_id"]))
     os.makedirs(os.path.join(out_dir, "events"), exist_ok=True)
     per_file = math.ceil(len(events) / config.num_files)
     for f in range(config.num_files):
         path = os.path.join(out_dir, "events", f"part-{f:05d}.jsonl")
-        write_jsonl(path, events[f * per_file:(f + 1) * per_file])
+        write_jsonl(path, events[f * per_file : (f + 1) * per_file])
     write_jsonl(os.path.join(out_dir, "items.jsonl"), items)
     write_jsonl(os.path.join(out_dir, "truth.jsonl"), truth)
 
     counts: Dict[str, int] = {}
     for e in events:
         counts[e["event_type"]] = counts.get(e["event_type"], 0) + 1
-    clicked = {(e["session_id"], e["item_id"], e["user_id"]) for e in events if e["event_type"] == "click"}
+    clicked = {
+        (e["session_id"], e["item_id"], e["user_id"]) for e in events if e["event_type"] == "click"
+    }
     manifest = {
         "config": dataclasses.asdict(config),
         "event_counts": counts,
@@ -178,15 +202,24 @@ def bayes_click_auc(events: List[Dict], truth: List[Dict], clicked) -> float:
     """AUC of the true click probabilities against the realised clicks."""
     by_id = {e["event_id"]: e for e in events if e["event_type"] == "impression"}
     probs = np.array([t["click_probability"] for t in truth])
-    labels = np.array([
-        (by_id[t["event_id"]]["session_id"], by_id[t["event_id"]]["item_id"],
-         by_id[t["event_id"]]["user_id"]) in clicked for t in truth])
+    labels = np.array(
+        [
+            (
+                by_id[t["event_id"]]["session_id"],
+                by_id[t["event_id"]]["item_id"],
+                by_id[t["event_id"]]["user_id"],
+            )
+            in clicked
+            for t in truth
+        ]
+    )
     return round(roc_auc(labels, probs), 4)
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Rank-based ROC AUC (ties averaged)."""
     from scipy.stats import rankdata  # scipy ships with the stack
+
     labels = labels.astype(bool)
     n_pos, n_neg = labels.sum(), (~labels).sum()
     if n_pos == 0 or n_neg == 0:
@@ -220,8 +253,9 @@ def main(argv=None) -> None:
     parser.add_argument("out_dir")
     defaults = GeneratorConfig()
     for field in dataclasses.fields(GeneratorConfig):
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=int,
-                            default=getattr(defaults, field.name))
+        parser.add_argument(
+            f"--{field.name.replace('_', '-')}", type=int, default=getattr(defaults, field.name)
+        )
     args = vars(parser.parse_args(argv))
     out_dir = args.pop("out_dir")
     manifest = generate(out_dir, GeneratorConfig(**args))

@@ -5,6 +5,7 @@
         --image gcr.io/p/recsys:1.0 --pipeline-root gs://bucket/root --output recsys.json
     recsys-pipeline airflow-schedule --config pipeline/environments/airflow.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,10 @@ def _environment(path: str, runner: str) -> configs.RunConfig:
 
 
 def compile_kubeflow(argv: List[str]) -> int:
-    p = argparse.ArgumentParser(prog="recsys-pipeline compile-kubeflow",
-                                description="Compile the pipeline to a KFP/Vertex pipeline spec (JSON).")
+    p = argparse.ArgumentParser(
+        prog="recsys-pipeline compile-kubeflow",
+        description="Compile the pipeline to a KFP/Vertex pipeline spec (JSON).",
+    )
     p.add_argument("--config", default=f"{configs.ENVIRONMENTS_DIR}/kubeflow.json")
     p.add_argument("--image", help="pipeline container image (overrides the config)")
     p.add_argument("--pipeline-root", help="e.g. gs://bucket/pipeline_root (overrides the config)")
@@ -37,19 +40,24 @@ def compile_kubeflow(argv: List[str]) -> int:
     config.image = args.image or config.image
     config.pipeline_root_dir = args.pipeline_root or config.pipeline_root_dir
     from pipeline import runners
+
     path = runners.compile_kubeflow(config, args.output)
     print(f"pipeline spec written to {path} (image {config.image}, root {config.pipeline_root})")
     return 0
 
 
 def airflow_schedule(argv: List[str]) -> int:
-    p = argparse.ArgumentParser(prog="recsys-pipeline airflow-schedule",
-                                description="Print the Airflow DAG's schedule from its config.")
+    p = argparse.ArgumentParser(
+        prog="recsys-pipeline airflow-schedule",
+        description="Print the Airflow DAG's schedule from its config.",
+    )
     p.add_argument("--config", default=f"{configs.ENVIRONMENTS_DIR}/airflow.json")
     args = p.parse_args(argv)
     config = _environment(args.config, "airflow")
-    print(f"dag_id={config.pipeline_name} schedule={config.schedule} start_date={config.start_date} "
-          f"catchup=False")
+    print(
+        f"dag_id={config.pipeline_name} schedule={config.schedule} start_date={config.start_date} "
+        f"catchup=False"
+    )
     return 0
 
 

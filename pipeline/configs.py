@@ -3,6 +3,7 @@
 Everything environment-specific lives here (and in the JSON files under
 ``pipeline/environments/``), never in ``pipeline.py``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,9 +48,9 @@ class RunConfig:
     runner: str = "local"
     pipeline_name: str = PIPELINE_NAME
     pipeline_root_dir: Optional[str] = None  # default <work_dir>/pipeline_root
-    image: Optional[str] = None               # container image for Kubeflow
-    schedule: Optional[str] = None            # Airflow schedule (cron or preset)
-    start_date: str = "2026-01-01"            # Airflow start date (ISO)
+    image: Optional[str] = None  # container image for Kubeflow
+    schedule: Optional[str] = None  # Airflow schedule (cron or preset)
+    start_date: str = "2026-01-01"  # Airflow start date (ISO)
 
     def __post_init__(self):
         if self.runner not in RUNNERS:
@@ -57,7 +58,11 @@ class RunConfig:
         for field in ("model_name", "pipeline_name"):
             # Both become path components: no separators, no "..".
             value = getattr(self, field)
-            if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or set(value) == {"."}:
+            if (
+                not isinstance(value, str)
+                or not NAME_PATTERN.fullmatch(value)
+                or set(value) == {"."}
+            ):
                 raise ValueError(f"{field} {value!r}: expected letters, digits, '.', '_' or '-'")
         for field in ("data_dir", "work_dir"):
             if not isinstance(getattr(self, field), str) or not getattr(self, field).strip():
@@ -90,8 +95,9 @@ class RunConfig:
     @property
     def push_base(self) -> str:
         """TF Serving's model base path: versions go in ``<push_base>/<version>``."""
-        return os.path.join(self.serving_dir or os.path.join(self.work_dir, "serving"),
-                            self.model_name)
+        return os.path.join(
+            self.serving_dir or os.path.join(self.work_dir, "serving"), self.model_name
+        )
 
 
 def input_bytes(data_dir: str) -> int:
@@ -105,6 +111,9 @@ def input_bytes(data_dir: str) -> int:
 
 def default_beam_args(data_dir: str) -> List[str]:
     """In-memory DirectRunner for small inputs, multi-processing for large ones."""
-    mode = (MULTI_PROCESSING_ARGS if input_bytes(data_dir) >= MULTI_PROCESSING_MIN_BYTES
-            else IN_MEMORY_ARGS)
+    mode = (
+        MULTI_PROCESSING_ARGS
+        if input_bytes(data_dir) >= MULTI_PROCESSING_MIN_BYTES
+        else IN_MEMORY_ARGS
+    )
     return ["--runner=DirectRunner", *mode]

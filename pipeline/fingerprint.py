@@ -5,6 +5,7 @@ such as ``trainer.task.run_fn`` and a schema file path stay the same when
 the code or the schema text changes, so the pipeline passes these
 fingerprints as properties: an edit re-runs what depends on it.
 """
+
 from __future__ import annotations
 
 import hashlib

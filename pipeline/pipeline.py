@@ -1,4 +1,5 @@
 """The pipeline factory: one DAG for every runner (local, Kubeflow, Airflow)."""
+
 from __future__ import annotations
 
 from typing import List, Optional
@@ -43,20 +44,27 @@ def create_pipeline(
     model_settings = ModelConfig.from_dict(model_config)
     transform_config = {"code_version": trainer_code}
     if model_settings.text_encoder_preset:
-        transform_config[TEXT_VOCABULARY_FILE] = preset_vocabulary(model_settings.text_encoder_preset)
+        transform_config[TEXT_VOCABULARY_FILE] = preset_vocabulary(
+            model_settings.text_encoder_preset
+        )
     example_gen = InteractionLogExampleGen(
-        input_base=data_dir, log_config=log_config,
-        code_version=fingerprint.source_fingerprint(["components"]))
+        input_base=data_dir,
+        log_config=log_config,
+        code_version=fingerprint.source_fingerprint(["components"]),
+    )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
     example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
 
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config=transform_config)
+        custom_config=transform_config,
+    )
     transform.add_upstream_node(anomalies_gate)
 
     trainer = tfx.components.Trainer(
@@ -66,7 +74,8 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
-        custom_config={CONFIG_KEY: model_config or {}, "code_version": trainer_code})
+        custom_config={CONFIG_KEY: model_config or {}, "code_version": trainer_code},
+    )
 
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -79,20 +88,34 @@ def create_pipeline(
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=eval_config_lib.build_eval_config(
-            eval_thresholds, model_settings.active_task_names(), model_settings.retrieval_ks),
+            eval_thresholds, model_settings.active_task_names(), model_settings.retrieval_ks
+        ),
     ).with_id("Evaluator")
 
     pusher = AtomicPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=push_base)))
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=push_base)
+        ),
+    )
 
     return tfx_pipeline.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                    transform, trainer, model_resolver, evaluator, pusher],
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            anomalies_gate,
+            transform,
+            trainer,
+            model_resolver,
+            evaluator,
+            pusher,
+        ],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=beam_pipeline_args or [])
+        beam_pipeline_args=beam_pipeline_args or [],
+    )

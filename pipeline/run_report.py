@@ -6,6 +6,7 @@ curves and validation per task,
 evaluation per task overall and per item category with the blessing
 decision, the pushed model, and the wall time per component.
 """
+
 from __future__ import annotations
 
 import glob
@@ -43,11 +44,20 @@ def _ingestion(examples_uri: str) -> List[str]:
         return []
     report = json.load(open(path))
     bad = {k[4:]: v for k, v in report.items() if k.startswith("bad:")}
-    lines = ["## Data", "", *_table(["count", "value"], [[k, v] for k, v in sorted(report.items())
-                                                          if not k.startswith("bad:")])]
+    lines = [
+        "## Data",
+        "",
+        *_table(
+            ["count", "value"],
+            [[k, v] for k, v in sorted(report.items()) if not k.startswith("bad:")],
+        ),
+    ]
     if bad:
-        lines += ["Bad rows by reason (each one is in `DeadLetters/` with its original line):", "",
-                  *_table(["reason", "rows"], sorted(bad.items()))]
+        lines += [
+            "Bad rows by reason (each one is in `DeadLetters/` with its original line):",
+            "",
+            *_table(["reason", "rows"], sorted(bad.items())),
+        ]
     else:
         lines += ["No bad rows.", ""]
     return lines
@@ -62,19 +72,29 @@ def _statistics(statistics_uri: Optional[str]) -> List[str]:
     for feature in stats.features:
         common = (feature.num_stats or feature.string_stats).common_stats
         total = common.num_non_missing + common.num_missing
-        detail = (f"mean {feature.num_stats.mean:.3g}, min {feature.num_stats.min:.3g}, "
-                  f"max {feature.num_stats.max:.3g}" if feature.HasField("num_stats")
-                  else f"{feature.string_stats.unique} unique")
+        detail = (
+            f"mean {feature.num_stats.mean:.3g}, min {feature.num_stats.min:.3g}, "
+            f"max {feature.num_stats.max:.3g}"
+            if feature.HasField("num_stats")
+            else f"{feature.string_stats.unique} unique"
+        )
         rows.append([feature.path.step[0], f"{common.num_missing / max(total, 1):.1%}", detail])
-    return ["### Train split features", "", f"{stats.num_examples} examples.", "",
-            *_table(["feature", "missing", "values"], sorted(rows))]
+    return [
+        "### Train split features",
+        "",
+        f"{stats.num_examples} examples.",
+        "",
+        *_table(["feature", "missing", "values"], sorted(rows)),
+    ]
 
 
 def _anomalies(anomalies_uri: Optional[str]) -> List[str]:
     """ExampleValidator's findings against the curated schema, per split."""
     if not anomalies_uri:
         return []
-    splits = sorted(name[len("Split-"):] for name in os.listdir(anomalies_uri) if name.startswith("Split-"))
+    splits = sorted(
+        name[len("Split-") :] for name in os.listdir(anomalies_uri) if name.startswith("Split-")
+    )
     problems = []
     for split in splits:
         path = os.path.join(anomalies_uri, f"Split-{split}", "SchemaDiff.pb")
@@ -88,14 +108,21 @@ def _anomalies(anomalies_uri: Optional[str]) -> List[str]:
 
 
 # Per item category: (TFMA output, metric) -> column title.
-SLICE_COLUMNS = {("click", "auc"): "click AUC", ("conversion", "auc"): "conversion AUC",
-                 ("rating", "root_mean_squared_error"): "rating RMSE",
-                 ("category", "sparse_categorical_accuracy"): "category accuracy"}
+SLICE_COLUMNS = {
+    ("click", "auc"): "click AUC",
+    ("conversion", "auc"): "conversion AUC",
+    ("rating", "root_mean_squared_error"): "rating RMSE",
+    ("category", "sparse_categorical_accuracy"): "category accuracy",
+}
 
 
 def _slice_columns(outputs: set) -> Dict[tuple, str]:
     """SLICE_COLUMNS, led by retrieval recall at the largest k evaluated."""
-    ks = [int(o[len(F.RETRIEVAL_HIT_PREFIX):]) for o in outputs if o.startswith(F.RETRIEVAL_HIT_PREFIX)]
+    ks = [
+        int(o[len(F.RETRIEVAL_HIT_PREFIX) :])
+        for o in outputs
+        if o.startswith(F.RETRIEVAL_HIT_PREFIX)
+    ]
     if not ks:
         return SLICE_COLUMNS
     k = max(ks)
@@ -104,7 +131,9 @@ def _slice_columns(outputs: set) -> Dict[tuple, str]:
 
 def _slices(evaluation_uri: str) -> List[str]:
     result = tfma.load_eval_result(evaluation_uri)
-    columns = _slice_columns({output for _, metrics in result.slicing_metrics for output in metrics})
+    columns = _slice_columns(
+        {output for _, metrics in result.slicing_metrics for output in metrics}
+    )
     rows = []
     for key, metrics in result.slicing_metrics:
         category = dict(key).get(F.ITEM_CATEGORY)
@@ -117,7 +146,11 @@ def _slices(evaluation_uri: str) -> List[str]:
         rows.append(cells)
     if not rows:
         return []
-    return ["### Per item category", "", *_table(["item_category", *columns.values()], sorted(rows))]
+    return [
+        "### Per item category",
+        "",
+        *_table(["item_category", *columns.values()], sorted(rows)),
+    ]
 
 
 def write_report(summary: Dict[str, Any], work_dir: str) -> str:
@@ -134,15 +167,29 @@ def write_report(summary: Dict[str, Any], work_dir: str) -> str:
         lines += ["## Training", "", "![training curves per task](training_curves.png)", ""]
     if summary.get("validation_metrics"):
         names = sorted({m for metrics in summary["validation_metrics"].values() for m in metrics})
-        lines += ["Validation per task at the last epoch (Keras):", "",
-                  *_table(["task", *names], [[task, *(_fmt(metrics.get(m, "—")) for m in names)]
-                                            for task, metrics in summary["validation_metrics"].items()])]
+        lines += [
+            "Validation per task at the last epoch (Keras):",
+            "",
+            *_table(
+                ["task", *names],
+                [
+                    [task, *(_fmt(metrics.get(m, "—")) for m in names)]
+                    for task, metrics in summary["validation_metrics"].items()
+                ],
+            ),
+        ]
     lines += ["## Evaluation", ""]
     # TFMA's metrics; "loss" and "rmse" repeat the Keras-compiled ones.
-    metric_names = sorted({m for task in summary["metrics"].values() for m in task} - {"loss", "rmse"})
-    lines += _table(["task", *metric_names],
-                    [[task, *(_fmt(summary["metrics"][task].get(m, "—")) for m in metric_names)]
-                     for task in summary["tasks"]])
+    metric_names = sorted(
+        {m for task in summary["metrics"].values() for m in task} - {"loss", "rmse"}
+    )
+    lines += _table(
+        ["task", *metric_names],
+        [
+            [task, *(_fmt(summary["metrics"][task].get(m, "—")) for m in metric_names)]
+            for task in summary["tasks"]
+        ],
+    )
     if summary.get("evaluation_uri"):
         lines += _slices(summary["evaluation_uri"])
     lines += [f"**Blessed: {'yes' if summary['blessed'] else 'no'}.**", ""]
@@ -151,12 +198,23 @@ def write_report(summary: Dict[str, Any], work_dir: str) -> str:
         lines += [f"- no-regression check skipped: {summary['baseline_skipped']}", ""]
     lines += ["## Model", ""]
     if summary["pushed"]:
-        lines += [f"Pushed as version {summary['pushed_version']} to `{summary['pushed_destination']}`.", ""]
+        lines += [
+            f"Pushed as version {summary['pushed_version']} to `{summary['pushed_destination']}`.",
+            "",
+        ]
     else:
         lines += ["Not pushed: the model was not blessed.", ""]
-    lines += ["## Components", "", *_table(["component", "seconds", "state"],
-                                          [[r["component"], f"{r['seconds']:.1f}", r["state"]]
-                                           for r in summary.get("components", [])])]
+    lines += [
+        "## Components",
+        "",
+        *_table(
+            ["component", "seconds", "state"],
+            [
+                [r["component"], f"{r['seconds']:.1f}", r["state"]]
+                for r in summary.get("components", [])
+            ],
+        ),
+    ]
     path = os.path.join(out, "run_report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))

@@ -1,4 +1,5 @@
 """What a run produced, read back from ML Metadata: metrics, blessing, push."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,11 @@ from trainer import features as F
 
 def _latest(store: metadata_store.MetadataStore, type_name: str, component: Optional[str] = None):
     """The newest artifact of a type (written by ``component``, when given)."""
-    artifacts = [a for a in store.get_artifacts_by_type(type_name)
-                 if component is None or f"{os.sep}{component}{os.sep}" in a.uri]
+    artifacts = [
+        a
+        for a in store.get_artifacts_by_type(type_name)
+        if component is None or f"{os.sep}{component}{os.sep}" in a.uri
+    ]
     return max(artifacts, key=lambda a: a.id) if artifacts else None
 
 
@@ -64,16 +68,26 @@ def component_timings(store: metadata_store.MetadataStore) -> List[Dict[str, Any
     node_type = store.get_context_type("node").id
     states = {v: k.lower() for k, v in metadata_store_pb2.Execution.State.items()}
     rows = []
-    for execution in sorted(store.get_executions_by_context(latest.id),
-                            key=lambda e: e.create_time_since_epoch):
+    for execution in sorted(
+        store.get_executions_by_context(latest.id), key=lambda e: e.create_time_since_epoch
+    ):
         # The component id (its "<pipeline>.<id>" node context), not the class name.
-        nodes = [c.name for c in store.get_contexts_by_execution(execution.id) if c.type_id == node_type]
-        rows.append({
-            "component": nodes[0].rsplit(".", 1)[-1] if nodes else types[execution.type_id].rsplit(".", 1)[-1],
-            "seconds": round((execution.last_update_time_since_epoch
-                              - execution.create_time_since_epoch) / 1000.0, 3),
-            "state": states.get(execution.last_known_state, "unknown"),
-        })
+        nodes = [
+            c.name for c in store.get_contexts_by_execution(execution.id) if c.type_id == node_type
+        ]
+        rows.append(
+            {
+                "component": nodes[0].rsplit(".", 1)[-1]
+                if nodes
+                else types[execution.type_id].rsplit(".", 1)[-1],
+                "seconds": round(
+                    (execution.last_update_time_since_epoch - execution.create_time_since_epoch)
+                    / 1000.0,
+                    3,
+                ),
+                "state": states.get(execution.last_known_state, "unknown"),
+            }
+        )
     return rows
 
 
@@ -95,7 +109,7 @@ def validation_metrics(model_run_uri: Optional[str]) -> Dict[str, Dict[str, floa
     for key, values in history.items():
         for task in F.TASK_NAMES:
             if key.startswith(f"val_{task}_") and values:
-                per_task.setdefault(task, {})[key[len(f"val_{task}_"):]] = float(values[-1])
+                per_task.setdefault(task, {})[key[len(f"val_{task}_") :]] = float(values[-1])
     return per_task
 
 
@@ -126,8 +140,9 @@ def summarize(metadata_path: str) -> Dict[str, Any]:
         "evaluation_uri": evaluation.uri if evaluation else None,
         # The Trainer's SavedModel (blessed or not).
         "model_uri": os.path.join(model.uri, "Format-Serving") if model else None,
-        "training_curves": (os.path.join(model_run.uri, "training_curves.png")
-                            if model_run else None),
+        "training_curves": (
+            os.path.join(model_run.uri, "training_curves.png") if model_run else None
+        ),
         "components": component_timings(store),
         "validation_metrics": validation_metrics(model_run.uri if model_run else None),
     }
@@ -136,7 +151,8 @@ def summarize(metadata_path: str) -> Dict[str, Any]:
         summary["validation_failures"] = [
             _describe_failure(failure)
             for per_slice in validation.metric_validations_per_slice
-            for failure in per_slice.failures]
+            for failure in per_slice.failures
+        ]
     return summary
 
 
@@ -153,21 +169,27 @@ def format_summary(summary: Dict[str, Any], work_dir: Optional[str] = None) -> s
     lines.append("  evaluation per task:")
     for task in summary["tasks"]:
         metrics = summary["metrics"].get(task, {})
-        shown = ", ".join(_format_metric(k, v) for k, v in sorted(metrics.items())
-                          if not math.isnan(v)) or "no metrics"
+        shown = (
+            ", ".join(_format_metric(k, v) for k, v in sorted(metrics.items()) if not math.isnan(v))
+            or "no metrics"
+        )
         lines.append(f"    {task:<10} {shown}")
     if summary.get("validation_metrics"):
         lines.append("  trainer validation per task (last epoch):")
         for task, metrics in summary["validation_metrics"].items():
-            lines.append(f"    {task:<10} " + ", ".join(_format_metric(k, v) for k, v in sorted(metrics.items())))
+            lines.append(
+                f"    {task:<10} "
+                + ", ".join(_format_metric(k, v) for k, v in sorted(metrics.items()))
+            )
     lines.append(f"  blessed: {summary['blessed']}")
     if summary.get("baseline_skipped"):
         lines.append(f"  no-regression check skipped: {summary['baseline_skipped']}")
     for failure in summary.get("validation_failures") or []:
         lines.append(f"  failed threshold: {failure}")
     if summary["pushed"]:
-        lines.append(f"  pushed model (version {summary['pushed_version']}): "
-                     f"{summary['pushed_destination']}")
+        lines.append(
+            f"  pushed model (version {summary['pushed_version']}): {summary['pushed_destination']}"
+        )
     else:
         lines.append("  not pushed: the model was not blessed")
     if summary.get("training_curves"):

@@ -3,6 +3,7 @@
 Only the runner and the settings in ``RunConfig`` differ; the DAG always
 comes from ``pipeline.create_pipeline``.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -29,7 +30,8 @@ def pipeline_for(config: configs.RunConfig, schema_file: str, metadata_connectio
         eval_thresholds=config.eval_thresholds,
         beam_pipeline_args=config.beam_args or [],
         metadata_connection_config=metadata_connection_config,
-        enable_cache=config.enable_cache)
+        enable_cache=config.enable_cache,
+    )
 
 
 def image_schema_path(config: configs.RunConfig) -> str:
@@ -40,11 +42,14 @@ def image_schema_path(config: configs.RunConfig) -> str:
 def compile_kubeflow(config: configs.RunConfig, output_path: str) -> str:
     """Compiles the pipeline to a Kubeflow Pipelines / Vertex pipeline spec (JSON)."""
     if not config.image:
-        raise ValueError("a Kubeflow pipeline needs the container image (--image or 'image' in the config)")
+        raise ValueError(
+            "a Kubeflow pipeline needs the container image (--image or 'image' in the config)"
+        )
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=config.image),
         output_dir=os.path.dirname(os.path.abspath(output_path)),
-        output_filename=os.path.basename(output_path))
+        output_filename=os.path.basename(output_path),
+    )
     runner.run(pipeline_for(config, image_schema_path(config)), write_out=True)
     return output_path
 
@@ -54,7 +59,12 @@ def airflow_dag(config: configs.RunConfig):
     from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
     start = datetime.datetime.fromisoformat(config.start_date)
-    airflow_config = AirflowPipelineConfig(airflow_dag_config={
-        "schedule_interval": config.schedule, "start_date": start, "catchup": False})
+    airflow_config = AirflowPipelineConfig(
+        airflow_dag_config={
+            "schedule_interval": config.schedule,
+            "start_date": start,
+            "catchup": False,
+        }
+    )
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
     return AirflowDagRunner(airflow_config).run(pipeline_for(config, config.schema_path, metadata))

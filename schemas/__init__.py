@@ -1,4 +1,5 @@
 """The curated schema of the raw interaction examples."""
+
 import os
 
 SCHEMA_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -7,6 +7,7 @@ is refused with ``RESOURCE_EXHAUSTED`` before it is materialised, and every
 request runs under the earlier of the client's deadline and the server's
 ``--request_timeout_ms``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,13 @@ from typing import Optional
 import grpc
 import psutil
 
-from serving.request_checks import (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_STRING_BYTES,
-                                    RequestError, RequestLimits)
+from serving.request_checks import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_STRING_BYTES,
+    RequestError,
+    RequestLimits,
+)
 
 # Materialising a request costs more than its tensors: the feed copy into the
 # graph, intermediate tensors and the response. Reserve this many times the
@@ -56,7 +62,8 @@ class MemoryCeiling:
                         f"server memory is near its ceiling ({resident / 2**20:.0f} MiB resident, "
                         f"{self._reserved / 2**20:.0f} MiB reserved by requests in flight, this one needs "
                         f"{need / 2**20:.0f} MiB, --max_memory_bytes {self.limit_bytes / 2**20:.0f} MiB); "
-                        "retry later or send smaller batches")
+                        "retry later or send smaller batches",
+                    )
                 self._reserved += need
         return _Reservation(self, need if self.limit_bytes else 0)
 
@@ -82,13 +89,17 @@ def remaining_ms(context: grpc.ServicerContext, server_timeout_ms: Optional[int]
     and the server's timeout (``None``: no limit). ``DEADLINE_EXCEEDED`` when
     none is left, e.g. after waiting in the queue."""
     left = context.time_remaining()
-    limits = ([left * 1000] if left is not None else []) + ([server_timeout_ms] if server_timeout_ms else [])
+    limits = ([left * 1000] if left is not None else []) + (
+        [server_timeout_ms] if server_timeout_ms else []
+    )
     if not limits:
         return None
     remaining = min(limits)
     if remaining <= 0:
-        raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                           "the request's deadline passed before the server could run it")
+        raise RequestError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "the request's deadline passed before the server could run it",
+        )
     return max(1, math.floor(remaining))
 
 
@@ -105,7 +116,12 @@ class ServerLimits:
     max_memory_bytes: Optional[int] = None
 
     def __post_init__(self):
-        for name in ("max_batch_size", "max_message_bytes", "max_string_bytes", "max_concurrent_requests"):
+        for name in (
+            "max_batch_size",
+            "max_message_bytes",
+            "max_string_bytes",
+            "max_concurrent_requests",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_queued_requests", "request_timeout_ms", "max_memory_bytes"):
@@ -114,7 +130,9 @@ class ServerLimits:
 
     @property
     def request(self) -> RequestLimits:
-        return RequestLimits.from_message_size(self.max_message_bytes, self.max_batch_size, self.max_string_bytes)
+        return RequestLimits.from_message_size(
+            self.max_message_bytes, self.max_batch_size, self.max_string_bytes
+        )
 
     @property
     def max_calls(self) -> int:

@@ -1,4 +1,5 @@
 """Reads the item catalogue (JSON Lines, CSV or Parquet; plain or gzip) for clients."""
+
 from __future__ import annotations
 
 import csv
@@ -26,6 +27,7 @@ def load_catalog(data_dir: str, config: LogConfig = LogConfig()) -> List[Dict[st
         fmt = resolve_format(path, config.catalog_format)
         if fmt == "parquet":
             import pyarrow.parquet as pq
+
             records = pq.read_table(path).to_pylist()
         elif fmt == "csv":
             records = list(csv.DictReader(io.StringIO(_text(path))))
@@ -38,6 +40,10 @@ def load_catalog(data_dir: str, config: LogConfig = LogConfig()) -> List[Dict[st
                 item_id, item = logs.normalize_item(record, config, path)
             except logs.BadRecord:
                 continue  # ingestion counts and dead-letters these
-            items[item_id] = {"item_id": item_id, "title": item.title,
-                              "description": item.description, "category": item.category}
+            items[item_id] = {
+                "item_id": item_id,
+                "title": item.title,
+                "description": item.description,
+                "category": item.category,
+            }
     return list(items.values())

@@ -13,6 +13,7 @@ per user feature (``serving_contract.RECOMMEND_FEATURES``) in, ``item_ids`` and 
     recsys-client --target 127.0.0.1:8500 recommend --catalog data/items.jsonl \\
         --user-id u00001 --history "Jazz piano | Guitar song" --k 10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,15 +25,24 @@ from trainer import keras_env as _keras_env  # noqa: F401  (before TF)
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from serving.tls import ClientTls
 from trainer import features as F
 from trainer import serving_contract as C
 
-ITEM_FIELDS = {F.ITEM_ID: "item_id", F.ITEM_TITLE: "title", F.ITEM_DESCRIPTION: "description",
-               F.ITEM_CATEGORY: "category"}
+ITEM_FIELDS = {
+    F.ITEM_ID: "item_id",
+    F.ITEM_TITLE: "title",
+    F.ITEM_DESCRIPTION: "description",
+    F.ITEM_CATEGORY: "category",
+}
 
 
 def make_example(features: Mapping[str, object]) -> bytes:
@@ -43,8 +53,9 @@ def make_example(features: Mapping[str, object]) -> bytes:
     feature = {}
     for name, value in features.items():
         values = value if isinstance(value, (list, tuple)) else [value]
-        feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[str(v).encode("utf-8") for v in values]))
+        feature[name] = tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[str(v).encode("utf-8") for v in values])
+        )
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -56,19 +67,30 @@ def item_features(item: Mapping[str, object]) -> Dict[str, object]:
 class RecommenderClient:
     """Scores and recommends through a TF Serving-compatible server."""
 
-    def __init__(self, target: str = "127.0.0.1:8500", model_name: str = "recommender",
-                 timeout: float = 30.0, max_message_bytes: int = 64 * 2**20, tls: Optional[ClientTls] = None,
-                 server_name: Optional[str] = None):
+    def __init__(
+        self,
+        target: str = "127.0.0.1:8500",
+        model_name: str = "recommender",
+        timeout: float = 30.0,
+        max_message_bytes: int = 64 * 2**20,
+        tls: Optional[ClientTls] = None,
+        server_name: Optional[str] = None,
+    ):
         """``tls``: talk TLS (mutual with a client certificate); ``server_name``:
         the name the server's certificate was issued for, when it is not the
         host in ``target``."""
         self.model_name, self.timeout = model_name, timeout
-        options = [("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes)]
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
-        self._channel = (grpc.secure_channel(target, tls.credentials(), options=options) if tls
-                         else grpc.insecure_channel(target, options=options))
+        self._channel = (
+            grpc.secure_channel(target, tls.credentials(), options=options)
+            if tls
+            else grpc.insecure_channel(target, options=options)
+        )
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
@@ -100,8 +122,9 @@ class RecommenderClient:
         response.metadata["signature_def"].Unpack(signature_map)
         return dict(signature_map.signature_def)
 
-    def predict_examples(self, rows: Sequence[Mapping[str, object]],
-                         version: Optional[int] = None) -> Tuple[Dict[str, np.ndarray], int]:
+    def predict_examples(
+        self, rows: Sequence[Mapping[str, object]], version: Optional[int] = None
+    ) -> Tuple[Dict[str, np.ndarray], int]:
         """Runs ``serving_default`` on raw feature rows; returns (outputs, model version)."""
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
@@ -109,19 +132,26 @@ class RecommenderClient:
         if version is not None:
             request.model_spec.version.value = version
         request.inputs[C.EXAMPLES].CopyFrom(
-            tf.make_tensor_proto([make_example(r) for r in rows], dtype=tf.string))
+            tf.make_tensor_proto([make_example(r) for r in rows], dtype=tf.string)
+        )
         response = self._predict.Predict(request, timeout=self.timeout)
         outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
         return outputs, response.model_spec.version.value
 
-    def score(self, user: Mapping[str, object], items: Sequence[Mapping[str, object]]) -> Dict[str, np.ndarray]:
+    def score(
+        self, user: Mapping[str, object], items: Sequence[Mapping[str, object]]
+    ) -> Dict[str, np.ndarray]:
         """Every task's output for the user paired with each catalogue item:
         ``[items]`` for one-score tasks, ``[items, categories]`` for the others."""
         outputs, _ = self.predict_examples([{**user, **item_features(item)} for item in items])
         shaped = {name: value.reshape(len(items), -1) for name, value in outputs.items()}
-        return {name: value[:, 0] if value.shape[1] == 1 else value for name, value in shaped.items()}
+        return {
+            name: value[:, 0] if value.shape[1] == 1 else value for name, value in shaped.items()
+        }
 
-    def retrieve(self, user: Mapping[str, object], version: Optional[int] = None) -> List[Tuple[str, float]]:
+    def retrieve(
+        self, user: Mapping[str, object], version: Optional[int] = None
+    ) -> List[Tuple[str, float]]:
         """The model's top-K (item_id, score) for a user from its ``recommend``
         signature (two-tower retrieval over the whole catalogue)."""
         request = predict_pb2.PredictRequest()
@@ -130,15 +160,24 @@ class RecommenderClient:
         if version is not None:
             request.model_spec.version.value = version
         for name in C.RECOMMEND_FEATURES:
-            request.inputs[name].CopyFrom(tf.make_tensor_proto([str(user.get(name) or "")], dtype=tf.string))
+            request.inputs[name].CopyFrom(
+                tf.make_tensor_proto([str(user.get(name) or "")], dtype=tf.string)
+            )
         response = self._predict.Predict(request, timeout=self.timeout)
         ids = tf.make_ndarray(response.outputs[C.ITEM_IDS])[0]
         scores = tf.make_ndarray(response.outputs[C.SCORES])[0]
         return [(i.decode("utf-8"), float(s)) for i, s in zip(ids, scores)]
 
-    def recommend(self, user: Mapping[str, object], catalog: Sequence[Mapping[str, object]], k: int = 10,
-                  exclude: Iterable[str] = (), batch_size: int = 256, task: str = "click",
-                  retrieve_first: bool = False) -> List[Tuple[str, float]]:
+    def recommend(
+        self,
+        user: Mapping[str, object],
+        catalog: Sequence[Mapping[str, object]],
+        k: int = 10,
+        exclude: Iterable[str] = (),
+        batch_size: int = 256,
+        task: str = "click",
+        retrieve_first: bool = False,
+    ) -> List[Tuple[str, float]]:
         """Top-``k`` (item_id, score) ranked by ``task``'s output, over the
         whole catalogue or, with ``retrieve_first``, over the items the
         ``recommend`` signature retrieves (retrieval, then ranking)."""
@@ -149,7 +188,7 @@ class RecommenderClient:
             candidates = [by_id[i] for i, _ in self.retrieve(user) if i in by_id]
         scores: List[float] = []
         for start in range(0, len(candidates), batch_size):
-            scores.extend(self.score(user, candidates[start:start + batch_size])[task].tolist())
+            scores.extend(self.score(user, candidates[start : start + batch_size])[task].tolist())
         order = np.argsort(-np.asarray(scores), kind="stable")[:k]
         return [(str(candidates[i]["item_id"]), float(scores[i])) for i in order]
 
@@ -164,32 +203,52 @@ def main(argv=None) -> None:
     p.add_argument("--target", default="127.0.0.1:8500")
     p.add_argument("--model-name", default="recommender")
     p.add_argument("--tls", action="store_true", help="talk TLS (implied by the --tls-* flags)")
-    p.add_argument("--tls-ca", help="PEM CA bundle that signed the server's certificate (default: system roots)")
+    p.add_argument(
+        "--tls-ca",
+        help="PEM CA bundle that signed the server's certificate (default: system roots)",
+    )
     p.add_argument("--tls-cert", help="PEM client certificate, for mutual TLS (with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
-    p.add_argument("--tls-server-name", help="the name on the server's certificate, if not the target's host")
+    p.add_argument(
+        "--tls-server-name", help="the name on the server's certificate, if not the target's host"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="model versions and their states")
     for name in ("score", "recommend"):
         c = sub.add_parser(name)
-        c.add_argument("--catalog", required=True, help="items.jsonl (item_id, title, description, category)")
+        c.add_argument(
+            "--catalog", required=True, help="items.jsonl (item_id, title, description, category)"
+        )
         c.add_argument("--user-id", required=True)
-        c.add_argument("--history", default="", help='titles of recently clicked items, joined by " | "')
+        c.add_argument(
+            "--history", default="", help='titles of recently clicked items, joined by " | "'
+        )
         c.add_argument("--profile", default="", help="user profile text")
     sub.choices["score"].add_argument("--item-id", action="append", required=True)
     sub.choices["recommend"].add_argument("--k", type=int, default=10)
     sub.choices["recommend"].add_argument(
-        "--retrieve-first", action="store_true",
-        help="rank only the items the model's recommend signature retrieves (two-stage)")
+        "--retrieve-first",
+        action="store_true",
+        help="rank only the items the model's recommend signature retrieves (two-stage)",
+    )
     args = p.parse_args(argv)
-    tls = (ClientTls(args.tls_ca, args.tls_cert, args.tls_key)
-           if args.tls or args.tls_ca or args.tls_cert or args.tls_key else None)
-    with RecommenderClient(args.target, args.model_name, tls=tls, server_name=args.tls_server_name) as client:
+    tls = (
+        ClientTls(args.tls_ca, args.tls_cert, args.tls_key)
+        if args.tls or args.tls_ca or args.tls_cert or args.tls_key
+        else None
+    )
+    with RecommenderClient(
+        args.target, args.model_name, tls=tls, server_name=args.tls_server_name
+    ) as client:
         if args.command == "status":
             print(json.dumps(client.status()))
             return
         catalog = load_catalog_jsonl(args.catalog)
-        user = {F.USER_ID: args.user_id, F.HISTORY_TITLES: args.history, F.USER_PROFILE: args.profile}
+        user = {
+            F.USER_ID: args.user_id,
+            F.HISTORY_TITLES: args.history,
+            F.USER_PROFILE: args.profile,
+        }
         if args.command == "score":
             by_id = {str(i["item_id"]): i for i in catalog}
             missing = [i for i in args.item_id if i not in by_id]
@@ -197,7 +256,10 @@ def main(argv=None) -> None:
                 raise SystemExit(f"error: items {missing} are not in {args.catalog}")
             scores = client.score(user, [by_id[i] for i in args.item_id])
             for n, item_id in enumerate(args.item_id):
-                print(item_id, {task: round(float(v[n]), 4) for task, v in scores.items() if v.ndim == 1})
+                print(
+                    item_id,
+                    {task: round(float(v[n]), 4) for task, v in scores.items() if v.ndim == 1},
+                )
         else:
             titles = {str(i["item_id"]): i.get("title", "") for i in catalog}
             top = client.recommend(user, catalog, args.k, retrieve_first=args.retrieve_first)

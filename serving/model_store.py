@@ -9,6 +9,7 @@ cancels its graph run (``RunOptions.timeout_in_ms``). Directories without
 ``saved_model.pb`` (still being copied) are not candidates; a version that
 fails to load is remembered and skipped until its files change.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,13 +38,21 @@ class Signature:
     _feeds: Dict[str, str]
     _fetches: Dict[str, str]
 
-    def run(self, arrays: Mapping[str, np.ndarray], output_names: Optional[Sequence[str]] = None,
-            timeout_ms: Optional[int] = None) -> Dict[str, np.ndarray]:
+    def run(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        output_names: Optional[Sequence[str]] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> Dict[str, np.ndarray]:
         """Runs the signature on ``arrays`` (one per input); ``timeout_ms`` cancels
         it server-side (``tf.errors.DeadlineExceededError``) when it runs longer."""
         fetches = {name: self._fetches[name] for name in (output_names or self.outputs)}
-        options = tf.compat.v1.RunOptions(timeout_in_ms=max(1, int(timeout_ms))) if timeout_ms else None
-        return self._session.run(fetches, {self._feeds[n]: v for n, v in arrays.items()}, options=options)
+        options = (
+            tf.compat.v1.RunOptions(timeout_in_ms=max(1, int(timeout_ms))) if timeout_ms else None
+        )
+        return self._session.run(
+            fetches, {self._feeds[n]: v for n, v in arrays.items()}, options=options
+        )
 
     def __call__(self, **arrays: np.ndarray) -> Dict[str, np.ndarray]:
         return self.run(arrays)
@@ -72,16 +81,23 @@ def _input_spec(info: meta_graph_pb2.TensorInfo) -> Optional[InputSpec]:
     return InputSpec.from_tensor_info(info)
 
 
-def _signature(name: str, signature_def: meta_graph_pb2.SignatureDef,
-               session: tf.compat.v1.Session) -> Optional[Signature]:
+def _signature(
+    name: str, signature_def: meta_graph_pb2.SignatureDef, session: tf.compat.v1.Session
+) -> Optional[Signature]:
     specs = {key: _input_spec(info) for key, info in signature_def.inputs.items()}
-    if None in specs.values() or any(info.WhichOneof("encoding") != "name"
-                                     for info in signature_def.outputs.values()):
+    if None in specs.values() or any(
+        info.WhichOneof("encoding") != "name" for info in signature_def.outputs.values()
+    ):
         log.warning("signature %s has sparse or composite tensors; not served", name)
         return None
-    return Signature(name, specs, tuple(sorted(signature_def.outputs)), session,
-                     {key: info.name for key, info in signature_def.inputs.items()},
-                     {key: info.name for key, info in signature_def.outputs.items()})
+    return Signature(
+        name,
+        specs,
+        tuple(sorted(signature_def.outputs)),
+        session,
+        {key: info.name for key, info in signature_def.inputs.items()},
+        {key: info.name for key, info in signature_def.outputs.items()},
+    )
 
 
 def load_version(path: str, version: int) -> LoadedVersion:
@@ -92,14 +108,22 @@ def load_version(path: str, version: int) -> LoadedVersion:
     session = tf.compat.v1.Session(graph=graph)
     try:
         with graph.as_default():
-            meta_graph = tf.compat.v1.saved_model.loader.load(session, [tf.saved_model.SERVING], path)
+            meta_graph = tf.compat.v1.saved_model.loader.load(
+                session, [tf.saved_model.SERVING], path
+            )
     except Exception:
         session.close()
         raise
-    signature_defs = {name: meta_graph.signature_def[name] for name in meta_graph.signature_def
-                      if not name.startswith("__")}
-    signatures = {name: sig for name, sig in ((n, _signature(n, d, session)) for n, d in signature_defs.items())
-                  if sig is not None}
+    signature_defs = {
+        name: meta_graph.signature_def[name]
+        for name in meta_graph.signature_def
+        if not name.startswith("__")
+    }
+    signatures = {
+        name: sig
+        for name, sig in ((n, _signature(n, d, session)) for n, d in signature_defs.items())
+        if sig is not None
+    }
     if not signatures:
         session.close()
         raise ValueError(f"{path} has no serving signatures")
@@ -131,8 +155,11 @@ class ModelStore:
             names = os.listdir(self.base_path)
         except FileNotFoundError:
             return []
-        versions = [int(n) for n in names if n.isdigit()
-                    and os.path.isfile(os.path.join(self.base_path, n, "saved_model.pb"))]
+        versions = [
+            int(n)
+            for n in names
+            if n.isdigit() and os.path.isfile(os.path.join(self.base_path, n, "saved_model.pb"))
+        ]
         return sorted(versions, reverse=True)
 
     def poll_once(self) -> Optional[LoadedVersion]:
@@ -153,13 +180,19 @@ class ModelStore:
                 try:
                     loaded = load_version(path, version)
                 except Exception as e:  # a corrupt version must not stop serving
-                    log.error("model %s version %d at %s failed to load: %s", self.name, version, path, e)
+                    log.error(
+                        "model %s version %d at %s failed to load: %s", self.name, version, path, e
+                    )
                     self._failed[version] = (fingerprint, f"{type(e).__name__}: {e}")
                     continue
                 self._failed.pop(version, None)
                 previous, self._current = self._current, loaded
-                log.info("model %s: serving version %d%s", self.name, version,
-                         f" (was {previous.version})" if previous else "")
+                log.info(
+                    "model %s: serving version %d%s",
+                    self.name,
+                    version,
+                    f" (was {previous.version})" if previous else "",
+                )
                 return loaded
             return self._current
 

@@ -13,6 +13,7 @@ queue, each request's deadline and resident memory are bounded
 
     recsys-serve --model_name=recommender --model_base_path=runs/local/serving/recommender
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +28,24 @@ from trainer import keras_env as _keras_env  # noqa: F401  (before TF)
 import grpc
 import tensorflow as tf
 from google.protobuf import any_pb2
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from serving.admission import MemoryCeiling, ServerLimits, remaining_ms
 from serving.model_store import LoadedVersion, ModelStore
-from serving.request_checks import RequestError, check_inputs, invalid, quote, quote_names, to_arrays
+from serving.request_checks import (
+    RequestError,
+    check_inputs,
+    invalid,
+    quote,
+    quote_names,
+    to_arrays,
+)
 from serving.tls import ServerTls, server_tls_from_args
 from trainer import serving_contract as C
 
@@ -48,10 +61,15 @@ def _answer(context: grpc.ServicerContext, rpc: str, handle: Callable[[], object
         return handle()
     except RequestError as e:
         error = (e.code, e.message)
-    except tf.errors.OpError as e:  # the model refused the inputs (e.g. unparseable examples) or timed out
+    except (
+        tf.errors.OpError
+    ) as e:  # the model refused the inputs (e.g. unparseable examples) or timed out
         error = (_STATUS_BY_CODE.get(e.error_code, grpc.StatusCode.INTERNAL), e.message)
     except UnicodeDecodeError:  # TF's error quoted undecodable input bytes
-        error = (grpc.StatusCode.INVALID_ARGUMENT, "the inputs could not be parsed (e.g. not serialized tf.Examples)")
+        error = (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the inputs could not be parsed (e.g. not serialized tf.Examples)",
+        )
     except Exception as e:  # a bug must not take the server down
         log.exception("%s failed", rpc)
         error = (grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
@@ -61,21 +79,31 @@ def _answer(context: grpc.ServicerContext, rpc: str, handle: Callable[[], object
 
 def _refuse_labels(spec) -> None:
     if spec.version_label:
-        raise invalid(f"version label {quote(spec.version_label)}: version labels are not supported")
+        raise invalid(
+            f"version label {quote(spec.version_label)}: version labels are not supported"
+        )
 
 
 def _resolve(store: ModelStore, spec) -> LoadedVersion:
     if spec.name != store.name:
-        raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: model {quote(spec.name)} "
-                           f"(this server serves {store.name!r})")
+        raise RequestError(
+            grpc.StatusCode.NOT_FOUND,
+            f"Servable not found for request: model {quote(spec.name)} "
+            f"(this server serves {store.name!r})",
+        )
     _refuse_labels(spec)
     loaded = store.current
     if loaded is None:
-        raise RequestError(grpc.StatusCode.UNAVAILABLE, f"model {store.name!r} has no loadable version yet "
-                           f"under {store.base_path}")
+        raise RequestError(
+            grpc.StatusCode.UNAVAILABLE,
+            f"model {store.name!r} has no loadable version yet under {store.base_path}",
+        )
     if spec.HasField("version") and spec.version.value != loaded.version:
-        raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: model {store.name!r} "
-                           f"version {spec.version.value} (serving version {loaded.version})")
+        raise RequestError(
+            grpc.StatusCode.NOT_FOUND,
+            f"Servable not found for request: model {store.name!r} "
+            f"version {spec.version.value} (serving version {loaded.version})",
+        )
     return loaded
 
 
@@ -93,15 +121,19 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         signature = loaded.signatures.get(name)
         if signature is None:
-            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
-                               f"Serving signature key {quote(name)} not found; "
-                               f"available: {sorted(loaded.signatures)}")
+            raise RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"Serving signature key {quote(name)} not found; "
+                f"available: {sorted(loaded.signatures)}",
+            )
         tensor_bytes = check_inputs(request.inputs, signature.inputs, self._request_limits)
         wanted = list(dict.fromkeys(request.output_filter))
         unknown = sorted(set(wanted) - set(signature.outputs))
         if unknown:
-            raise invalid(f"output_filter names unknown outputs {quote_names(unknown)}; "
-                          f"available: {list(signature.outputs)}")
+            raise invalid(
+                f"output_filter names unknown outputs {quote_names(unknown)}; "
+                f"available: {list(signature.outputs)}"
+            )
         with self._memory.reserve(tensor_bytes):
             outputs = signature.run(to_arrays(request.inputs), wanted or None, timeout_ms)
             response = predict_pb2.PredictResponse()
@@ -142,7 +174,10 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def _status(self, request) -> get_model_status_pb2.GetModelStatusResponse:
         spec = request.model_spec
         if spec.name != self._store.name:
-            raise RequestError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {quote(spec.name)}")
+            raise RequestError(
+                grpc.StatusCode.NOT_FOUND,
+                f"Could not find any versions of model {quote(spec.name)}",
+            )
         _refuse_labels(spec)
         response = get_model_status_pb2.GetModelStatusResponse()
         Status = get_model_status_pb2.ModelVersionStatus
@@ -173,24 +208,42 @@ class ModelServer:
     waiting calls, gRPC answers ``RESOURCE_EXHAUSTED`` at once.
     """
 
-    def __init__(self, model_name: str, model_base_path: str, host: str = "127.0.0.1", port: int = 8500,
-                 poll_seconds: float = 1.0, limits: Optional[ServerLimits] = None,
-                 tls: Optional[ServerTls] = None):
+    def __init__(
+        self,
+        model_name: str,
+        model_base_path: str,
+        host: str = "127.0.0.1",
+        port: int = 8500,
+        poll_seconds: float = 1.0,
+        limits: Optional[ServerLimits] = None,
+        tls: Optional[ServerTls] = None,
+    ):
         self.limits = limits or ServerLimits()
         self.store = ModelStore(model_name, model_base_path, poll_seconds)
         self.memory = MemoryCeiling(self.limits.max_memory_bytes)
-        options = [("grpc.max_receive_message_length", self.limits.max_message_bytes),
-                   ("grpc.max_send_message_length", self.limits.max_message_bytes)]
+        options = [
+            ("grpc.max_receive_message_length", self.limits.max_message_bytes),
+            ("grpc.max_send_message_length", self.limits.max_message_bytes),
+        ]
         self._server = grpc.server(
-            concurrent.futures.ThreadPoolExecutor(max_workers=self.limits.max_concurrent_requests,
-                                                  thread_name_prefix="rpc"),
-            options=options, maximum_concurrent_rpcs=self.limits.max_calls)
+            concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.limits.max_concurrent_requests, thread_name_prefix="rpc"
+            ),
+            options=options,
+            maximum_concurrent_rpcs=self.limits.max_calls,
+        )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.store, self.limits, self.memory), self._server)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.store), self._server)
+            PredictionService(self.store, self.limits, self.memory), self._server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelService(self.store), self._server
+        )
         self.tls = tls is not None
-        self.port = (self._server.add_secure_port(f"{host}:{port}", tls.credentials()) if tls
-                     else self._server.add_insecure_port(f"{host}:{port}"))
+        self.port = (
+            self._server.add_secure_port(f"{host}:{port}", tls.credentials())
+            if tls
+            else self._server.add_insecure_port(f"{host}:{port}")
+        )
         if not self.port:
             raise OSError(f"cannot bind {host}:{port}")
         self.address = f"{host}:{self.port}"
@@ -198,8 +251,14 @@ class ModelServer:
     def start(self) -> "ModelServer":
         self.store.start()
         self._server.start()
-        log.info("serving model %s from %s on %s (%s); limits %s", self.store.name, self.store.base_path,
-                 self.address, "TLS" if self.tls else "plaintext", self.limits)
+        log.info(
+            "serving model %s from %s on %s (%s); limits %s",
+            self.store.name,
+            self.store.base_path,
+            self.address,
+            "TLS" if self.tls else "plaintext",
+            self.limits,
+        )
         return self
 
     def stop(self, grace_seconds: float = 5.0) -> None:
@@ -218,49 +277,99 @@ class ModelServer:
 
 
 def _limits_from_args(args: argparse.Namespace) -> ServerLimits:
-    return ServerLimits(max_batch_size=args.max_batch_size, max_message_bytes=args.max_message_bytes,
-                        max_string_bytes=args.max_string_bytes,
-                        max_concurrent_requests=args.max_concurrent_requests,
-                        max_queued_requests=args.max_queued_requests,
-                        request_timeout_ms=args.request_timeout_ms or None,
-                        max_memory_bytes=args.max_memory_bytes or None)
+    return ServerLimits(
+        max_batch_size=args.max_batch_size,
+        max_message_bytes=args.max_message_bytes,
+        max_string_bytes=args.max_string_bytes,
+        max_concurrent_requests=args.max_concurrent_requests,
+        max_queued_requests=args.max_queued_requests,
+        request_timeout_ms=args.request_timeout_ms or None,
+        max_memory_bytes=args.max_memory_bytes or None,
+    )
 
 
 def main(argv: Optional[list] = None) -> None:
     d = ServerLimits()
     p = argparse.ArgumentParser(description="TF Serving-compatible gRPC model server (local).")
     p.add_argument("--model_name", "--model-name", default="recommender")
-    p.add_argument("--model_base_path", "--model-base-path", required=True,
-                   help="directory holding integer version subdirectories")
+    p.add_argument(
+        "--model_base_path",
+        "--model-base-path",
+        required=True,
+        help="directory holding integer version subdirectories",
+    )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8500)
     p.add_argument("--file_system_poll_wait_seconds", "--poll-seconds", type=float, default=1.0)
-    p.add_argument("--max_batch_size", "--max-batch-size", type=int, default=d.max_batch_size,
-                   help="most rows (first dimension) a request's tensors may have")
-    p.add_argument("--max_message_bytes", "--max-message-bytes", type=int, default=d.max_message_bytes,
-                   help="largest gRPC message; also bounds what one request may expand to")
-    p.add_argument("--max_string_bytes", "--max-string-bytes", type=int, default=d.max_string_bytes,
-                   help="longest string element of a request tensor")
-    p.add_argument("--max_concurrent_requests", "--grpc_max_threads", type=int,
-                   default=d.max_concurrent_requests, help="requests run at once")
-    p.add_argument("--max_queued_requests", type=int, default=d.max_queued_requests,
-                   help="requests waiting for a thread; beyond them: RESOURCE_EXHAUSTED at once")
-    p.add_argument("--request_timeout_ms", type=int, default=d.request_timeout_ms,
-                   help="server-side deadline of every request (the client's is honoured too; 0: none)")
-    p.add_argument("--max_memory_bytes", type=int, default=0,
-                   help="refuse requests (RESOURCE_EXHAUSTED) that would take resident memory past this; 0: off")
+    p.add_argument(
+        "--max_batch_size",
+        "--max-batch-size",
+        type=int,
+        default=d.max_batch_size,
+        help="most rows (first dimension) a request's tensors may have",
+    )
+    p.add_argument(
+        "--max_message_bytes",
+        "--max-message-bytes",
+        type=int,
+        default=d.max_message_bytes,
+        help="largest gRPC message; also bounds what one request may expand to",
+    )
+    p.add_argument(
+        "--max_string_bytes",
+        "--max-string-bytes",
+        type=int,
+        default=d.max_string_bytes,
+        help="longest string element of a request tensor",
+    )
+    p.add_argument(
+        "--max_concurrent_requests",
+        "--grpc_max_threads",
+        type=int,
+        default=d.max_concurrent_requests,
+        help="requests run at once",
+    )
+    p.add_argument(
+        "--max_queued_requests",
+        type=int,
+        default=d.max_queued_requests,
+        help="requests waiting for a thread; beyond them: RESOURCE_EXHAUSTED at once",
+    )
+    p.add_argument(
+        "--request_timeout_ms",
+        type=int,
+        default=d.request_timeout_ms,
+        help="server-side deadline of every request (the client's is honoured too; 0: none)",
+    )
+    p.add_argument(
+        "--max_memory_bytes",
+        type=int,
+        default=0,
+        help="refuse requests (RESOURCE_EXHAUSTED) that would take resident memory past this; 0: off",
+    )
     p.add_argument("--tls-cert", help="PEM certificate chain: serve over TLS (with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
-    p.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mutual TLS)")
+    p.add_argument(
+        "--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mutual TLS)"
+    )
     args = p.parse_args(argv)
     try:
         limits = _limits_from_args(args)
     except ValueError as e:
         p.error(str(e))
     tls = server_tls_from_args(args.tls_cert, args.tls_key, args.tls_client_ca)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = ModelServer(args.model_name, args.model_base_path, args.host, args.port,
-                         args.file_system_poll_wait_seconds, limits, tls=tls)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    server = ModelServer(
+        args.model_name,
+        args.model_base_path,
+        args.host,
+        args.port,
+        args.file_system_poll_wait_seconds,
+        limits,
+        tls=tls,
+    )
     server.start()
     done = threading.Event()
 

@@ -4,6 +4,7 @@ Server: a certificate chain and its private key; with a client CA, clients
 must present a certificate it signed (mutual TLS). Client: the CA that signed
 the server's certificate, and its own certificate and key for mutual TLS.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,12 +33,14 @@ class ServerTls:
         client_ca = _read(self.client_ca_file, "client CA file")
         return grpc.ssl_server_credentials(
             [(_read(self.key_file, "TLS key file"), _read(self.cert_file, "TLS certificate file"))],
-            root_certificates=client_ca, require_client_auth=client_ca is not None)
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class ClientTls:
-    ca_file: Optional[str] = None    # None: the system's trusted roots
+    ca_file: Optional[str] = None  # None: the system's trusted roots
     cert_file: Optional[str] = None  # with key_file: mutual TLS
     key_file: Optional[str] = None
 
@@ -49,10 +52,13 @@ class ClientTls:
         return grpc.ssl_channel_credentials(
             root_certificates=_read(self.ca_file, "CA file"),
             private_key=_read(self.key_file, "TLS key file"),
-            certificate_chain=_read(self.cert_file, "TLS certificate file"))
+            certificate_chain=_read(self.cert_file, "TLS certificate file"),
+        )
 
 
-def server_tls_from_args(cert: Optional[str], key: Optional[str], client_ca: Optional[str]) -> Optional[ServerTls]:
+def server_tls_from_args(
+    cert: Optional[str], key: Optional[str], client_ca: Optional[str]
+) -> Optional[ServerTls]:
     """TLS settings from CLI flags; None when no flag is given."""
     if cert is None and key is None:
         if client_ca is not None:

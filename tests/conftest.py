@@ -1,4 +1,5 @@
 """Shared fixtures: small generated logs and hand-made log directories."""
+
 import json
 import os
 
@@ -13,8 +14,10 @@ from datagen import synthetic
 def small_logs(tmp_path_factory):
     """A few thousand synthetic events (shared, read-only)."""
     out = tmp_path_factory.mktemp("logs")
-    synthetic.generate(str(out), synthetic.GeneratorConfig(
-        num_users=120, num_items=150, num_impressions=3000, seed=7))
+    synthetic.generate(
+        str(out),
+        synthetic.GeneratorConfig(num_users=120, num_items=150, num_impressions=3000, seed=7),
+    )
     return str(out)
 
 
@@ -28,10 +31,22 @@ def write_jsonl(path, rows):
 CATALOG = [
     {"item_id": "a", "title": "Jazz piano", "description": "song album", "category": "music"},
     {"item_id": "b", "title": "Tennis match", "description": "team goal", "category": "sports"},
-    {"item_id": "c", "title": "Pasta recipe", "description": "kitchen sauce", "category": "cooking"},
+    {
+        "item_id": "c",
+        "title": "Pasta recipe",
+        "description": "kitchen sauce",
+        "category": "cooking",
+    },
 ]
 
 
 def event(event_id, kind, item, ts, user="u1", session="s1", **extra):
-    return {"event_id": event_id, "event_type": kind, "user_id": user, "item_id": item,
-            "timestamp": ts, "session_id": session, **extra}
+    return {
+        "event_id": event_id,
+        "event_type": kind,
+        "user_id": user,
+        "item_id": item,
+        "timestamp": ts,
+        "session_id": session,
+        **extra,
+    }

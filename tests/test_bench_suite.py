@@ -1,4 +1,5 @@
 """The benchmark suite in quick mode, so it cannot rot (no timing is asserted)."""
+
 import json
 import os
 
@@ -8,13 +9,27 @@ from bench import suite
 
 pytestmark = pytest.mark.e2e
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MOVIELENS = os.environ.get("MOVIELENS_DIR", os.path.join(ROOT, "..", "shared", "data", "movielens-100k"))
+MOVIELENS = os.environ.get(
+    "MOVIELENS_DIR", os.path.join(ROOT, "..", "shared", "data", "movielens-100k")
+)
 
 
 def test_quick_suite_measures_every_section_and_writes_the_tables(tmp_path):
     work, markdown = tmp_path / "bench", tmp_path / "BENCHMARKS.md"
-    assert suite.main(["--quick", "--work-dir", str(work), "--markdown", str(markdown),
-                       "--movielens", MOVIELENS]) == 0
+    assert (
+        suite.main(
+            [
+                "--quick",
+                "--work-dir",
+                str(work),
+                "--markdown",
+                str(markdown),
+                "--movielens",
+                MOVIELENS,
+            ]
+        )
+        == 0
+    )
     results = json.load(open(work / "results.json"))
     runs = results["pipeline"]
     assert [r["events"] < s * 1.2 for r, s in zip(runs, suite.QUICK_SIZES)] == [True, True]
@@ -29,13 +44,24 @@ def test_quick_suite_measures_every_section_and_writes_the_tables(tmp_path):
     trainer = results["trainer"]
     assert trainer["plain_keras_examples_per_s"] > 0 and trainer["trainer_overhead_ratio"] > 0
     assert {(row["path"], row["batch"]) for row in results["serving"]} == {
-        (path, batch) for path in ("in-process", "grpc") for batch in (1, 64)}
+        (path, batch) for path in ("in-process", "grpc") for batch in (1, 64)
+    }
     text = markdown.read_text()
-    for section in ("## Pipeline end to end", "Growth of each component", "## Trainer vs. plain Keras",
-                    "## Serving", "Reproduce: `python -m bench.suite --quick`"):
+    for section in (
+        "## Pipeline end to end",
+        "Growth of each component",
+        "## Trainer vs. plain Keras",
+        "## Serving",
+        "Reproduce: `python -m bench.suite --quick`",
+    ):
         assert section in text
     if os.path.exists(os.path.join(MOVIELENS, "u.data")):
         quality = results["quality"]
         for model in ("pipeline", "tfrs_tutorial_baseline"):
-            assert set(quality[model]) == {"rating_rmse", "recall_at_10", "recall_at_100", "click_auc"}
+            assert set(quality[model]) == {
+                "rating_rmse",
+                "recall_at_10",
+                "recall_at_100",
+                "click_auc",
+            }
         assert "## Model quality" in text

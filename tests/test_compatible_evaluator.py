@@ -1,5 +1,6 @@
 """The Evaluator leaves out a blessed baseline that older trainer code exported
 without the signatures the eval config calls, instead of failing the run."""
+
 import tensorflow as tf
 from tfx.components.evaluator import executor as tfx_evaluator
 from tfx.types import standard_artifacts
@@ -20,15 +21,20 @@ class _Signatures(tf.Module):
 
 def _model_artifact(tmp_path, name: str, signatures) -> standard_artifacts.Model:
     module = _Signatures()
-    tf.saved_model.save(module, str(tmp_path / name / "Format-Serving"),
-                        signatures={s: module.serve for s in signatures})
+    tf.saved_model.save(
+        module,
+        str(tmp_path / name / "Format-Serving"),
+        signatures={s: module.serve for s in signatures},
+    )
     artifact = standard_artifacts.Model()
     artifact.uri = str(tmp_path / name)
     return artifact
 
 
 def _config_json() -> str:
-    return proto_utils.proto_to_json(eval_config_lib.build_eval_config(None, F.TASK_NAMES, (10, 100)))
+    return proto_utils.proto_to_json(
+        eval_config_lib.build_eval_config(None, F.TASK_NAMES, (10, 100))
+    )
 
 
 def test_the_eval_config_names_the_signatures_it_calls():
@@ -48,18 +54,28 @@ def test_a_baseline_without_a_needed_signature_is_incompatible(tmp_path):
 
 def _run_executor(monkeypatch, baseline):
     seen = {}
-    monkeypatch.setattr(tfx_evaluator.Executor, "Do",
-                        lambda self, inputs, outputs, props: seen.update(inputs=inputs))
+    monkeypatch.setattr(
+        tfx_evaluator.Executor,
+        "Do",
+        lambda self, inputs, outputs, props: seen.update(inputs=inputs),
+    )
     blessing = standard_artifacts.ModelBlessing()
-    ce.Executor().Do({specs.MODEL_KEY: [], specs.BASELINE_MODEL_KEY: [baseline]},
-                     {specs.BLESSING_KEY: [blessing]}, {specs.EVAL_CONFIG_KEY: _config_json()})
+    ce.Executor().Do(
+        {specs.MODEL_KEY: [], specs.BASELINE_MODEL_KEY: [baseline]},
+        {specs.BLESSING_KEY: [blessing]},
+        {specs.EVAL_CONFIG_KEY: _config_json()},
+    )
     return seen["inputs"][specs.BASELINE_MODEL_KEY], blessing
 
 
 def test_the_executor_drops_an_incompatible_baseline_and_says_why(tmp_path, monkeypatch):
-    baselines, blessing = _run_executor(monkeypatch, _model_artifact(tmp_path, "old", ["serving_default"]))
+    baselines, blessing = _run_executor(
+        monkeypatch, _model_artifact(tmp_path, "old", ["serving_default"])
+    )
     assert baselines == []
-    assert "no-regression check is skipped" in blessing.get_string_custom_property(ce.BASELINE_SKIPPED)
+    assert "no-regression check is skipped" in blessing.get_string_custom_property(
+        ce.BASELINE_SKIPPED
+    )
 
 
 def test_the_executor_keeps_a_compatible_baseline(tmp_path, monkeypatch):
@@ -72,7 +88,8 @@ def test_the_executor_keeps_a_compatible_baseline(tmp_path, monkeypatch):
 
 def test_the_pipeline_evaluates_with_it(tmp_path):
     pipeline = pipeline_lib.create_pipeline(
-        "p", str(tmp_path / "root"), str(tmp_path / "data"), str(tmp_path / "serving"), 10, 5)
+        "p", str(tmp_path / "root"), str(tmp_path / "data"), str(tmp_path / "serving"), 10, 5
+    )
     evaluator = next(c for c in pipeline.components if c.id == "Evaluator")
     assert isinstance(evaluator, ce.CompatibleBaselineEvaluator)
     assert evaluator.executor_spec.executor_class is ce.Executor

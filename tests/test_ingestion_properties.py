@@ -1,4 +1,5 @@
 """Property-based: malformed input never crashes ingestion, good rows survive."""
+
 import json
 
 import apache_beam as beam
@@ -14,12 +15,20 @@ from tests.test_log_example_gen import T0, ingest
 CAT = {i["item_id"]: CatalogItem(i["title"], i["description"], i["category"]) for i in CATALOG}
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=8)
-FIELDS = st.sampled_from(["event_id", "event_type", "user_id", "item_id", "timestamp", "session_id",
-                          "rating", "extra"])
-EVENT_LIKE = st.dictionaries(FIELDS, JSON_VALUES | st.sampled_from(
-    ["impression", "click", "rating", "a", "b", T0, "2024-01-01T00:00:00"]), max_size=8)
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+FIELDS = st.sampled_from(
+    ["event_id", "event_type", "user_id", "item_id", "timestamp", "session_id", "rating", "extra"]
+)
+EVENT_LIKE = st.dictionaries(
+    FIELDS,
+    JSON_VALUES
+    | st.sampled_from(["impression", "click", "rating", "a", "b", T0, "2024-01-01T00:00:00"]),
+    max_size=8,
+)
 LINES = st.one_of(
     st.binary(max_size=200),
     st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
@@ -58,20 +67,30 @@ def test_any_csv_line_is_parsed_or_dead_lettered(raw):
 def test_malformed_lines_mixed_with_good_rows_in_beam(tmp_path_factory, junk):
     base = tmp_path_factory.mktemp("in")
     write_jsonl(str(base / "items.jsonl"), CATALOG)
-    good = [json.dumps(event(f"g{i}", "impression", "abc"[i % 3], T0 + i * 100, user=f"u{i % 4}"))
-            for i in range(40)]
+    good = [
+        json.dumps(event(f"g{i}", "impression", "abc"[i % 3], T0 + i * 100, user=f"u{i % 4}"))
+        for i in range(40)
+    ]
     lines = []
     for i, line in enumerate(good):
         lines.append(line.encode())
-        lines.extend(junk[i::len(good)])
+        lines.extend(junk[i :: len(good)])
     (base / "events").mkdir()
-    (base / "events" / "a.jsonl").write_bytes(b"\n".join(l.replace(b"\n", b" ").replace(b"\r", b" ")
-                                                          for l in lines) + b"\n")
-    examples, report, dead = ingest(base, LogConfig(max_bad_fraction=1.0), tmp_path_factory.mktemp("out"))
-    kept = {e.features.feature["event_id"].bytes_list.value[0].decode()
-            for split in examples.values() for e in split}
+    (base / "events" / "a.jsonl").write_bytes(
+        b"\n".join(l.replace(b"\n", b" ").replace(b"\r", b" ") for l in lines) + b"\n"
+    )
+    examples, report, dead = ingest(
+        base, LogConfig(max_bad_fraction=1.0), tmp_path_factory.mktemp("out")
+    )
+    kept = {
+        e.features.feature["event_id"].bytes_list.value[0].decode()
+        for split in examples.values()
+        for e in split
+    }
     assert {f"g{i}" for i in range(40)} <= kept
     bad = sum(v for k, v in report.items() if k.startswith("bad:"))
     assert bad == len([d for d in dead if d["reason"] != "duplicate_event"])
     assert report.get("duplicate_events", 0) == len(dead) - bad
-    assert report["good_event_rows"] + bad == len([l for l in lines if l.replace(b"\n", b" ").replace(b"\r", b" ").strip()])
+    assert report["good_event_rows"] + bad == len(
+        [l for l in lines if l.replace(b"\n", b" ").replace(b"\r", b" ").strip()]
+    )

@@ -1,4 +1,5 @@
 """The ingestion Beam graph on hand-made log directories (in-memory runner)."""
+
 import glob
 import gzip
 import json
@@ -27,16 +28,23 @@ def ingest(input_base, config, out, max_timestamp=2_000_000_000):
     examples = {}
     for name in gen.SPLITS:
         files = glob.glob(os.path.join(str(out), name + "*"))
-        examples[name] = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files)]
+        examples[name] = [
+            tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files)
+        ]
     with open(os.path.join(str(out), gen.REPORT_FILE)) as f:
         report = json.load(f)
-    dead = [json.loads(line) for path in glob.glob(os.path.join(str(out), gen.DEAD_LETTER_DIR, "*"))
-            for line in open(path)]
+    dead = [
+        json.loads(line)
+        for path in glob.glob(os.path.join(str(out), gen.DEAD_LETTER_DIR, "*"))
+        for line in open(path)
+    ]
     return examples, report, dead
 
 
 def _value(example, name):
-    values = getattr(example.features.feature[name], example.features.feature[name].WhichOneof("kind")).value
+    values = getattr(
+        example.features.feature[name], example.features.feature[name].WhichOneof("kind")
+    ).value
     return values[0].decode() if isinstance(values[0], bytes) else values[0]
 
 
@@ -46,9 +54,13 @@ def _good_events(n_users=4, per_user=5):
         for i in range(per_user):
             ts = T0 + 1000 * i + u
             item = "abc"[i % 3]
-            rows.append(event(f"imp-{u}-{i}", "impression", item, ts, user=f"u{u}", session=f"s{u}-{i}"))
+            rows.append(
+                event(f"imp-{u}-{i}", "impression", item, ts, user=f"u{u}", session=f"s{u}-{i}")
+            )
             if i % 2 == 0:
-                rows.append(event(f"clk-{u}-{i}", "click", item, ts + 5, user=f"u{u}", session=f"s{u}-{i}"))
+                rows.append(
+                    event(f"clk-{u}-{i}", "click", item, ts + 5, user=f"u{u}", session=f"s{u}-{i}")
+                )
     return rows
 
 
@@ -90,7 +102,9 @@ def test_every_bad_row_is_counted_and_dead_lettered_and_good_rows_kept(logdir, t
     good = _good_events()
     bad_lines = {
         "unparseable": "{truncated",
-        "missing_user_id": json.dumps({k: v for k, v in event("x1", "click", "a", T0).items() if k != "user_id"}),
+        "missing_user_id": json.dumps(
+            {k: v for k, v in event("x1", "click", "a", T0).items() if k != "user_id"}
+        ),
         "unknown_item": json.dumps(event("x2", "impression", "nope", T0)),
         "timestamp_out_of_range": json.dumps(event("x3", "impression", "a", 4_000_000_000)),
         "bad_rating": json.dumps(event("x4", "rating", "a", T0, rating=7)),
@@ -124,7 +138,9 @@ def test_duplicates_removed_and_counted(logdir, tmp_path):
     assert len(examples["train"]) + len(examples["eval"]) == 20
     assert report["duplicate_events"] == 6 and not any(k.startswith("bad:") for k in report)
     # Dead-lettered apart from bad rows, with the re-sent event.
-    assert sorted(json.loads(d["original"])["event_id"] for d in dead) == sorted(r["event_id"] for r in rows[:6])
+    assert sorted(json.loads(d["original"])["event_id"] for d in dead) == sorted(
+        r["event_id"] for r in rows[:6]
+    )
     assert {d["reason"] for d in dead} == {"duplicate_event"}
 
 
@@ -134,18 +150,56 @@ def test_csv_gzip_parquet_inputs_and_field_maps(tmp_path):
     events = _good_events(2, 4)
     header = ["id", "kind", "uid", "iid", "ts", "sess", "stars"]
     lines = [",".join(header)] + [
-        ",".join(str(e.get(k, "")) for k in ("event_id", "event_type", "user_id", "item_id",
-                                               "timestamp", "session_id", "rating")) for e in events]
+        ",".join(
+            str(e.get(k, ""))
+            for k in (
+                "event_id",
+                "event_type",
+                "user_id",
+                "item_id",
+                "timestamp",
+                "session_id",
+                "rating",
+            )
+        )
+        for e in events
+    ]
     with gzip.open(base / "events" / "part-0.csv.gz", "wt") as f:
         f.write("\n".join(lines) + "\n")
-    pq.write_table(pa.Table.from_pylist([{"sku": i["item_id"], "name": i["title"], "text": i["description"],
-                                          "genre": i["category"]} for i in CATALOG]), base / "items.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {
+                    "sku": i["item_id"],
+                    "name": i["title"],
+                    "text": i["description"],
+                    "genre": i["category"],
+                }
+                for i in CATALOG
+            ]
+        ),
+        base / "items.parquet",
+    )
     write_jsonl(str(base / "users.jsonl"), [{"user_id": "u0", "age": 30}])
     config = LogConfig(
-        catalog_pattern="items.parquet", users_pattern="users.jsonl",
-        event_field_map={"event_id": "id", "event_type": "kind", "user_id": "uid", "item_id": "iid",
-                         "timestamp": "ts", "session_id": "sess", "rating": "stars"},
-        item_field_map={"item_id": "sku", "title": "name", "description": "text", "category": "genre"})
+        catalog_pattern="items.parquet",
+        users_pattern="users.jsonl",
+        event_field_map={
+            "event_id": "id",
+            "event_type": "kind",
+            "user_id": "uid",
+            "item_id": "iid",
+            "timestamp": "ts",
+            "session_id": "sess",
+            "rating": "stars",
+        },
+        item_field_map={
+            "item_id": "sku",
+            "title": "name",
+            "description": "text",
+            "category": "genre",
+        },
+    )
     examples, report, dead = ingest(base, config, tmp_path / "out")
     all_examples = examples["train"] + examples["eval"]
     assert len(all_examples) == 8 and dead == []
@@ -161,16 +215,20 @@ def test_missing_inputs_are_named(tmp_path):
 
 def test_beam_counters_count_bad_rows_by_reason_and_duplicates(logdir, tmp_path):
     from apache_beam.metrics.metric import MetricsFilter
+
     rows = _good_events(n_users=2, per_user=4)
     rows += [rows[0], "{not json", event("x1", "click", "no-such-item", T0)]
     write_jsonl(str(logdir / "events" / "part-0.jsonl"), rows)
     pipeline = beam.Pipeline(runner="DirectRunner")
-    _ = gen.build_ingestion(pipeline, str(logdir), LogConfig(max_bad_fraction=0.5), str(tmp_path / "out"),
-                            2_000_000_000)
+    _ = gen.build_ingestion(
+        pipeline, str(logdir), LogConfig(max_bad_fraction=0.5), str(tmp_path / "out"), 2_000_000_000
+    )
     result = pipeline.run()
     result.wait_until_finish()
-    counters = {c.key.metric.name: c.committed
-                for c in result.metrics().query(MetricsFilter().with_namespace(gen._NAMESPACE))["counters"]}
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace(gen._NAMESPACE))["counters"]
+    }
     assert counters["bad_unparseable"] == 1 and counters["bad_unknown_item"] == 1
     assert counters["duplicate_events"] == 1
     assert counters["examples"] == 8

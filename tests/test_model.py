@@ -1,4 +1,5 @@
 """The multi-task model on random transformed inputs."""
+
 import keras_nlp
 import numpy as np
 import pytest
@@ -16,20 +17,27 @@ VOCABS = {F.USER_ID_XF: 11, F.ITEM_ID_XF: 13, F.ITEM_CATEGORY_XF: NUM_CATEGORIES
 
 def _batch(n=16, seed=0, rated=0.5):
     rng = np.random.default_rng(seed)
-    tokens = lambda length: np.where(rng.random((n, length)) < 0.6, rng.integers(2, 50, (n, length)), 0)
+    tokens = lambda length: np.where(
+        rng.random((n, length)) < 0.6, rng.integers(2, 50, (n, length)), 0
+    )
     items = rng.integers(0, 13, n)
     history_categories = tf.sparse.from_dense(rng.integers(0, NUM_CATEGORIES, (n, 2)) + 1)
-    history_categories = tf.SparseTensor(history_categories.indices, history_categories.values - 1,
-                                         history_categories.dense_shape)
+    history_categories = tf.SparseTensor(
+        history_categories.indices, history_categories.values - 1, history_categories.dense_shape
+    )
     batch = {
-        F.USER_ID_XF: rng.integers(0, 11, n), F.ITEM_ID_XF: items,
+        F.USER_ID_XF: rng.integers(0, 11, n),
+        F.ITEM_ID_XF: items,
         F.ITEM_ID: np.array([f"i{i}".encode() for i in items]),
         F.ITEM_CATEGORY_XF: items % NUM_CATEGORIES,
-        F.ITEM_TOKENS_XF: tokens(F.ITEM_TEXT_LENGTH), F.HISTORY_TOKENS_XF: tokens(F.HISTORY_TEXT_LENGTH),
-        F.CLICK: rng.integers(0, 2, n).astype("float32"), F.PURCHASE: (rng.random(n) < 0.2).astype("float32"),
+        F.ITEM_TOKENS_XF: tokens(F.ITEM_TEXT_LENGTH),
+        F.HISTORY_TOKENS_XF: tokens(F.HISTORY_TEXT_LENGTH),
+        F.CLICK: rng.integers(0, 2, n).astype("float32"),
+        F.PURCHASE: (rng.random(n) < 0.2).astype("float32"),
         F.RATING: rng.integers(1, 6, n).astype("float32"),
         F.RATING_WEIGHT: (rng.random(n) < rated).astype("float32"),
-        F.IMPRESSION_WEIGHT: np.ones(n, "float32"), F.INTEREST_WEIGHT: np.ones(n, "float32"),
+        F.IMPRESSION_WEIGHT: np.ones(n, "float32"),
+        F.INTEREST_WEIGHT: np.ones(n, "float32"),
     }
     batch = {k: tf.constant(v) for k, v in batch.items()}
     batch[F.HISTORY_CATEGORIES_XF] = history_categories
@@ -43,9 +51,12 @@ def _split(batch, config=None):
 
 def _catalog():
     rng = np.random.default_rng(3)
-    return {F.ITEM_ID: np.array([f"i{i}".encode() for i in range(13)], dtype=object),
-            F.ITEM_ID_XF: np.arange(13), F.ITEM_CATEGORY_XF: np.arange(13) % NUM_CATEGORIES,
-            F.ITEM_TOKENS_XF: rng.integers(0, 50, (13, F.ITEM_TEXT_LENGTH))}
+    return {
+        F.ITEM_ID: np.array([f"i{i}".encode() for i in range(13)], dtype=object),
+        F.ITEM_ID_XF: np.arange(13),
+        F.ITEM_CATEGORY_XF: np.arange(13) % NUM_CATEGORIES,
+        F.ITEM_TOKENS_XF: rng.integers(0, 50, (13, F.ITEM_TEXT_LENGTH)),
+    }
 
 
 def test_every_task_output_is_finite_with_its_shape():
@@ -66,7 +77,9 @@ def test_every_task_output_is_finite_with_its_shape():
 
 def test_multi_hot_marks_each_id_once():
     ids = tf.SparseTensor([[0, 0], [0, 1], [2, 0]], tf.constant([1, 1, 3], tf.int64), [3, 2])
-    np.testing.assert_array_equal(multi_hot(ids, 4).numpy(), [[0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]])
+    np.testing.assert_array_equal(
+        multi_hot(ids, 4).numpy(), [[0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]]
+    )
 
 
 def test_one_text_encoder_is_shared_by_both_towers():
@@ -74,8 +87,11 @@ def test_one_text_encoder_is_shared_by_both_towers():
     encoder = network.text_encoder
     # Called on the history (user tower) and on the item text (item tower).
     assert encoder in network.user_model.layers and encoder in network.item_model.layers
-    embeddings = [layer for layer in encoder.layers
-                  if isinstance(layer, keras_nlp.layers.TokenAndPositionEmbedding)]
+    embeddings = [
+        layer
+        for layer in encoder.layers
+        if isinstance(layer, keras_nlp.layers.TokenAndPositionEmbedding)
+    ]
     assert len(embeddings) == 1
     all_variables = [v for v in network.variables if "token_and_position" in v.name]
     assert len({id(v) for v in all_variables}) == len(embeddings[0].variables)
@@ -145,8 +161,10 @@ def test_tasks_can_be_switched_off():
     model = build_model(config, VOCABS)
     inputs, labels, weights = _split(_batch(), config)
     assert set(model(inputs)) == set(labels) == set(weights) == {"click", "rating"}
-    assert not any("conversion" in layer.name or layer.name in ("category", "interest", "retrieval")
-                   for layer in model.network.layers)
+    assert not any(
+        "conversion" in layer.name or layer.name in ("category", "interest", "retrieval")
+        for layer in model.network.layers
+    )
     model.fit(_dataset(_batch(), config), steps_per_epoch=2, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="needs task 'click'"):
         ModelConfig(tasks=("conversion",))
@@ -163,10 +181,13 @@ def test_a_remote_or_missing_preset_is_refused():
 
 def test_training_callbacks_checkpoint_and_stop_early(tmp_path):
     from trainer.task import accelerator_setup, training_callbacks
+
     names = [type(c).__name__ for c in training_callbacks(ModelConfig(), str(tmp_path))]
     assert names == ["TensorBoard", "ModelCheckpoint", "EarlyStopping"]
-    assert "EarlyStopping" not in [type(c).__name__ for c in
-                                   training_callbacks(ModelConfig(early_stopping_patience=0), str(tmp_path))]
+    assert "EarlyStopping" not in [
+        type(c).__name__
+        for c in training_callbacks(ModelConfig(early_stopping_patience=0), str(tmp_path))
+    ]
     strategy, jit, mixed = accelerator_setup(ModelConfig())
     if not tf.config.list_physical_devices("GPU"):
         assert jit is False and mixed is False
@@ -209,9 +230,15 @@ def test_the_gpu_training_path_runs_on_two_cpu_replicas():
     import os
     import subprocess
     import sys
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-c", GPU_PATH_SCRIPT, root], capture_output=True, text=True,
-                          timeout=600, cwd=root)
+    proc = subprocess.run(
+        [sys.executable, "-c", GPU_PATH_SCRIPT, root],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line.split() for line in proc.stdout.splitlines() if line.startswith("replicas")]
     assert [(line[1], line[3]) for line in lines] == [("2", "False"), ("1", "True")]
@@ -223,6 +250,7 @@ def test_the_gpu_training_path_runs_on_two_cpu_replicas():
 def test_op_determinism_is_on_while_training_and_off_after():
     from tensorflow.python.framework import config as framework_config
     from trainer import task
+
     assert not framework_config.is_op_determinism_enabled()
     with task.reproducible(ModelConfig(seed=7)):
         assert framework_config.is_op_determinism_enabled()

@@ -1,4 +1,5 @@
 """MovieLens-100K adapter on the shared files (skipped when they are absent)."""
+
 import collections
 import json
 import os
@@ -11,11 +12,14 @@ from tests.test_log_example_gen import _value, ingest
 from trainer import features as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCE = os.environ.get("MOVIELENS_DIR", os.path.join(ROOT, "..", "shared", "data", "movielens-100k"))
+SOURCE = os.environ.get(
+    "MOVIELENS_DIR", os.path.join(ROOT, "..", "shared", "data", "movielens-100k")
+)
 
 pytestmark = pytest.mark.skipif(
     not all(os.path.exists(os.path.join(SOURCE, f)) for f in movielens.REQUIRED_FILES),
-    reason=f"MovieLens-100K not found at {SOURCE} (set MOVIELENS_DIR)")
+    reason=f"MovieLens-100K not found at {SOURCE} (set MOVIELENS_DIR)",
+)
 
 
 def test_full_conversion_counts(tmp_path):
@@ -45,4 +49,5 @@ def test_ingested_movielens_labels(tmp_path):
     assert all(_value(e, F.RATING_WEIGHT) == 0.0 for e in negatives)
     assert all("occupation" in _value(e, F.USER_PROFILE) for e in rows)
     assert max(_value(e, F.TIMESTAMP) for e in examples["train"]) < min(
-        _value(e, F.TIMESTAMP) for e in examples["eval"])
+        _value(e, F.TIMESTAMP) for e in examples["eval"]
+    )

@@ -1,4 +1,5 @@
 """One pipeline, several runners: Kubeflow V2 spec, Airflow DAG, the image."""
+
 import importlib.util
 import json
 import os
@@ -11,8 +12,17 @@ import pytest
 from pipeline import cli, configs, runners
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMPONENTS = {"InteractionLogExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-              "AnomaliesGate", "Transform", "Trainer", "Evaluator", "AtomicPusher"}
+COMPONENTS = {
+    "InteractionLogExampleGen",
+    "StatisticsGen",
+    "ImportSchemaGen",
+    "ExampleValidator",
+    "AnomaliesGate",
+    "Transform",
+    "Trainer",
+    "Evaluator",
+    "AtomicPusher",
+}
 
 
 @pytest.mark.parametrize("name", sorted(os.listdir(configs.ENVIRONMENTS_DIR)))
@@ -30,8 +40,20 @@ def test_unknown_environment_setting_is_named(tmp_path):
 
 def test_kubeflow_spec_has_every_component_with_its_inputs(tmp_path, capsys):
     out = tmp_path / "spec" / "recsys.json"
-    assert cli.main(["compile-kubeflow", "--image", "example.com/recsys:1.2",
-                     "--pipeline-root", "gs://b/root", "--output", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "compile-kubeflow",
+                "--image",
+                "example.com/recsys:1.2",
+                "--pipeline-root",
+                "gs://b/root",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     spec = json.load(open(out))
     tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
     assert COMPONENTS <= set(tasks)
@@ -43,8 +65,11 @@ def test_kubeflow_spec_has_every_component_with_its_inputs(tmp_path, capsys):
     assert inputs["AtomicPusher"] == {"model", "model_blessing"}
     assert "AnomaliesGate" in tasks["Transform"]["dependentTasks"]  # bad data stops the run
     assert spec["runtimeConfig"]["gcsOutputDirectory"] == "gs://b/root"
-    images = {e["container"]["image"] for e in spec["pipelineSpec"]["deploymentSpec"]["executors"].values()
-              if "container" in e}
+    images = {
+        e["container"]["image"]
+        for e in spec["pipelineSpec"]["deploymentSpec"]["executors"].values()
+        if "container" in e
+    }
     assert images == {"example.com/recsys:1.2"}
     beam_args = json.dumps(spec)
     assert "DataflowRunner" in beam_args
@@ -86,10 +111,22 @@ def test_airflow_loads_the_dag_file_with_every_task_in_order(tmp_path):
     # Airflow's settings and logging stay out of this one.
     # The DAG file imports TFX (15-30 s on 2 busy cores), close to Airflow's
     # default 30 s dagbag_import_timeout, so the test raises it as README says.
-    env = dict(os.environ, AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="300", RECSYS_AIRFLOW_CONFIG=str(config_path), PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-c", DAGBAG_SCRIPT, os.path.join(ROOT, "pipeline", "airflow_dag.py")],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=str(tmp_path))
+    env = dict(
+        os.environ,
+        AIRFLOW_HOME=str(tmp_path / "airflow"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="300",
+        RECSYS_AIRFLOW_CONFIG=str(config_path),
+        PYTHONPATH=ROOT,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", DAGBAG_SCRIPT, os.path.join(ROOT, "pipeline", "airflow_dag.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert loaded["errors"] == {} and loaded["dag_id"] == config["pipeline_name"]
@@ -119,13 +156,30 @@ def test_dockerfile_matches_the_package():
 def test_local_cli_flags_set_paths_steps_and_beam_args(tmp_path):
     from pipeline import local_runner
     from tests.conftest import CATALOG, event, write_jsonl
+
     data = tmp_path / "data"
     write_jsonl(str(data / "events" / "part-0.jsonl"), [event("1", "impression", "a", 100)])
     write_jsonl(str(data / "items.jsonl"), CATALOG)
-    args = local_runner.parse_args([
-        "--data-dir", str(data), "--work-dir", str(tmp_path / "work"), "--pipeline-root", str(tmp_path / "root"),
-        "--serving-dir", str(tmp_path / "serve"), "--train-steps", "7", "--eval-steps", "3", "--epochs", "2",
-        "--beam-arg=--runner=DirectRunner", "--beam-arg=--direct_num_workers=2"])
+    args = local_runner.parse_args(
+        [
+            "--data-dir",
+            str(data),
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--pipeline-root",
+            str(tmp_path / "root"),
+            "--serving-dir",
+            str(tmp_path / "serve"),
+            "--train-steps",
+            "7",
+            "--eval-steps",
+            "3",
+            "--epochs",
+            "2",
+            "--beam-arg=--runner=DirectRunner",
+            "--beam-arg=--direct_num_workers=2",
+        ]
+    )
     config = local_runner.build_run_config(args)
     assert config.pipeline_root == str(tmp_path / "root")
     assert config.push_base == os.path.join(str(tmp_path / "serve"), configs.MODEL_NAME)
@@ -136,6 +190,7 @@ def test_local_cli_flags_set_paths_steps_and_beam_args(tmp_path):
 
 def _tiny_logs(tmp_path):
     from tests.conftest import CATALOG, event, write_jsonl
+
     data = tmp_path / "data"
     write_jsonl(str(data / "events" / "part-0.jsonl"), [event("1", "impression", "a", 100)])
     write_jsonl(str(data / "items.jsonl"), CATALOG)
@@ -144,28 +199,56 @@ def _tiny_logs(tmp_path):
 
 def test_local_cli_reads_an_environment_file_and_flags_override_it(tmp_path):
     from pipeline import local_runner
+
     data = _tiny_logs(tmp_path)
     env = tmp_path / "local.json"
-    env.write_text(json.dumps({
-        "runner": "local", "data_dir": str(data), "work_dir": str(tmp_path / "work"), "train_steps": 11,
-        "eval_steps": 4, "model_config": {"epochs": 5}, "eval_thresholds": {"click": 0.7},
-        "beam_args": ["--runner=DirectRunner", "--direct_running_mode=multi_processing"], "enable_cache": False}))
+    env.write_text(
+        json.dumps(
+            {
+                "runner": "local",
+                "data_dir": str(data),
+                "work_dir": str(tmp_path / "work"),
+                "train_steps": 11,
+                "eval_steps": 4,
+                "model_config": {"epochs": 5},
+                "eval_thresholds": {"click": 0.7},
+                "beam_args": ["--runner=DirectRunner", "--direct_running_mode=multi_processing"],
+                "enable_cache": False,
+            }
+        )
+    )
     config = local_runner.build_run_config(local_runner.parse_args(["--config", str(env)]))
     assert (config.train_steps, config.eval_steps, config.model_config) == (11, 4, {"epochs": 5})
     assert config.eval_thresholds == {"click": 0.7} and not config.enable_cache
     assert config.beam_args[-1] == "--direct_running_mode=multi_processing"
     assert config.work_dir == str(tmp_path / "work") and config.data_dir == str(data)
-    config = local_runner.build_run_config(local_runner.parse_args(
-        ["--config", str(env), "--train-steps", "300", "--epochs", "2", "--eval-thresholds", '{"click": 0.5}']))
+    config = local_runner.build_run_config(
+        local_runner.parse_args(
+            [
+                "--config",
+                str(env),
+                "--train-steps",
+                "300",
+                "--epochs",
+                "2",
+                "--eval-thresholds",
+                '{"click": 0.5}',
+            ]
+        )
+    )
     assert (config.train_steps, config.eval_steps, config.model_config["epochs"]) == (300, 4, 2)
     assert config.eval_thresholds == {"click": 0.5}
 
 
 def test_local_cli_refuses_another_runners_file_and_bad_json(tmp_path, capsys):
     from pipeline import local_runner
+
     with pytest.raises(SystemExit, match="'kubeflow' runner"):
-        local_runner.build_run_config(local_runner.parse_args(
-            ["--config", os.path.join(configs.ENVIRONMENTS_DIR, "kubeflow.json")]))
+        local_runner.build_run_config(
+            local_runner.parse_args(
+                ["--config", os.path.join(configs.ENVIRONMENTS_DIR, "kubeflow.json")]
+            )
+        )
     with pytest.raises(SystemExit):
         local_runner.parse_args(["--model-config", "{epochs: 2"])
     assert "--model-config: not valid JSON" in capsys.readouterr().err

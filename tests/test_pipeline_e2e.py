@@ -2,6 +2,7 @@
 
 Runs once per module (a couple of minutes): every stage is real.
 """
+
 import dataclasses
 import glob
 import json
@@ -22,11 +23,21 @@ from trainer import features as F
 
 pytestmark = pytest.mark.e2e
 
-FAST = dict(train_steps=150, eval_steps=10, beam_args=["--runner=DirectRunner", *configs.IN_MEMORY_ARGS],
-            model_config={"epochs": 2, "batch_size": 64},
-            # Lenient bars: this test checks plumbing, not model quality.
-            eval_thresholds={"retrieval": 0.0, "click": 0.5, "conversion": 0.4, "rating": 2.5, "category": 0.0,
-                             "interest": 0.0})
+FAST = dict(
+    train_steps=150,
+    eval_steps=10,
+    beam_args=["--runner=DirectRunner", *configs.IN_MEMORY_ARGS],
+    model_config={"epochs": 2, "batch_size": 64},
+    # Lenient bars: this test checks plumbing, not model quality.
+    eval_thresholds={
+        "retrieval": 0.0,
+        "click": 0.5,
+        "conversion": 0.4,
+        "rating": 2.5,
+        "category": 0.0,
+        "interest": 0.0,
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +80,12 @@ def test_run_ends_with_recommendations_over_grpc(run, small_logs):
 
 def test_evaluator_adds_calibration_mae_and_category_slices(run):
     import tensorflow_model_analysis as tfma
+
     _, summary = run
     for task in ("click", "conversion"):
-        assert {"auc", "calibration", "mean_label", "mean_prediction"} <= set(summary["metrics"][task])
+        assert {"auc", "calibration", "mean_label", "mean_prediction"} <= set(
+            summary["metrics"][task]
+        )
     assert "mean_absolute_error" in summary["metrics"]["rating"]
     # Category and interest heads are evaluated by TFMA on transformed labels.
     assert 0.0 <= summary["metrics"]["category"]["sparse_categorical_accuracy"] <= 1.0
@@ -97,7 +111,10 @@ def test_run_report_shows_data_metrics_per_task_and_the_push(run):
     assert 0.0 <= summary["validation_metrics"]["retrieval"]["recall_at_10"] <= 1.0
     assert f"{summary['metrics']['click']['auc']:.4f}" in text
     assert f"{summary['metrics']['rating']['root_mean_squared_error']:.4f}" in text
-    assert "| item_category | retrieval recall@100 | click AUC |" in text and "**Blessed: yes.**" in text
+    assert (
+        "| item_category | retrieval recall@100 | click AUC |" in text
+        and "**Blessed: yes.**" in text
+    )
     assert summary["pushed_destination"] in text
     assert os.path.getsize(os.path.join(report_dir, "training_curves.png")) > 1000
 
@@ -106,8 +123,16 @@ def test_training_curves_and_component_timings(run):
     _, summary = run
     assert os.path.getsize(summary["training_curves"]) > 1000
     components = {row["component"] for row in summary["components"]}
-    assert {"InteractionLogExampleGen", "StatisticsGen", "ExampleValidator", "AnomaliesGate",
-            "Transform", "Trainer", "Evaluator", "AtomicPusher"} <= components
+    assert {
+        "InteractionLogExampleGen",
+        "StatisticsGen",
+        "ExampleValidator",
+        "AnomaliesGate",
+        "Transform",
+        "Trainer",
+        "Evaluator",
+        "AtomicPusher",
+    } <= components
 
 
 SCORE_SCRIPT = textwrap.dedent("""
@@ -140,24 +165,54 @@ SCORE_SCRIPT = textwrap.dedent("""
 def test_pushed_model_signatures_work_in_a_fresh_process(run, small_logs):
     _, summary = run
     rows = [
-        {F.USER_ID: "u00001", F.ITEM_ID: "i00002", F.ITEM_TITLE: "Jazz piano album",
-         F.ITEM_DESCRIPTION: "song melody concert", F.ITEM_CATEGORY: "music",
-         F.HISTORY_TITLES: "Guitar song | Piano concert"},
-        {F.USER_ID: "never-seen", F.ITEM_ID: "never-seen", F.ITEM_TITLE: "",
-         F.ITEM_DESCRIPTION: "", F.ITEM_CATEGORY: "unknown", F.HISTORY_TITLES: ""},
-        {F.USER_ID: "u00003", F.ITEM_ID: "i00004", F.ITEM_TITLE: "Budget stock",
-         F.ITEM_DESCRIPTION: "invest market", F.ITEM_CATEGORY: "finance", F.HISTORY_TITLES: ""},
+        {
+            F.USER_ID: "u00001",
+            F.ITEM_ID: "i00002",
+            F.ITEM_TITLE: "Jazz piano album",
+            F.ITEM_DESCRIPTION: "song melody concert",
+            F.ITEM_CATEGORY: "music",
+            F.HISTORY_TITLES: "Guitar song | Piano concert",
+        },
+        {
+            F.USER_ID: "never-seen",
+            F.ITEM_ID: "never-seen",
+            F.ITEM_TITLE: "",
+            F.ITEM_DESCRIPTION: "",
+            F.ITEM_CATEGORY: "unknown",
+            F.HISTORY_TITLES: "",
+        },
+        {
+            F.USER_ID: "u00003",
+            F.ITEM_ID: "i00004",
+            F.ITEM_TITLE: "Budget stock",
+            F.ITEM_DESCRIPTION: "invest market",
+            F.ITEM_CATEGORY: "finance",
+            F.HISTORY_TITLES: "",
+        },
     ]
     # Catalogue items carry the catalogue's text and category, as ExampleGen joins them.
-    items = {item["item_id"]: item for item in map(json.loads, open(os.path.join(small_logs, "items.jsonl")))}
+    items = {
+        item["item_id"]: item
+        for item in map(json.loads, open(os.path.join(small_logs, "items.jsonl")))
+    }
     for row in rows:
         if row[F.ITEM_ID] in items:
             item = items[row[F.ITEM_ID]]
-            row.update({F.ITEM_TITLE: item["title"], F.ITEM_DESCRIPTION: item["description"],
-                        F.ITEM_CATEGORY: item["category"]})
+            row.update(
+                {
+                    F.ITEM_TITLE: item["title"],
+                    F.ITEM_DESCRIPTION: item["description"],
+                    F.ITEM_CATEGORY: item["category"],
+                }
+            )
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    proc = subprocess.run([sys.executable, "-c", SCORE_SCRIPT, summary["pushed_destination"],
-                           json.dumps(rows)], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCORE_SCRIPT, summary["pushed_destination"], json.dumps(rows)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     result = json.loads(lines[-2])
@@ -175,7 +230,9 @@ def test_pushed_model_signatures_work_in_a_fresh_process(run, small_logs):
     for name, values in result["predict"].items():
         np.testing.assert_allclose(values, outputs[name], atol=1e-5, err_msg=name)
     # recommend: K distinct catalogue items per user, best first.
-    catalogue = {json.loads(line)["item_id"] for line in open(os.path.join(small_logs, "items.jsonl"))}
+    catalogue = {
+        json.loads(line)["item_id"] for line in open(os.path.join(small_logs, "items.jsonl"))
+    }
     ids, scores = result["recommend"]["item_ids"], result["recommend"]["scores"]
     assert len(ids) == len(rows)
     for user_ids, user_scores in zip(ids, scores):
@@ -186,8 +243,9 @@ def test_pushed_model_signatures_work_in_a_fresh_process(run, small_logs):
     hits = result["evaluate"]
     for name in F.TASK_NAMES:
         np.testing.assert_allclose(hits[name], outputs[name], atol=1e-5, err_msg=name)
-    for row, hit_at_10, hit_at_100, user_ids in zip(rows, hits["retrieval_hit_at_10"],
-                                                    hits["retrieval_hit_at_100"], ids):
+    for row, hit_at_10, hit_at_100, user_ids in zip(
+        rows, hits["retrieval_hit_at_10"], hits["retrieval_hit_at_100"], ids
+    ):
         if row[F.ITEM_ID] in catalogue:
             assert hit_at_10 == [float(row[F.ITEM_ID] in user_ids[:10])], (row, user_ids[:10])
             assert hit_at_100 == [float(row[F.ITEM_ID] in user_ids)], row
@@ -204,18 +262,26 @@ def test_the_pushed_model_matches_the_serving_contract(run):
     from trainer import serving_contract as C
 
     config, summary = run
-    (transform_dir,) = glob.glob(os.path.join(config.pipeline_root, "Transform", "transform_graph", "*"))
-    num_categories = tft.TFTransformOutput(transform_dir).vocabulary_size_by_name(
-        F.ID_VOCABS[F.ITEM_CATEGORY]) + 1
+    (transform_dir,) = glob.glob(
+        os.path.join(config.pipeline_root, "Transform", "transform_graph", "*")
+    )
+    num_categories = (
+        tft.TFTransformOutput(transform_dir).vocabulary_size_by_name(F.ID_VOCABS[F.ITEM_CATEGORY])
+        + 1
+    )
     expected = C.expected_signatures(F.TASK_NAMES, num_categories)
     graph = loader_impl.parse_saved_model(summary["pushed_destination"]).meta_graphs[0]
     exported = {name: sig for name, sig in graph.signature_def.items() if not name.startswith("__")}
     assert set(exported) == set(expected)
 
     def described(infos):
-        return {key: C.TensorContract(tf.dtypes.as_dtype(info.dtype).name,
-                                      tuple(tf.TensorShape(info.tensor_shape).as_list()))
-                for key, info in infos.items()}
+        return {
+            key: C.TensorContract(
+                tf.dtypes.as_dtype(info.dtype).name,
+                tuple(tf.TensorShape(info.tensor_shape).as_list()),
+            )
+            for key, info in infos.items()
+        }
 
     for name, contract in expected.items():
         assert described(exported[name].inputs) == dict(contract.inputs), name
@@ -241,16 +307,33 @@ def test_every_signature_of_the_pushed_model_survives_fuzzed_requests(run):
     config, _ = run
     good = predict_pb2.PredictRequest()
     good.model_spec.name = config.model_name
-    good.inputs["examples"].CopyFrom(tf.make_tensor_proto([make_example(
-        {F.USER_ID: "u1", F.ITEM_ID: "i1", F.ITEM_TITLE: "t", F.ITEM_CATEGORY: "music"})], dtype=tf.string))
+    good.inputs["examples"].CopyFrom(
+        tf.make_tensor_proto(
+            [
+                make_example(
+                    {F.USER_ID: "u1", F.ITEM_ID: "i1", F.ITEM_TITLE: "t", F.ITEM_CATEGORY: "music"}
+                )
+            ],
+            dtype=tf.string,
+        )
+    )
     limits = ServerLimits(max_batch_size=32, max_message_bytes=2**20, request_timeout_ms=5000)
-    with ModelServer(config.model_name, config.push_base, port=0, limits=limits) as server, \
-            grpc.insecure_channel(server.address, options=[("grpc.max_send_message_length", 8 * 2**20)]) as channel:
+    with (
+        ModelServer(config.model_name, config.push_base, port=0, limits=limits) as server,
+        grpc.insecure_channel(
+            server.address, options=[("grpc.max_send_message_length", 8 * 2**20)]
+        ) as channel,
+    ):
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         version, specs, shapes = request_fuzz.served_signatures(stub, config.model_name)
-        assert {"serving_default", "predict", "recommend", "evaluate", "transform_features"} == set(specs)
+        assert {"serving_default", "predict", "recommend", "evaluate", "transform_features"} == set(
+            specs
+        )
         rng = random.Random(5)
-        cases = [request_fuzz.generate(rng, config.model_name, version, specs, 32, shapes) for _ in range(300)]
+        cases = [
+            request_fuzz.generate(rng, config.model_name, version, specs, 32, shapes)
+            for _ in range(300)
+        ]
         report = request_fuzz.run(stub, iter(cases), good, shapes, lambda: 0, answer_within=10.0)
     assert report.failures == [], report.failures[:10]
     assert report.codes["OK"] >= 15 and report.codes["INVALID_ARGUMENT"] >= 100, report.codes
@@ -291,8 +374,16 @@ def test_logs_without_a_required_field_stop_the_run_naming_it(small_logs, tmp_pa
     with pytest.raises(Exception, match="missing_user_id") as err:
         local_runner.run(config)
     assert "DeadLetters" in str(err.value)
-    dead = glob.glob(os.path.join(config.pipeline_root, "InteractionLogExampleGen", "rejected",
-                                  "*", "DeadLetters", "*.jsonl"))
+    dead = glob.glob(
+        os.path.join(
+            config.pipeline_root,
+            "InteractionLogExampleGen",
+            "rejected",
+            "*",
+            "DeadLetters",
+            "*.jsonl",
+        )
+    )
     assert dead and os.path.dirname(dead[0]) in str(err.value)
     assert sum(1 for path in dead for _ in open(path)) == len(rows)
 
@@ -301,8 +392,13 @@ def test_a_rerun_with_unchanged_inputs_reuses_every_output(run):
     config, first = run
     again = local_runner.run(config, query_served_model=False)
     states = {row["component"]: row["state"] for row in again["components"]}
-    for component in ("InteractionLogExampleGen", "StatisticsGen", "ExampleValidator", "Transform",
-                      "Trainer"):
+    for component in (
+        "InteractionLogExampleGen",
+        "StatisticsGen",
+        "ExampleValidator",
+        "Transform",
+        "Trainer",
+    ):
         assert states[component] == "cached", (component, states)
     # The first run's model is now the blessed baseline, so the Evaluator may
     # compare it with itself; the same model is not pushed a second time.
@@ -314,19 +410,41 @@ def test_a_rerun_with_unchanged_inputs_reuses_every_output(run):
 def _eval_scores(model_dir: str, examples_uri: str, count: int = 128) -> dict:
     """Every task's scores by ``model_dir`` for the first ``count`` eval examples."""
     import tensorflow as tf
+
     files = sorted(glob.glob(os.path.join(examples_uri, "Split-eval", "*")))
-    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)]
-    outputs = tf.saved_model.load(model_dir).signatures["serving_default"](examples=tf.constant(records))
+    records = [
+        r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)
+    ]
+    outputs = tf.saved_model.load(model_dir).signatures["serving_default"](
+        examples=tf.constant(records)
+    )
     return {name: value.numpy() for name, value in outputs.items()}
 
 
 def test_a_killed_run_resumes_from_the_last_finished_component(small_logs, tmp_path):
     work = str(tmp_path / "run")
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--data-dir", small_logs, "--work-dir", work,
-           "--train-steps", str(FAST["train_steps"]), "--eval-steps", str(FAST["eval_steps"]),
-           "--epochs", "2", "--model-config", json.dumps({"batch_size": 64}),
-           *[f"--beam-arg={a}" for a in FAST["beam_args"]]]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "run",
+        "--data-dir",
+        small_logs,
+        "--work-dir",
+        work,
+        "--train-steps",
+        str(FAST["train_steps"]),
+        "--eval-steps",
+        str(FAST["eval_steps"]),
+        "--epochs",
+        "2",
+        "--model-config",
+        json.dumps({"batch_size": 64}),
+        *[f"--beam-arg={a}" for a in FAST["beam_args"]],
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     trainer_dir = os.path.join(work, "pipeline_root", "Trainer")
     deadline = time.time() + 400
     while not os.path.exists(trainer_dir) and proc.poll() is None and time.time() < deadline:
@@ -337,8 +455,11 @@ def test_a_killed_run_resumes_from_the_last_finished_component(small_logs, tmp_p
     proc.wait()
     assert not os.path.exists(os.path.join(work, "serving"))
 
-    config = configs.RunConfig(data_dir=small_logs, work_dir=work,
-                               **dict(FAST, eval_thresholds=None, model_config={"epochs": 2, "batch_size": 64}))
+    config = configs.RunConfig(
+        data_dir=small_logs,
+        work_dir=work,
+        **dict(FAST, eval_thresholds=None, model_config={"epochs": 2, "batch_size": 64}),
+    )
     summary = local_runner.run(config, query_served_model=False)
     states = {row["component"]: row["state"] for row in summary["components"]}
     for component in ("InteractionLogExampleGen", "StatisticsGen", "Transform"):
@@ -351,9 +472,11 @@ def test_a_killed_run_resumes_from_the_last_finished_component(small_logs, tmp_p
     from tfx import v1 as tfx
     from tfx.orchestration import pipeline as tfx_pipeline
     from pipeline import run_summary
+
     tfx.orchestration.LocalDagRunner().run(
         local_runner.local_pipeline(dataclasses.replace(config, enable_cache=False)),
-        run_options=tfx_pipeline.RunOptions(from_nodes=["Trainer"], to_nodes=["Trainer"]))
+        run_options=tfx_pipeline.RunOptions(from_nodes=["Trainer"], to_nodes=["Trainer"]),
+    )
     reference = run_summary.summarize(config.metadata_path)["model_uri"]
     assert reference != summary["model_uri"]
     resumed_scores = _eval_scores(summary["model_uri"], summary["examples_uri"])
@@ -366,10 +489,21 @@ def test_a_killed_run_resumes_from_the_last_finished_component(small_logs, tmp_p
 def test_a_regressing_model_is_not_blessed_and_not_pushed(run):
     config, first = run
     pushed_before = sorted(os.listdir(config.push_base))
-    worse = dict(FAST, train_steps=2, model_config={
-        "epochs": 1, "batch_size": 64, "learning_rate": 1e-7, "task_weights": {"click": 1.0, "rating": 0.0}})
-    summary = local_runner.run(configs.RunConfig(data_dir=config.data_dir, work_dir=config.work_dir,
-                                                 **{k: v for k, v in worse.items()}))
+    worse = dict(
+        FAST,
+        train_steps=2,
+        model_config={
+            "epochs": 1,
+            "batch_size": 64,
+            "learning_rate": 1e-7,
+            "task_weights": {"click": 1.0, "rating": 0.0},
+        },
+    )
+    summary = local_runner.run(
+        configs.RunConfig(
+            data_dir=config.data_dir, work_dir=config.work_dir, **{k: v for k, v in worse.items()}
+        )
+    )
     assert not summary["blessed"] and not summary["pushed"]
     assert sorted(os.listdir(config.push_base)) == pushed_before
     assert any("change_threshold" in f for f in summary["validation_failures"])

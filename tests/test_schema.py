@@ -1,4 +1,5 @@
 """The curated schemas agree with trainer/features.py and catch bad data."""
+
 import pandas as pd
 import pytest
 import tensorflow_data_validation as tfdv
@@ -26,10 +27,22 @@ def _stats(rows):
 
 
 def _row(**overrides):
-    row = {F.EVENT_ID: "e1", F.TIMESTAMP: 1_700_000_000, F.USER_ID: "u", F.ITEM_ID: "i",
-           F.ITEM_TITLE: "t", F.ITEM_DESCRIPTION: "d", F.ITEM_CATEGORY: "music",
-           F.HISTORY_TITLES: "", F.USER_PROFILE: "", F.CLICK: 1, F.PURCHASE: 0,
-           F.RATING: 0.0, F.RATING_WEIGHT: 0.0, F.IMPRESSION_WEIGHT: 1.0}
+    row = {
+        F.EVENT_ID: "e1",
+        F.TIMESTAMP: 1_700_000_000,
+        F.USER_ID: "u",
+        F.ITEM_ID: "i",
+        F.ITEM_TITLE: "t",
+        F.ITEM_DESCRIPTION: "d",
+        F.ITEM_CATEGORY: "music",
+        F.HISTORY_TITLES: "",
+        F.USER_PROFILE: "",
+        F.CLICK: 1,
+        F.PURCHASE: 0,
+        F.RATING: 0.0,
+        F.RATING_WEIGHT: 0.0,
+        F.IMPRESSION_WEIGHT: 1.0,
+    }
     row.update(overrides)
     return row
 

@@ -3,6 +3,7 @@
 Every test runs against the local server; the ones marked ``both`` also run
 against a real ``tensorflow_model_server`` when one is on PATH.
 """
+
 import os
 import socket
 import threading
@@ -18,7 +19,13 @@ from components import atomic_pusher
 from serving.client import RecommenderClient
 from serving.admission import ServerLimits
 from serving.server import ModelServer
-from tests.serving_fixtures import push_toy, save_toy, toy_model_dir, start_tf_serving, which_tf_serving
+from tests.serving_fixtures import (
+    push_toy,
+    save_toy,
+    toy_model_dir,
+    start_tf_serving,
+    which_tf_serving,
+)
 
 MODEL = "toy"
 SERVERS = ["local"] + (["tf_serving"] if which_tf_serving() else [])
@@ -37,8 +44,13 @@ def model_dir(tmp_path):
 
 @pytest.fixture
 def local_server(model_dir):
-    server = ModelServer(MODEL, str(model_dir), port=0, poll_seconds=0.2,
-                         limits=ServerLimits(max_batch_size=64, max_message_bytes=2**20)).start()
+    server = ModelServer(
+        MODEL,
+        str(model_dir),
+        port=0,
+        poll_seconds=0.2,
+        limits=ServerLimits(max_batch_size=64, max_message_bytes=2**20),
+    ).start()
     yield server
     server.stop()
 
@@ -114,6 +126,7 @@ def test_hot_swap_under_concurrent_load_fails_no_request(local_server, model_dir
     while local_server.store.current.version != 2 and time.time() < deadline:
         time.sleep(0.1)
     import shutil
+
     shutil.rmtree(model_dir / "1")  # the old version goes away while requests run
     push_toy(str(model_dir), 3, str(tmp_path / "scratch"))
     while local_server.store.current.version != 3 and time.time() < deadline:
@@ -127,13 +140,16 @@ def test_hot_swap_under_concurrent_load_fails_no_request(local_server, model_dir
     assert local_server.store.current.version == 3
 
 
-def test_versions_are_released_and_bad_requests_rejected_under_load(local_server, model_dir, tmp_path):
+def test_versions_are_released_and_bad_requests_rejected_under_load(
+    local_server, model_dir, tmp_path
+):
     """Memory stays bounded: after many pushes and removals under concurrent
     requests, only the newest version is still alive; malformed and oversized
     requests meanwhile get INVALID_ARGUMENT and good ones never fail."""
     import gc
     import shutil
     import weakref
+
     failures, stop = [], threading.Event()
 
     def hammer():
@@ -147,9 +163,11 @@ def test_versions_are_released_and_bad_requests_rejected_under_load(local_server
     bad_codes = []
 
     def send_bad_requests():  # malformed and oversized, alongside the good traffic
-        bad = [{"examples": tf.make_tensor_proto([b"\xff not an example"], dtype=tf.string)},
-               {"examples": tf.make_tensor_proto([b""] * 65, dtype=tf.string)},
-               {"examples": tf.make_tensor_proto([1.0, 2.0])}]
+        bad = [
+            {"examples": tf.make_tensor_proto([b"\xff not an example"], dtype=tf.string)},
+            {"examples": tf.make_tensor_proto([b""] * 65, dtype=tf.string)},
+            {"examples": tf.make_tensor_proto([1.0, 2.0])},
+        ]
         while not stop.is_set():
             for inputs in bad:
                 try:
@@ -158,7 +176,9 @@ def test_versions_are_released_and_bad_requests_rejected_under_load(local_server
                 except grpc.RpcError as e:
                     bad_codes.append(e.code())
 
-    threads = [threading.Thread(target=hammer) for _ in range(3)] + [threading.Thread(target=send_bad_requests)]
+    threads = [threading.Thread(target=hammer) for _ in range(3)] + [
+        threading.Thread(target=send_bad_requests)
+    ]
     for t in threads:
         t.start()
     released, deadline = [], time.time() + 60
@@ -197,8 +217,12 @@ def _raw_predict(address, model=MODEL, signature="", inputs=None):
     request.model_spec.signature_name = signature
     for name, proto in (inputs or {}).items():
         request.inputs[name].CopyFrom(proto)
-    with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 * 2**20)]) as channel:
-        return prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=10)
+    with grpc.insecure_channel(
+        address, options=[("grpc.max_send_message_length", 64 * 2**20)]
+    ) as channel:
+        return prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+            request, timeout=10
+        )
 
 
 GOOD = {"examples": tf.make_tensor_proto([b""], dtype=tf.string)}
@@ -213,22 +237,52 @@ def _declared(*dims):
     return proto
 
 
-@pytest.mark.parametrize("kwargs,code,words", [
-    (dict(model="nope", inputs=GOOD), grpc.StatusCode.NOT_FOUND, "nope"),
-    (dict(signature="missing", inputs=GOOD), grpc.StatusCode.FAILED_PRECONDITION, "missing"),
-    (dict(inputs={}), grpc.StatusCode.INVALID_ARGUMENT, "missing ['examples']"),
-    (dict(inputs={**GOOD, "extra": GOOD["examples"]}), grpc.StatusCode.INVALID_ARGUMENT, "unexpected ['extra']"),
-    (dict(inputs={"examples": tf.make_tensor_proto([1.0, 2.0])}), grpc.StatusCode.INVALID_ARGUMENT, "must be string"),
-    (dict(inputs={"examples": tf.make_tensor_proto([[b"a"]], dtype=tf.string)}), grpc.StatusCode.INVALID_ARGUMENT, "shape"),
-    (dict(inputs={"examples": tf.make_tensor_proto([b"\xff not an example"], dtype=tf.string)}),
-     grpc.StatusCode.INVALID_ARGUMENT, ""),
-    (dict(inputs={"examples": tf.make_tensor_proto([b""] * 65, dtype=tf.string)}),
-     grpc.StatusCode.INVALID_ARGUMENT, "exceeds the maximum of 64"),
-    (dict(inputs={"examples": _declared(10**9)}), grpc.StatusCode.INVALID_ARGUMENT, "batch size 1000000000"),
-    (dict(inputs={"examples": _declared(-1)}), grpc.StatusCode.INVALID_ARGUMENT, "size -1"),
-    (dict(inputs={"examples": tf.make_tensor_proto([b"x" * (2**20 + 10)], dtype=tf.string)}),
-     grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
-])
+@pytest.mark.parametrize(
+    "kwargs,code,words",
+    [
+        (dict(model="nope", inputs=GOOD), grpc.StatusCode.NOT_FOUND, "nope"),
+        (dict(signature="missing", inputs=GOOD), grpc.StatusCode.FAILED_PRECONDITION, "missing"),
+        (dict(inputs={}), grpc.StatusCode.INVALID_ARGUMENT, "missing ['examples']"),
+        (
+            dict(inputs={**GOOD, "extra": GOOD["examples"]}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unexpected ['extra']",
+        ),
+        (
+            dict(inputs={"examples": tf.make_tensor_proto([1.0, 2.0])}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "must be string",
+        ),
+        (
+            dict(inputs={"examples": tf.make_tensor_proto([[b"a"]], dtype=tf.string)}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "shape",
+        ),
+        (
+            dict(
+                inputs={"examples": tf.make_tensor_proto([b"\xff not an example"], dtype=tf.string)}
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "",
+        ),
+        (
+            dict(inputs={"examples": tf.make_tensor_proto([b""] * 65, dtype=tf.string)}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "exceeds the maximum of 64",
+        ),
+        (
+            dict(inputs={"examples": _declared(10**9)}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "batch size 1000000000",
+        ),
+        (dict(inputs={"examples": _declared(-1)}), grpc.StatusCode.INVALID_ARGUMENT, "size -1"),
+        (
+            dict(inputs={"examples": tf.make_tensor_proto([b"x" * (2**20 + 10)], dtype=tf.string)}),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "",
+        ),
+    ],
+)
 def test_bad_requests_get_the_right_status_and_serving_goes_on(local_server, kwargs, code, words):
     with pytest.raises(grpc.RpcError) as err:
         _raw_predict(local_server.address, **kwargs)
@@ -258,9 +312,13 @@ def test_push_into_an_unwritable_place_fails_cleanly(tmp_path):
     blocker.write_text("not a directory")
     push_toy(str(tmp_path / "ok"), 1, str(tmp_path / "scratch"))
     with pytest.raises(atomic_pusher.PushError):
-        atomic_pusher.push_atomically(str(tmp_path / "scratch" / "toy-1"), str(blocker / "models"), "2")
+        atomic_pusher.push_atomically(
+            str(tmp_path / "scratch" / "toy-1"), str(blocker / "models"), "2"
+        )
     with pytest.raises(atomic_pusher.PushError, match="already exists"):
-        atomic_pusher.push_atomically(str(tmp_path / "scratch" / "toy-1"), str(tmp_path / "ok"), "1")
+        atomic_pusher.push_atomically(
+            str(tmp_path / "scratch" / "toy-1"), str(tmp_path / "ok"), "1"
+        )
 
 
 def test_push_to_an_object_store_url_copies_the_graph_last(tmp_path, monkeypatch):
@@ -269,8 +327,11 @@ def test_push_to_an_object_store_url_copies_the_graph_last(tmp_path, monkeypatch
     staged = save_toy(str(tmp_path / "scratch" / "toy-1"), 1)
     copied = []
     real_copy = tf.io.gfile.copy
-    monkeypatch.setattr(atomic_pusher.tf.io.gfile, "copy",
-                        lambda src, dst, overwrite=False: (copied.append(dst), real_copy(src, dst, overwrite)))
+    monkeypatch.setattr(
+        atomic_pusher.tf.io.gfile,
+        "copy",
+        lambda src, dst, overwrite=False: (copied.append(dst), real_copy(src, dst, overwrite)),
+    )
     target = atomic_pusher.push_atomically(staged, base, "1")
     assert target == f"{base}/1" and copied[-1] == f"{base}/1/saved_model.pb"
     assert len(copied) == sum(len(files) for _, _, files in os.walk(staged))
@@ -307,9 +368,14 @@ def test_versions_only_grow(tmp_path):
 def test_models_config_lists_the_model_for_tf_serving(tmp_path):
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
+
     base = tmp_path / "serving" / MODEL
     push_toy(str(base), 1, str(tmp_path / "scratch"))
     path = atomic_pusher.write_models_config(str(base))
     config = text_format.Parse(open(path).read(), model_server_config_pb2.ModelServerConfig())
     (entry,) = config.model_config_list.config
-    assert entry.name == MODEL and entry.base_path == str(base) and entry.model_platform == "tensorflow"
+    assert (
+        entry.name == MODEL
+        and entry.base_path == str(base)
+        and entry.model_platform == "tensorflow"
+    )

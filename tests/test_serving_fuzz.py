@@ -4,6 +4,7 @@ Every request gets an answer within seconds, OK with outputs of the
 documented shapes or one of TF Serving's status codes; serving goes on after
 each; the server's memory stays under a fixed bound.
 """
+
 import concurrent.futures
 import os
 import random
@@ -20,12 +21,24 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from bench import request_fuzz
 from serving.admission import ServerLimits
-from serving.request_checks import InputSpec, RequestError, RequestLimits, check_inputs, check_tensor, to_arrays
+from serving.request_checks import (
+    InputSpec,
+    RequestError,
+    RequestLimits,
+    check_inputs,
+    check_tensor,
+    to_arrays,
+)
 from serving.server import ModelServer
 from tests.serving_fixtures import TOY_OUTPUTS, toy_model_dir
 
@@ -41,29 +54,54 @@ def _proto(dtype=types_pb2.DT_STRING, dims=(1,), **fields) -> tensor_pb2.TensorP
     return proto
 
 
-@pytest.mark.parametrize("proto,spec,words", [
-    (_proto(dims=(10**9,)), STRINGS, "batch size 1000000000 exceeds the maximum of 64"),
-    (_proto(dims=(-1,)), STRINGS, "dimension 0 of size -1"),
-    (_proto(dims=(2, -3)), InputSpec(tf.string, (None, None)), "dimension 1 of size -3"),
-    (_proto(dims=(1, 10**9)), InputSpec(tf.string, (None, None)), "elements, more than the limit"),
-    (_proto(dims=(4, 2**62)), InputSpec(tf.float32, None), "must be float32, got string"),
-    (_proto(types_pb2.DT_FLOAT, (4, 2**62)), InputSpec(tf.float32, None), "elements, more than the limit"),
-    (_proto(dims=(64,), string_val=[b"x" * 100_000]), STRINGS, "would take"),  # compact form, repeated
-    (_proto(dims=(1,), string_val=[b"x" * (2**20 + 1)]), STRINGS, "more than the limit"),
-    (_proto(dims=(2,), string_val=[b"a", b"b", b"c"]), STRINGS, "carries 3 values for 2 elements"),
-    (_proto(dims=(2,), float_val=[1.0]), STRINGS, "carries float_val"),
-    (_proto(dims=(2,), tensor_content=b"abcd"), STRINGS, "not tensor_content"),
-    (_proto(types_pb2.DT_FLOAT, (2, 3), tensor_content=b"\0" * 23), InputSpec(tf.float32, (None, 3)),
-     "tensor_content has 23 bytes; shape [2, 3] of float32 needs 24"),
-    (_proto(types_pb2.DT_COMPLEX64, (1,), scomplex_val=[1.0]), InputSpec(tf.complex64, (None,)),
-     "not a whole number"),
-    (_proto(dims=(1, 1)), STRINGS, "expected shape [None]"),
-    (_proto(dims=()), STRINGS, "expected shape [None]"),
-    (_proto(dims=(1,) * 9), InputSpec(tf.string, None), "rank 9"),
-    (_proto(0, (1,)), STRINGS, "must be string, got no dtype"),
-    (_proto(999, (1,)), STRINGS, "unknown dtype 999"),
-    (_proto(types_pb2.DT_RESOURCE, (1,)), InputSpec(tf.resource, (None,)), "cannot be sent"),
-])
+@pytest.mark.parametrize(
+    "proto,spec,words",
+    [
+        (_proto(dims=(10**9,)), STRINGS, "batch size 1000000000 exceeds the maximum of 64"),
+        (_proto(dims=(-1,)), STRINGS, "dimension 0 of size -1"),
+        (_proto(dims=(2, -3)), InputSpec(tf.string, (None, None)), "dimension 1 of size -3"),
+        (
+            _proto(dims=(1, 10**9)),
+            InputSpec(tf.string, (None, None)),
+            "elements, more than the limit",
+        ),
+        (_proto(dims=(4, 2**62)), InputSpec(tf.float32, None), "must be float32, got string"),
+        (
+            _proto(types_pb2.DT_FLOAT, (4, 2**62)),
+            InputSpec(tf.float32, None),
+            "elements, more than the limit",
+        ),
+        (
+            _proto(dims=(64,), string_val=[b"x" * 100_000]),
+            STRINGS,
+            "would take",
+        ),  # compact form, repeated
+        (_proto(dims=(1,), string_val=[b"x" * (2**20 + 1)]), STRINGS, "more than the limit"),
+        (
+            _proto(dims=(2,), string_val=[b"a", b"b", b"c"]),
+            STRINGS,
+            "carries 3 values for 2 elements",
+        ),
+        (_proto(dims=(2,), float_val=[1.0]), STRINGS, "carries float_val"),
+        (_proto(dims=(2,), tensor_content=b"abcd"), STRINGS, "not tensor_content"),
+        (
+            _proto(types_pb2.DT_FLOAT, (2, 3), tensor_content=b"\0" * 23),
+            InputSpec(tf.float32, (None, 3)),
+            "tensor_content has 23 bytes; shape [2, 3] of float32 needs 24",
+        ),
+        (
+            _proto(types_pb2.DT_COMPLEX64, (1,), scomplex_val=[1.0]),
+            InputSpec(tf.complex64, (None,)),
+            "not a whole number",
+        ),
+        (_proto(dims=(1, 1)), STRINGS, "expected shape [None]"),
+        (_proto(dims=()), STRINGS, "expected shape [None]"),
+        (_proto(dims=(1,) * 9), InputSpec(tf.string, None), "rank 9"),
+        (_proto(0, (1,)), STRINGS, "must be string, got no dtype"),
+        (_proto(999, (1,)), STRINGS, "unknown dtype 999"),
+        (_proto(types_pb2.DT_RESOURCE, (1,)), InputSpec(tf.resource, (None,)), "cannot be sent"),
+    ],
+)
 def test_a_bad_tensor_is_refused_before_it_is_materialised(proto, spec, words):
     with pytest.raises(RequestError) as err:
         check_tensor("examples", proto, spec, LIMITS)
@@ -90,8 +128,19 @@ def test_the_compact_form_is_legal_and_expands_as_tf_does():
     np.testing.assert_array_equal(to_arrays({"w": floats})["w"], np.zeros((2, 3), np.float32))
 
 
-_CHECKED_DTYPES = [types_pb2.DT_STRING, types_pb2.DT_FLOAT, types_pb2.DT_INT64, types_pb2.DT_INT32,
-                   types_pb2.DT_BOOL, types_pb2.DT_DOUBLE, types_pb2.DT_HALF, types_pb2.DT_UINT8, 0, 20, 999]
+_CHECKED_DTYPES = [
+    types_pb2.DT_STRING,
+    types_pb2.DT_FLOAT,
+    types_pb2.DT_INT64,
+    types_pb2.DT_INT32,
+    types_pb2.DT_BOOL,
+    types_pb2.DT_DOUBLE,
+    types_pb2.DT_HALF,
+    types_pb2.DT_UINT8,
+    0,
+    20,
+    999,
+]
 
 
 @st.composite
@@ -99,8 +148,19 @@ def _tensor_protos(draw):
     proto = tensor_pb2.TensorProto(dtype=draw(st.sampled_from(_CHECKED_DTYPES)))
     for size in draw(st.lists(st.sampled_from([0, 1, 2, 3, 64, 65, 10**6, 2**62, -1]), max_size=4)):
         proto.tensor_shape.dim.add().size = size
-    field = draw(st.sampled_from(["string_val", "float_val", "int64_val", "int_val", "bool_val", "none",
-                                  "tensor_content"]))
+    field = draw(
+        st.sampled_from(
+            [
+                "string_val",
+                "float_val",
+                "int64_val",
+                "int_val",
+                "bool_val",
+                "none",
+                "tensor_content",
+            ]
+        )
+    )
     if field == "tensor_content":
         proto.tensor_content = draw(st.binary(max_size=300))
     elif field == "string_val":
@@ -108,7 +168,7 @@ def _tensor_protos(draw):
     elif field == "float_val":
         proto.float_val.extend(draw(st.lists(st.floats(width=32), max_size=10)))
     elif field == "int64_val":
-        proto.int64_val.extend(draw(st.lists(st.integers(-2**63, 2**63 - 1), max_size=10)))
+        proto.int64_val.extend(draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=10)))
     elif field == "int_val":
         proto.int_val.extend(draw(st.lists(st.integers(0, 100), max_size=10)))
     elif field == "bool_val":
@@ -117,14 +177,23 @@ def _tensor_protos(draw):
 
 
 @settings(max_examples=600, deadline=None)
-@given(proto=_tensor_protos(), spec_dtype=st.sampled_from([tf.string, tf.float32, tf.int64, tf.bool, tf.uint8]),
-       spec_shape=st.sampled_from([(None,), (None, 3), (None, None), None]))
-def test_any_tensor_is_refused_clearly_or_materialised_within_the_limits(proto, spec_dtype, spec_shape):
+@given(
+    proto=_tensor_protos(),
+    spec_dtype=st.sampled_from([tf.string, tf.float32, tf.int64, tf.bool, tf.uint8]),
+    spec_shape=st.sampled_from([(None,), (None, 3), (None, None), None]),
+)
+def test_any_tensor_is_refused_clearly_or_materialised_within_the_limits(
+    proto, spec_dtype, spec_shape
+):
     spec = InputSpec(spec_dtype, spec_shape)
     try:
         nbytes = check_inputs({"x": proto}, {"x": spec}, LIMITS)
     except RequestError as e:
-        assert e.code == grpc.StatusCode.INVALID_ARGUMENT and "'x'" in e.message and len(e.message) < 500
+        assert (
+            e.code == grpc.StatusCode.INVALID_ARGUMENT
+            and "'x'" in e.message
+            and len(e.message) < 500
+        )
         return
     array = to_arrays({"x": proto})["x"]
     assert list(array.shape) == [d.size for d in proto.tensor_shape.dim]
@@ -146,10 +215,24 @@ def server_process(model_dir, tmp_path):
     """``recsys-serve`` in its own process, so its memory is its own."""
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", f"--model_name={MODEL}", f"--model_base_path={model_dir}",
-         "--port=0", "--max_batch_size=64", f"--max_message_bytes={2**20}", "--request_timeout_ms=1000",
-         "--max_concurrent_requests=4", "--max_queued_requests=4"],
-        stdout=subprocess.PIPE, stderr=log, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+        [
+            sys.executable,
+            "-m",
+            "serving.server",
+            f"--model_name={MODEL}",
+            f"--model_base_path={model_dir}",
+            "--port=0",
+            "--max_batch_size=64",
+            f"--max_message_bytes={2**20}",
+            "--request_timeout_ms=1000",
+            "--max_concurrent_requests=4",
+            "--max_queued_requests=4",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     line = proc.stdout.readline()
     assert line.startswith("serving "), (line, open(tmp_path / "server.log").read()[-3000:])
     yield proc, line.split()[-1]
@@ -158,8 +241,13 @@ def server_process(model_dir, tmp_path):
 
 
 def _channel(address):
-    return grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 * 2**20),
-                                                   ("grpc.max_receive_message_length", 64 * 2**20)])
+    return grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_send_message_length", 64 * 2**20),
+            ("grpc.max_receive_message_length", 64 * 2**20),
+        ],
+    )
 
 
 def _good_request(rows=1):
@@ -180,14 +268,22 @@ def test_thousands_of_fuzzed_requests_get_clear_answers_and_memory_stays_bounded
             stub.Predict(_good_request(64), timeout=10)
         baseline = server.memory_info().rss
         rng = random.Random(1234)
-        cases = [request_fuzz.generate(rng, MODEL, version, specs, 64, TOY_OUTPUTS, weights={"slow": 0.03})
-                 for _ in range(2500)]
-        report = request_fuzz.run(stub, iter(cases), _good_request(), TOY_OUTPUTS, lambda: server.memory_info().rss)
+        cases = [
+            request_fuzz.generate(
+                rng, MODEL, version, specs, 64, TOY_OUTPUTS, weights={"slow": 0.03}
+            )
+            for _ in range(2500)
+        ]
+        report = request_fuzz.run(
+            stub, iter(cases), _good_request(), TOY_OUTPUTS, lambda: server.memory_info().rss
+        )
     assert report.failures == [], report.failures[:10]
     assert report.requests == 2500 and report.slowest_seconds < 5.0
     # Both kinds of answer were exercised, bad ones under several codes.
     assert report.codes["OK"] >= 400 and report.codes["INVALID_ARGUMENT"] >= 1000, report.codes
-    assert {"NOT_FOUND", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED"} <= set(report.codes), report.codes
+    assert {"NOT_FOUND", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED"} <= set(report.codes), (
+        report.codes
+    )
     # 8 calls of at most 1 MiB each, materialised within 1 MiB each, in flight at most.
     assert report.peak_rss_bytes < baseline + 300 * 2**20, (report.peak_rss_bytes, baseline)
     assert proc.poll() is None
@@ -197,7 +293,9 @@ def _slow_request(iterations: float, rows: int = 1):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = MODEL
     request.model_spec.signature_name = "slow"
-    request.inputs["iterations"].CopyFrom(tf.make_tensor_proto([float(iterations)] * rows, dtype=tf.float32))
+    request.inputs["iterations"].CopyFrom(
+        tf.make_tensor_proto([float(iterations)] * rows, dtype=tf.float32)
+    )
     return request
 
 
@@ -209,7 +307,10 @@ def _iterations_for(stub, seconds: float) -> float:
 
 def test_requests_beyond_the_queue_get_resource_exhausted_at_once(model_dir):
     limits = ServerLimits(max_concurrent_requests=2, max_queued_requests=2)
-    with ModelServer(MODEL, str(model_dir), port=0, limits=limits) as server, _channel(server.address) as channel:
+    with (
+        ModelServer(MODEL, str(model_dir), port=0, limits=limits) as server,
+        _channel(server.address) as channel,
+    ):
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         iterations = _iterations_for(stub, 0.4)
         rss_before = psutil.Process().memory_info().rss
@@ -229,17 +330,27 @@ def test_requests_beyond_the_queue_get_resource_exhausted_at_once(model_dir):
 
 def test_the_deadline_cancels_a_running_request_and_frees_its_thread(model_dir):
     limits = ServerLimits(max_concurrent_requests=1, max_queued_requests=1, request_timeout_ms=600)
-    with ModelServer(MODEL, str(model_dir), port=0, limits=limits) as server, _channel(server.address) as channel:
+    with (
+        ModelServer(MODEL, str(model_dir), port=0, limits=limits) as server,
+        _channel(server.address) as channel,
+    ):
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         forever = 10**7
         start = time.perf_counter()
         with pytest.raises(grpc.RpcError) as err:  # the server's own timeout
             stub.Predict(_slow_request(forever), timeout=30)
-        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and time.perf_counter() - start < 3
-        with pytest.raises(grpc.RpcError) as err:  # the client's deadline, shorter than the server's
+        assert (
+            err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            and time.perf_counter() - start < 3
+        )
+        with pytest.raises(
+            grpc.RpcError
+        ) as err:  # the client's deadline, shorter than the server's
             stub.Predict(_slow_request(forever), timeout=0.2)
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        time.sleep(0.6)  # the one worker is free again: the graph run was cancelled, not left running
+        time.sleep(
+            0.6
+        )  # the one worker is free again: the graph run was cancelled, not left running
         start = time.perf_counter()
         stub.Predict(_good_request(), timeout=10)
         assert time.perf_counter() - start < 0.5
@@ -248,19 +359,36 @@ def test_the_deadline_cancels_a_running_request_and_frees_its_thread(model_dir):
 def test_the_memory_ceiling_refuses_work_that_would_pass_it(model_dir):
     rss = psutil.Process().memory_info().rss
     tight = ServerLimits(max_memory_bytes=rss + 2**20)
-    with ModelServer(MODEL, str(model_dir), port=0, limits=tight) as server, _channel(server.address) as channel:
+    with (
+        ModelServer(MODEL, str(model_dir), port=0, limits=tight) as server,
+        _channel(server.address) as channel,
+    ):
         with pytest.raises(grpc.RpcError) as err:
-            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(_good_request(), timeout=10)
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+                _good_request(), timeout=10
+            )
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "--max_memory_bytes" in err.value.details()
     roomy = ServerLimits(max_memory_bytes=rss + 2**30)
-    with ModelServer(MODEL, str(model_dir), port=0, limits=roomy) as server, _channel(server.address) as channel:
-        assert prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(_good_request(), timeout=10)
+    with (
+        ModelServer(MODEL, str(model_dir), port=0, limits=roomy) as server,
+        _channel(server.address) as channel,
+    ):
+        assert prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+            _good_request(), timeout=10
+        )
         assert server.memory._reserved == 0  # released when the request was done
 
 
-@pytest.mark.parametrize("limits", [dict(max_batch_size=0), dict(max_concurrent_requests=0),
-                                    dict(max_queued_requests=-1), dict(max_memory_bytes=-5)])
+@pytest.mark.parametrize(
+    "limits",
+    [
+        dict(max_batch_size=0),
+        dict(max_concurrent_requests=0),
+        dict(max_queued_requests=-1),
+        dict(max_memory_bytes=-5),
+    ],
+)
 def test_limits_are_validated(limits):
     with pytest.raises(ValueError):
         ServerLimits(**limits)
@@ -283,9 +411,13 @@ def test_metadata_and_status_rpcs_answer_any_request(model_dir):
                     request.model_spec.version.value = rng.choice([1, 0, -1, 2**63 - 1])
                 elif roll < 0.4:
                     request.model_spec.version_label = rng.choice(["stable", "y" * 10_000])
-            meta.metadata_field.extend(rng.choices(["signature_def", "", "z" * 10_000, "other"],
-                                                   k=rng.randint(0, 3)))
-            for call, request in ((predict.GetModelMetadata, meta), (models.GetModelStatus, status)):
+            meta.metadata_field.extend(
+                rng.choices(["signature_def", "", "z" * 10_000, "other"], k=rng.randint(0, 3))
+            )
+            for call, request in (
+                (predict.GetModelMetadata, meta),
+                (models.GetModelStatus, status),
+            ):
                 try:
                     call(request, timeout=5)
                     codes.add("OK")
@@ -300,9 +432,17 @@ def test_metadata_and_status_rpcs_answer_any_request(model_dir):
 def test_many_concurrent_bad_and_good_clients_leave_the_server_serving(model_dir):
     """Fuzzed traffic from several clients at once (the queue limit is what
     refuses the excess), then every good request still works."""
-    limits = ServerLimits(max_batch_size=64, max_message_bytes=2**20, max_concurrent_requests=2,
-                          max_queued_requests=4, request_timeout_ms=1000)
-    with ModelServer(MODEL, str(model_dir), port=0, limits=limits) as server, _channel(server.address) as channel:
+    limits = ServerLimits(
+        max_batch_size=64,
+        max_message_bytes=2**20,
+        max_concurrent_requests=2,
+        max_queued_requests=4,
+        request_timeout_ms=1000,
+    )
+    with (
+        ModelServer(MODEL, str(model_dir), port=0, limits=limits) as server,
+        _channel(server.address) as channel,
+    ):
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         _, specs, _ = request_fuzz.served_signatures(stub, MODEL)
         problems, lock = [], threading.Lock()
@@ -310,12 +450,18 @@ def test_many_concurrent_bad_and_good_clients_leave_the_server_serving(model_dir
         def client(seed):
             rng = random.Random(seed)
             for _ in range(100):
-                case = request_fuzz.generate(rng, MODEL, 1, specs, 64, TOY_OUTPUTS, weights={"slow": 0.02})
+                case = request_fuzz.generate(
+                    rng, MODEL, 1, specs, 64, TOY_OUTPUTS, weights={"slow": 0.02}
+                )
                 try:
                     response = stub.Predict(case.request, timeout=10)
                     problem = request_fuzz.check_response(case, response, TOY_OUTPUTS)
                 except grpc.RpcError as e:
-                    problem = None if e.code() in request_fuzz.EXPECTED_ERRORS else f"{e.code()} {e.details()}"
+                    problem = (
+                        None
+                        if e.code() in request_fuzz.EXPECTED_ERRORS
+                        else f"{e.code()} {e.details()}"
+                    )
                 if problem:
                     with lock:
                         problems.append(f"{case.kind}: {problem}")

@@ -1,4 +1,5 @@
 """TLS and mutual TLS for the local gRPC server and the client."""
+
 import datetime
 import ipaddress
 
@@ -23,29 +24,45 @@ def _issue(directory, name, issuer=None, ca=False):
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(subject)
-               .issuer_name(issuer[0].subject if issuer else subject)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer[0].subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if not ca:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
     cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
     cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert, key, str(cert_path), str(key_path)
 
 
 @pytest.fixture
 def pki(tmp_path):
     ca = _issue(tmp_path, "ca", ca=True)
-    return {"ca": ca, "server": _issue(tmp_path, "server", issuer=ca[:2]),
-            "client": _issue(tmp_path, "client", issuer=ca[:2]),
-            "stranger": _issue(tmp_path, "stranger")}
+    return {
+        "ca": ca,
+        "server": _issue(tmp_path, "server", issuer=ca[:2]),
+        "client": _issue(tmp_path, "client", issuer=ca[:2]),
+        "stranger": _issue(tmp_path, "stranger"),
+    }
 
 
 @pytest.fixture
@@ -80,7 +97,9 @@ def test_mutual_tls_requires_a_client_certificate_from_the_ca(model_dir, pki):
         with pytest.raises(grpc.RpcError):
             _predict(server.address, tls=ClientTls(pki["ca"][2]))
         with pytest.raises(grpc.RpcError):
-            _predict(server.address, tls=ClientTls(pki["ca"][2], pki["stranger"][2], pki["stranger"][3]))
+            _predict(
+                server.address, tls=ClientTls(pki["ca"][2], pki["stranger"][2], pki["stranger"][3])
+            )
 
 
 def test_tls_settings_are_checked(tmp_path):

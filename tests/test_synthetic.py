@@ -1,4 +1,5 @@
 """The synthetic log generator: deterministic, complete and learnable."""
+
 import collections
 import filecmp
 import json
@@ -32,7 +33,9 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
     synthetic.generate(c, _config(4))
     for rel in ["events/part-00000.jsonl", "events/part-00001.jsonl", "items.jsonl", "truth.jsonl"]:
         assert filecmp.cmp(os.path.join(a, rel), os.path.join(b, rel), shallow=False), rel
-    assert not filecmp.cmp(os.path.join(a, "items.jsonl"), os.path.join(c, "items.jsonl"), shallow=False)
+    assert not filecmp.cmp(
+        os.path.join(a, "items.jsonl"), os.path.join(c, "items.jsonl"), shallow=False
+    )
 
 
 def test_logs_are_complete_and_time_ordered(tmp_path):
@@ -72,7 +75,11 @@ def test_clicks_follow_true_probabilities_and_beat_chance(tmp_path):
     assert manifest["bayes_click_auc"] > 0.7
     events = _events(out)
     clicked = {(e["session_id"], e["item_id"]) for e in events if e["event_type"] == "click"}
-    imp = {e["event_id"]: (e["session_id"], e["item_id"]) for e in events if e["event_type"] == "impression"}
+    imp = {
+        e["event_id"]: (e["session_id"], e["item_id"])
+        for e in events
+        if e["event_type"] == "impression"
+    }
     truth = _read(os.path.join(out, "truth.jsonl"))
     probs = np.array([t["click_probability"] for t in truth])
     labels = np.array([imp[t["event_id"]] in clicked for t in truth])
@@ -89,7 +96,9 @@ def test_users_click_their_favourite_categories_more(tmp_path):
     for e in events:
         if e["event_type"] == "click":
             per_user[e["user_id"]][category[e["item_id"]]] += 1
-    top_share = [c.most_common(1)[0][1] / sum(c.values()) for c in per_user.values() if sum(c.values()) >= 10]
+    top_share = [
+        c.most_common(1)[0][1] / sum(c.values()) for c in per_user.values() if sum(c.values()) >= 10
+    ]
     # With 8 categories, no structure would give a top share near 1/8.
     assert np.mean(top_share) > 0.35
 

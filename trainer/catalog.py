@@ -1,5 +1,6 @@
 """The item catalogue as the trainer sees it: every distinct item of the
 transformed examples, for retrieval metrics and the exported top-K index."""
+
 from __future__ import annotations
 
 from typing import Dict, List
@@ -12,16 +13,26 @@ from trainer import features as F
 from trainer.data import ITEM_INPUTS, ITEM_KEY, item_key, transformed_dataset
 
 
-def collect_catalog(file_patterns: List[str], data_accessor, tf_transform_output: tft.TFTransformOutput,
-                    batch_size: int = 1024) -> Dict[str, np.ndarray]:
+def collect_catalog(
+    file_patterns: List[str],
+    data_accessor,
+    tf_transform_output: tft.TFTransformOutput,
+    batch_size: int = 1024,
+) -> Dict[str, np.ndarray]:
     """Raw item ids and item-tower inputs of each distinct item (first seen).
 
     Reads the examples once; memory grows with the number of items only.
     """
     rows: Dict[bytes, Dict[str, np.ndarray]] = {}
     for pattern in file_patterns:
-        dataset = transformed_dataset([pattern] if isinstance(pattern, str) else pattern, data_accessor,
-                                      tf_transform_output, batch_size, shuffle=False, num_epochs=1)
+        dataset = transformed_dataset(
+            [pattern] if isinstance(pattern, str) else pattern,
+            data_accessor,
+            tf_transform_output,
+            batch_size,
+            shuffle=False,
+            num_epochs=1,
+        )
         columns = (F.ITEM_ID, *ITEM_INPUTS)
         dataset = dataset.map(lambda batch: {name: batch[name] for name in columns})
         for batch in dataset.as_numpy_iterator():
@@ -40,6 +51,8 @@ def collect_catalog(file_patterns: List[str], data_accessor, tf_transform_output
 
 def catalog_dataset(catalog: Dict[str, np.ndarray], batch_size: int = 1024) -> tf.data.Dataset:
     """Batches of item-tower inputs plus ``ITEM_KEY`` and the raw ``F.ITEM_ID``."""
+
     def with_key(batch):
         return {**batch, ITEM_KEY: item_key(batch[F.ITEM_ID])}
+
     return tf.data.Dataset.from_tensor_slices(catalog).batch(batch_size).map(with_key)

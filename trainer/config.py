@@ -1,4 +1,5 @@
 """Hyperparameters of the multi-task model, passed by the pipeline to the Trainer."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,14 +24,25 @@ class ModelConfig:
     batch_size: int = 128
     epochs: int = 3
     task_weights: Mapping[str, float] = dataclasses.field(
-        default_factory=lambda: {"retrieval": 0.5, "click": 1.0, "conversion": 1.0, "rating": 0.5,
-                                 "category": 0.2, "interest": 0.2})
+        default_factory=lambda: {
+            "retrieval": 0.5,
+            "click": 1.0,
+            "conversion": 1.0,
+            "rating": 0.5,
+            "category": 0.2,
+            "interest": 0.2,
+        }
+    )
     # "static": sum of task_weights x task losses; "uncertainty": learned
     # homoscedastic-uncertainty weights (Kendall et al., 2018) on top of them.
     loss_weighting: str = "static"
     retrieval_temperature: float = 0.1  # softmax temperature over L2-normalised embeddings
-    retrieval_ks: Tuple[int, ...] = C.DEFAULT_RETRIEVAL_KS  # recall cut-offs (validation, ``evaluate``)
-    recommend_k: int = C.DEFAULT_RECOMMEND_K  # items returned by the exported ``recommend`` signature
+    retrieval_ks: Tuple[int, ...] = (
+        C.DEFAULT_RETRIEVAL_KS
+    )  # recall cut-offs (validation, ``evaluate``)
+    recommend_k: int = (
+        C.DEFAULT_RECOMMEND_K
+    )  # items returned by the exported ``recommend`` signature
     # A local keras-nlp preset directory whose backbone becomes the text
     # encoder (its vocabulary replaces the computed one); None trains from scratch.
     text_encoder_preset: Optional[str] = None
@@ -56,17 +68,22 @@ class ModelConfig:
         names = set(self.active_task_names())
         for task in self.active_tasks():
             if task.esmm_parent and task.esmm_parent not in names:
-                raise ValueError(f"task {task.name!r} is p({task.esmm_parent}) x p({task.name} | "
-                                 f"{task.esmm_parent}): it needs task {task.esmm_parent!r} on too")
+                raise ValueError(
+                    f"task {task.name!r} is p({task.esmm_parent}) x p({task.name} | "
+                    f"{task.esmm_parent}): it needs task {task.esmm_parent!r} on too"
+                )
         object.__setattr__(self, "retrieval_ks", tuple(int(k) for k in self.retrieval_ks))
         if self.loss_weighting not in ("static", "uncertainty"):
-            raise ValueError(f"loss_weighting must be 'static' or 'uncertainty', not {self.loss_weighting!r}")
+            raise ValueError(
+                f"loss_weighting must be 'static' or 'uncertainty', not {self.loss_weighting!r}"
+            )
         if self.retrieval_temperature <= 0:
             raise ValueError("retrieval_temperature must be > 0")
         if self.recommend_k < 1 or not self.retrieval_ks or min(self.retrieval_ks) < 1:
             raise ValueError("recommend_k and every retrieval_ks value must be >= 1")
         if self.text_encoder_preset is not None:
             from trainer.text_encoder import check_local_preset
+
             check_local_preset(self.text_encoder_preset)
         unknown = sorted(set(self.task_weights) - {t.name for t in F.TASKS})
         if unknown:
@@ -80,8 +97,10 @@ class ModelConfig:
         return tuple(t.name for t in self.active_tasks())
 
     def to_dict(self) -> Dict[str, Any]:
-        return {k: (dict(v) if isinstance(v, Mapping) else list(v) if isinstance(v, tuple) else v)
-                for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: (dict(v) if isinstance(v, Mapping) else list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> "ModelConfig":

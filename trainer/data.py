@@ -1,4 +1,5 @@
 """Reads transformed examples into (features, labels, sample weights) datasets."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
@@ -9,8 +10,13 @@ from tfx_bsl.public import tfxio
 
 from trainer import features as F
 
-MODEL_INPUTS = (F.USER_ID_XF, F.ITEM_ID_XF, F.ITEM_CATEGORY_XF,
-                F.ITEM_TOKENS_XF, F.HISTORY_TOKENS_XF)
+MODEL_INPUTS = (
+    F.USER_ID_XF,
+    F.ITEM_ID_XF,
+    F.ITEM_CATEGORY_XF,
+    F.ITEM_TOKENS_XF,
+    F.HISTORY_TOKENS_XF,
+)
 USER_INPUTS = (F.USER_ID_XF, F.HISTORY_TOKENS_XF)
 ITEM_INPUTS = (F.ITEM_ID_XF, F.ITEM_CATEGORY_XF, F.ITEM_TOKENS_XF)
 # A 62-bit hash of the raw item id: tells items apart for retrieval (accidental
@@ -19,7 +25,7 @@ ITEM_KEY = "item_key"
 
 
 def item_key(raw_item_id: tf.Tensor) -> tf.Tensor:
-    return tf.strings.to_hash_bucket_fast(tf.reshape(raw_item_id, [-1]), 2 ** 62)
+    return tf.strings.to_hash_bucket_fast(tf.reshape(raw_item_id, [-1]), 2**62)
 
 
 def multi_hot(ids: tf.SparseTensor | tf.Tensor, depth: int) -> tf.Tensor:
@@ -33,13 +39,17 @@ def multi_hot(ids: tf.SparseTensor | tf.Tensor, depth: int) -> tf.Tensor:
         batch = tf.shape(ids)[0]
         rows = tf.repeat(tf.range(batch), tf.shape(ids)[1])
         cols = tf.cast(tf.reshape(ids, [-1]), tf.int32)
-    hot = tf.scatter_nd(tf.stack([rows, cols], axis=1), tf.ones_like(cols, tf.float32),
-                        tf.stack([batch, depth]))
+    hot = tf.scatter_nd(
+        tf.stack([rows, cols], axis=1), tf.ones_like(cols, tf.float32), tf.stack([batch, depth])
+    )
     return tf.minimum(hot, 1.0)
 
 
-def split_labels(batch: Dict[str, tf.Tensor], tasks: Sequence[F.Task] = F.TASKS,
-                 num_categories: int | None = None) -> Tuple[Dict, Dict, Dict]:
+def split_labels(
+    batch: Dict[str, tf.Tensor],
+    tasks: Sequence[F.Task] = F.TASKS,
+    num_categories: int | None = None,
+) -> Tuple[Dict, Dict, Dict]:
     """Transformed batch -> (model inputs, labels per task, weights per task).
 
     A weight of 0 (e.g. ``rating_weight`` of an unrated impression) keeps an
@@ -64,22 +74,40 @@ def split_labels(batch: Dict[str, tf.Tensor], tasks: Sequence[F.Task] = F.TASKS,
     return inputs, labels, weights
 
 
-def transformed_dataset(file_pattern: List[str], data_accessor, tf_transform_output: tft.TFTransformOutput,
-                        batch_size: int, shuffle: bool = True, num_epochs: int | None = None,
-                        seed: int | None = None) -> tf.data.Dataset:
+def transformed_dataset(
+    file_pattern: List[str],
+    data_accessor,
+    tf_transform_output: tft.TFTransformOutput,
+    batch_size: int,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    seed: int | None = None,
+) -> tf.data.Dataset:
     """Batches of transformed feature dicts (shuffled by ``seed`` when given)."""
     return data_accessor.tf_dataset_factory(
         file_pattern,
-        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed,
-                                       num_epochs=num_epochs),
-        tf_transform_output.transformed_metadata.schema)
+        tfxio.TensorFlowDatasetOptions(
+            batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=num_epochs
+        ),
+        tf_transform_output.transformed_metadata.schema,
+    )
 
 
-def input_fn(file_pattern: List[str], data_accessor, tf_transform_output: tft.TFTransformOutput,
-             batch_size: int, shuffle: bool = True, tasks: Sequence[F.Task] = F.TASKS,
-             num_categories: int | None = None, seed: int | None = None) -> tf.data.Dataset:
+def input_fn(
+    file_pattern: List[str],
+    data_accessor,
+    tf_transform_output: tft.TFTransformOutput,
+    batch_size: int,
+    shuffle: bool = True,
+    tasks: Sequence[F.Task] = F.TASKS,
+    num_categories: int | None = None,
+    seed: int | None = None,
+) -> tf.data.Dataset:
     """Batched, repeated dataset of (inputs, labels, weights) for Keras."""
-    dataset = transformed_dataset(file_pattern, data_accessor, tf_transform_output, batch_size, shuffle,
-                                  seed=seed)
-    return dataset.map(lambda batch: split_labels(batch, tasks, num_categories),
-                       num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    dataset = transformed_dataset(
+        file_pattern, data_accessor, tf_transform_output, batch_size, shuffle, seed=seed
+    )
+    return dataset.map(
+        lambda batch: split_labels(batch, tasks, num_categories),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).prefetch(tf.data.AUTOTUNE)

@@ -1,5 +1,6 @@
 """Serving signatures, as ``serving_contract`` names them; every one applies
 the TF Transform graph itself."""
+
 from __future__ import annotations
 
 from typing import Dict, Mapping, Sequence
@@ -29,8 +30,11 @@ def serving_raw_feature_spec(tf_transform_output: tft.TFTransformOutput):
             continue
         parse_spec = spec[feature.name]
         if feature.optional and isinstance(parse_spec, tf.io.FixedLenFeature):
-            parse_spec = tf.io.FixedLenFeature(parse_spec.shape, parse_spec.dtype,
-                                               default_value=[""] * max(1, int(sum(parse_spec.shape))))
+            parse_spec = tf.io.FixedLenFeature(
+                parse_spec.shape,
+                parse_spec.dtype,
+                default_value=[""] * max(1, int(sum(parse_spec.shape))),
+            )
         serving[feature.name] = parse_spec
     return serving
 
@@ -42,8 +46,11 @@ def _complete(raw: Mapping[str, tf.Tensor], batch_size: tf.Tensor) -> Dict[str, 
         if feature.role != "model" or feature.name in full:
             continue
         if feature.varlen:
-            full[feature.name] = tf.SparseTensor(tf.zeros([0, 2], tf.int64), tf.constant([], tf.string),
-                                                 tf.stack([tf.cast(batch_size, tf.int64), tf.constant(0, tf.int64)]))
+            full[feature.name] = tf.SparseTensor(
+                tf.zeros([0, 2], tf.int64),
+                tf.constant([], tf.string),
+                tf.stack([tf.cast(batch_size, tf.int64), tf.constant(0, tf.int64)]),
+            )
         else:
             full[feature.name] = tf.fill(tf.stack([batch_size, 1]), "")
     return full
@@ -53,19 +60,27 @@ def _named(outputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     return {name: tf.identity(value, name=name) for name, value in outputs.items()}
 
 
-def attach_serving_signatures(network: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
-                              catalog: Mapping[str, np.ndarray] | None, recommend_k: int,
-                              retrieval_ks: Sequence[int] = C.DEFAULT_RETRIEVAL_KS) -> Dict:
+def attach_serving_signatures(
+    network: tf.keras.Model,
+    tf_transform_output: tft.TFTransformOutput,
+    catalog: Mapping[str, np.ndarray] | None,
+    recommend_k: int,
+    retrieval_ks: Sequence[int] = C.DEFAULT_RETRIEVAL_KS,
+) -> Dict:
     """Builds the signatures; the TFT layer, the catalogue embeddings and the
     top-K index become attributes of ``network`` so the SavedModel tracks their
     tables and variables (tensorflow/transform#237, tensorflow/recommenders#131)."""
     network.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = serving_raw_feature_spec(tf_transform_output)
-    retrieval = (catalog is not None and hasattr(network, "user_model")
-                 and any(name.startswith("retrieval") for name in network.output_names))
+    retrieval = (
+        catalog is not None
+        and hasattr(network, "user_model")
+        and any(name.startswith("retrieval") for name in network.output_names)
+    )
     if retrieval:
-        network.catalog_embeddings = tf.Variable(_embed_catalog(network, catalog), trainable=False,
-                                                 name="catalog_embeddings")
+        network.catalog_embeddings = tf.Variable(
+            _embed_catalog(network, catalog), trainable=False, name="catalog_embeddings"
+        )
 
     def model_inputs(raw: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         transformed = network.tft_layer(dict(raw))
@@ -78,8 +93,11 @@ def attach_serving_signatures(network: tf.keras.Model, tf_transform_output: tft.
     def serve_tf_examples(serialized: tf.Tensor):
         return run(tf.io.parse_example(serialized, raw_spec))
 
-    @tf.function(input_signature=[{name: tf.TensorSpec([None], tf.string, name=name)
-                                   for name in C.PREDICT_FEATURES}])
+    @tf.function(
+        input_signature=[
+            {name: tf.TensorSpec([None], tf.string, name=name) for name in C.PREDICT_FEATURES}
+        ]
+    )
     def predict(features):
         batch = tf.shape(features[F.USER_ID])[0]
         return run(_complete({n: tf.reshape(v, [-1, 1]) for n, v in features.items()}, batch))
@@ -92,11 +110,16 @@ def attach_serving_signatures(network: tf.keras.Model, tf_transform_output: tft.
         """Labelled examples -> the transformed labels and weights TFMA
         evaluates with (``preprocessing_function_names``)."""
         transformed = network.tft_layer(tf.io.parse_example(serialized, full_spec))
-        outputs = {name: value for name, value in transformed.items()
-                   if isinstance(value, tf.Tensor) and value.dtype != tf.string}
+        outputs = {
+            name: value
+            for name, value in transformed.items()
+            if isinstance(value, tf.Tensor) and value.dtype != tf.string
+        }
         outputs[F.INTEREST_LABELS] = multi_hot(transformed[F.HISTORY_CATEGORIES_XF], num_categories)
         retrieval_task = F.task("retrieval")
-        outputs[F.RETRIEVAL_POSITIVE_WEIGHT] = transformed[retrieval_task.weight] * transformed[retrieval_task.label]
+        outputs[F.RETRIEVAL_POSITIVE_WEIGHT] = (
+            transformed[retrieval_task.weight] * transformed[retrieval_task.label]
+        )
         return outputs
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=C.EXAMPLES)])
@@ -107,8 +130,12 @@ def attach_serving_signatures(network: tf.keras.Model, tf_transform_output: tft.
             outputs.update(_retrieval_hits(network, inputs, retrieval_ks))
         return outputs
 
-    signatures = {C.SERVING_DEFAULT: serve_tf_examples, C.PREDICT: predict,
-                  C.TRANSFORM_FEATURES: transform_features, C.EVALUATE: evaluate}
+    signatures = {
+        C.SERVING_DEFAULT: serve_tf_examples,
+        C.PREDICT: predict,
+        C.TRANSFORM_FEATURES: transform_features,
+        C.EVALUATE: evaluate,
+    }
     if retrieval:
         signatures[C.RECOMMEND] = _recommend_signature(network, catalog, recommend_k)
     return signatures
@@ -116,53 +143,83 @@ def attach_serving_signatures(network: tf.keras.Model, tf_transform_output: tft.
 
 def _embed_catalog(network: tf.keras.Model, catalog: Mapping[str, np.ndarray]) -> tf.Tensor:
     """Every catalogue item's retrieval embedding, in catalogue order."""
-    embeddings = [network.item_model({n: batch[n] for n in batch if n in network.item_model.input},
-                                     training=False)["embedding"]
-                  for batch in catalog_dataset(catalog)]
+    embeddings = [
+        network.item_model(
+            {n: batch[n] for n in batch if n in network.item_model.input}, training=False
+        )["embedding"]
+        for batch in catalog_dataset(catalog)
+    ]
     return tf.cast(tf.concat(embeddings, axis=0), tf.float32)
 
 
-def _retrieval_hits(network: tf.keras.Model, inputs: Mapping[str, tf.Tensor],
-                    ks: Sequence[int]) -> Dict[str, tf.Tensor]:
+def _retrieval_hits(
+    network: tf.keras.Model, inputs: Mapping[str, tf.Tensor], ks: Sequence[int]
+) -> Dict[str, tf.Tensor]:
     """Per example, 1.0 when its item ranks within the user's top k over the
     catalogue (the rank is the number of catalogue items scoring higher)."""
-    user = tf.cast(network.user_model({n: inputs[n] for n in USER_INPUTS}, training=False)["embedding"],
-                   tf.float32)
-    item = tf.cast(network.item_model({n: inputs[n] for n in ITEM_INPUTS}, training=False)["embedding"],
-                   tf.float32)
+    user = tf.cast(
+        network.user_model({n: inputs[n] for n in USER_INPUTS}, training=False)["embedding"],
+        tf.float32,
+    )
+    item = tf.cast(
+        network.item_model({n: inputs[n] for n in ITEM_INPUTS}, training=False)["embedding"],
+        tf.float32,
+    )
     own_score = tf.reduce_sum(user * item, axis=1, keepdims=True)
     all_scores = tf.matmul(user, network.catalog_embeddings, transpose_b=True)
     # The tolerance keeps the item itself (the same embedding, scored by
     # another kernel) from outranking its own score by rounding.
-    rank = tf.reduce_sum(tf.cast(all_scores > own_score + _SCORE_TOLERANCE, tf.int32), axis=1, keepdims=True)
-    return {C.retrieval_hit_output(k): tf.identity(tf.cast(rank < k, tf.float32), name=C.retrieval_hit_output(k))
-            for k in ks}
+    rank = tf.reduce_sum(
+        tf.cast(all_scores > own_score + _SCORE_TOLERANCE, tf.int32), axis=1, keepdims=True
+    )
+    return {
+        C.retrieval_hit_output(k): tf.identity(
+            tf.cast(rank < k, tf.float32), name=C.retrieval_hit_output(k)
+        )
+        for k in ks
+    }
 
 
 def _recommend_signature(network: tf.keras.Model, catalog: Mapping[str, np.ndarray], k: int):
     k = min(k, len(catalog[F.ITEM_ID]))
     index = tfrs.layers.factorized_top_k.BruteForce(k=k, name="recommend_index")
-    index.index(network.catalog_embeddings,
-                identifiers=tf.constant([i.decode() if isinstance(i, bytes) else i for i in catalog[F.ITEM_ID]]))
+    index.index(
+        network.catalog_embeddings,
+        identifiers=tf.constant(
+            [i.decode() if isinstance(i, bytes) else i for i in catalog[F.ITEM_ID]]
+        ),
+    )
     network.recommend_index = index
 
-    @tf.function(input_signature=[{name: tf.TensorSpec([None], tf.string, name=name)
-                                   for name in C.RECOMMEND_FEATURES}])
+    @tf.function(
+        input_signature=[
+            {name: tf.TensorSpec([None], tf.string, name=name) for name in C.RECOMMEND_FEATURES}
+        ]
+    )
     def recommend(features):
         batch = tf.shape(features[F.USER_ID])[0]
-        transformed = network.tft_layer(_complete({n: tf.reshape(v, [-1, 1]) for n, v in features.items()}, batch))
+        transformed = network.tft_layer(
+            _complete({n: tf.reshape(v, [-1, 1]) for n, v in features.items()}, batch)
+        )
         user = network.user_model({name: transformed[name] for name in USER_INPUTS}, training=False)
         scores, item_ids = network.recommend_index(tf.cast(user["embedding"], tf.float32))
-        return {C.ITEM_IDS: tf.identity(item_ids, name=C.ITEM_IDS), C.SCORES: tf.identity(scores, name=C.SCORES)}
+        return {
+            C.ITEM_IDS: tf.identity(item_ids, name=C.ITEM_IDS),
+            C.SCORES: tf.identity(scores, name=C.SCORES),
+        }
 
     recommend(**{"features": {name: tf.constant(["warmup"]) for name in C.RECOMMEND_FEATURES}})
     return recommend
 
 
-def export_serving_model(network: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
-                         catalog: Mapping[str, np.ndarray] | None = None,
-                         recommend_k: int = C.DEFAULT_RECOMMEND_K,
-                         retrieval_ks: Sequence[int] = C.DEFAULT_RETRIEVAL_KS) -> None:
+def export_serving_model(
+    network: tf.keras.Model,
+    tf_transform_output: tft.TFTransformOutput,
+    export_dir: str,
+    catalog: Mapping[str, np.ndarray] | None = None,
+    recommend_k: int = C.DEFAULT_RECOMMEND_K,
+    retrieval_ks: Sequence[int] = C.DEFAULT_RETRIEVAL_KS,
+) -> None:
     """Saves the SavedModel with the signatures ``serving_contract`` names.
 
     Args:
@@ -174,5 +231,7 @@ def export_serving_model(network: tf.keras.Model, tf_transform_output: tft.TFTra
       recommend_k: items ``recommend`` returns per user (at most the catalogue's size).
       retrieval_ks: the ``retrieval_hit_at_<k>`` outputs of ``evaluate``.
     """
-    signatures = attach_serving_signatures(network, tf_transform_output, catalog, recommend_k, retrieval_ks)
+    signatures = attach_serving_signatures(
+        network, tf_transform_output, catalog, recommend_k, retrieval_ks
+    )
     network.save(export_dir, save_format="tf", signatures=signatures)

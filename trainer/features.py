@@ -3,6 +3,7 @@
 ExampleGen writes these features, the curated schema in ``schemas/`` declares
 them, Transform, the model, the Evaluator config and serving all read them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,8 +63,7 @@ RAW_FEATURES: Tuple[RawFeature, ...] = (
     RawFeature(IMPRESSION_WEIGHT, "float", "weight"),
 )
 
-SERVING_FEATURES: Tuple[str, ...] = tuple(
-    f.name for f in RAW_FEATURES if f.role == "model")
+SERVING_FEATURES: Tuple[str, ...] = tuple(f.name for f in RAW_FEATURES if f.role == "model")
 
 
 def transformed_name(name: str) -> str:
@@ -136,8 +136,13 @@ class Task:
 TASKS: Tuple[Task, ...] = (
     Task(name="retrieval", label=CLICK, kind="retrieval", weight=IMPRESSION_WEIGHT),
     Task(name="click", label=CLICK, kind="binary", weight=IMPRESSION_WEIGHT),
-    Task(name="conversion", label=PURCHASE, kind="binary", weight=IMPRESSION_WEIGHT,
-         esmm_parent="click"),
+    Task(
+        name="conversion",
+        label=PURCHASE,
+        kind="binary",
+        weight=IMPRESSION_WEIGHT,
+        esmm_parent="click",
+    ),
     Task(name="rating", label=RATING, kind="regression", weight=RATING_WEIGHT),
     Task(name="category", label=ITEM_CATEGORY_XF, kind="multiclass", weight=IMPRESSION_WEIGHT),
     Task(name="interest", label=HISTORY_CATEGORIES_XF, kind="multilabel", weight=INTEREST_WEIGHT),

@@ -5,6 +5,7 @@ per task) that is exported; ``MultiTaskRecommender`` wraps it with the joint
 training step: per-task weighted losses, a task without labels in a batch adds
 nothing, and static or learned (uncertainty) task weights combine them.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Mapping, Optional
@@ -24,13 +25,18 @@ _EPSILON = 1e-9
 
 def _inputs(names) -> Dict[str, keras.Input]:
     lengths = {F.ITEM_TOKENS_XF: F.ITEM_TEXT_LENGTH, F.HISTORY_TOKENS_XF: F.HISTORY_TEXT_LENGTH}
-    return {name: keras.Input(shape=(lengths[name],) if name in lengths else (), dtype=tf.int64, name=name)
-            for name in names}
+    return {
+        name: keras.Input(
+            shape=(lengths[name],) if name in lengths else (), dtype=tf.int64, name=name
+        )
+        for name in names
+    }
 
 
 def _l2_normalize(name: str) -> keras.layers.Layer:
-    return keras.layers.Lambda(lambda x: tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1),
-                               dtype="float32", name=name)
+    return keras.layers.Lambda(
+        lambda x: tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1), dtype="float32", name=name
+    )
 
 
 def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.Model:
@@ -42,37 +48,57 @@ def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.
     """
     max_length = max(F.ITEM_TEXT_LENGTH, F.HISTORY_TEXT_LENGTH)
     text_encoder = build_text_encoder(
-        config.text_dim, config.text_heads, config.text_layers, config.text_intermediate_dim,
-        config.dropout, vocab_sizes[F.TEXT_VOCAB], max_length, preset=config.text_encoder_preset)
+        config.text_dim,
+        config.text_heads,
+        config.text_layers,
+        config.text_intermediate_dim,
+        config.dropout,
+        vocab_sizes[F.TEXT_VOCAB],
+        max_length,
+        preset=config.text_encoder_preset,
+    )
     num_categories = vocab_sizes[F.ITEM_CATEGORY_XF]
 
     def embedding(inputs, name: str) -> tf.Tensor:
-        return keras.layers.Embedding(vocab_sizes[name], config.embedding_dim,
-                                      name=f"{name}_embedding")(inputs[name])
+        return keras.layers.Embedding(
+            vocab_sizes[name], config.embedding_dim, name=f"{name}_embedding"
+        )(inputs[name])
 
     user_in = _inputs(USER_INPUTS)
     user_vector = keras.layers.Dense(config.tower_dim, activation="relu", name="user_tower")(
         keras.layers.Concatenate(name="user_features")(
-            [embedding(user_in, F.USER_ID_XF), text_encoder(user_in[F.HISTORY_TOKENS_XF])]))
+            [embedding(user_in, F.USER_ID_XF), text_encoder(user_in[F.HISTORY_TOKENS_XF])]
+        )
+    )
     user_embedding = _l2_normalize("user_embedding")(
-        keras.layers.Dense(config.embedding_dim, name="user_projection")(user_vector))
-    user_model = keras.Model(user_in, {"vector": user_vector, "embedding": user_embedding}, name="user_model")
+        keras.layers.Dense(config.embedding_dim, name="user_projection")(user_vector)
+    )
+    user_model = keras.Model(
+        user_in, {"vector": user_vector, "embedding": user_embedding}, name="user_model"
+    )
 
     item_in = _inputs(ITEM_INPUTS)
     item_text = text_encoder(item_in[F.ITEM_TOKENS_XF])
     item_vector = keras.layers.Dense(config.tower_dim, activation="relu", name="item_tower")(
         keras.layers.Concatenate(name="item_features")(
-            [embedding(item_in, F.ITEM_ID_XF), embedding(item_in, F.ITEM_CATEGORY_XF), item_text]))
+            [embedding(item_in, F.ITEM_ID_XF), embedding(item_in, F.ITEM_CATEGORY_XF), item_text]
+        )
+    )
     item_embedding = _l2_normalize("item_embedding")(
-        keras.layers.Dense(config.embedding_dim, name="item_projection")(item_vector))
-    item_model = keras.Model(item_in, {"vector": item_vector, "embedding": item_embedding, "text": item_text},
-                             name="item_model")
+        keras.layers.Dense(config.embedding_dim, name="item_projection")(item_vector)
+    )
+    item_model = keras.Model(
+        item_in,
+        {"vector": item_vector, "embedding": item_embedding, "text": item_text},
+        name="item_model",
+    )
 
     inputs = _inputs(MODEL_INPUTS)
     user = user_model({name: inputs[name] for name in USER_INPUTS})
     item = item_model({name: inputs[name] for name in ITEM_INPUTS})
     joint = keras.layers.Concatenate(name="user_item")(
-        [user["vector"], item["vector"], keras.layers.Multiply()([user["vector"], item["vector"]])])
+        [user["vector"], item["vector"], keras.layers.Multiply()([user["vector"], item["vector"]])]
+    )
     joint = keras.layers.Dropout(config.dropout)(joint)
     joint = keras.layers.Dense(config.tower_dim, activation="relu", name="interaction")(joint)
 
@@ -81,29 +107,44 @@ def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.
     for task in config.active_tasks():
         if task.kind == "retrieval":
             outputs[task.name] = keras.layers.Dot(axes=1, dtype="float32", name=task.name)(
-                [user["embedding"], item["embedding"]])
+                [user["embedding"], item["embedding"]]
+            )
         elif task.kind == "binary" and task.esmm_parent:
-            own = keras.layers.Dense(1, activation="sigmoid", dtype="float32",
-                                     name=f"{task.name}_given_{task.esmm_parent}")(joint)
+            own = keras.layers.Dense(
+                1,
+                activation="sigmoid",
+                dtype="float32",
+                name=f"{task.name}_given_{task.esmm_parent}",
+            )(joint)
             outputs[task.name] = keras.layers.Multiply(name=task.name, dtype="float32")(
-                [outputs[task.esmm_parent], own])
+                [outputs[task.esmm_parent], own]
+            )
         elif task.kind == "binary":
-            outputs[task.name] = keras.layers.Dense(1, activation="sigmoid", dtype="float32",
-                                                    name=task.name)(joint)
+            outputs[task.name] = keras.layers.Dense(
+                1, activation="sigmoid", dtype="float32", name=task.name
+            )(joint)
         elif task.kind == "regression":
             raw = keras.layers.Dense(1, dtype="float32", name=f"{task.name}_raw")(joint)
             # Ratings live in 1..5: centre the regression output there.
-            outputs[task.name] = keras.layers.Rescaling(1.0, offset=3.0, dtype="float32", name=task.name)(raw)
+            outputs[task.name] = keras.layers.Rescaling(
+                1.0, offset=3.0, dtype="float32", name=task.name
+            )(raw)
         elif task.kind == "multiclass":
             # From the item's text alone: the category embedding is an input of
             # the item tower, so predicting it from the tower would be a copy.
-            outputs[task.name] = keras.layers.Dense(num_categories, activation="softmax", dtype="float32",
-                                                    name=task.name)(item["text"])
+            outputs[task.name] = keras.layers.Dense(
+                num_categories, activation="softmax", dtype="float32", name=task.name
+            )(item["text"])
         else:  # multilabel: the user's interests over categories
-            outputs[task.name] = keras.layers.Dense(num_categories, activation="sigmoid", dtype="float32",
-                                                    name=task.name)(user["vector"])
+            outputs[task.name] = keras.layers.Dense(
+                num_categories, activation="sigmoid", dtype="float32", name=task.name
+            )(user["vector"])
     network = keras.Model(inputs, outputs, name="multitask_recommender")
-    network.user_model, network.item_model, network.text_encoder = user_model, item_model, text_encoder
+    network.user_model, network.item_model, network.text_encoder = (
+        user_model,
+        item_model,
+        text_encoder,
+    )
     return network
 
 
@@ -115,13 +156,23 @@ class TaskWeighting(keras.layers.Layer):
     A task absent from the batch (present_i = 0) adds neither term.
     """
 
-    def __init__(self, task_names: List[str], static_weights: Mapping[str, float], learned: bool, **kwargs):
+    def __init__(
+        self, task_names: List[str], static_weights: Mapping[str, float], learned: bool, **kwargs
+    ):
         super().__init__(dtype="float32", **kwargs)
         self.task_names = list(task_names)
         self.static = tf.constant([float(static_weights.get(n, 1.0)) for n in self.task_names])
         self.learned = learned
-        self.log_variance = (self.add_weight(name="log_variance", shape=(len(self.task_names),),
-                                             initializer="zeros", trainable=True) if learned else None)
+        self.log_variance = (
+            self.add_weight(
+                name="log_variance",
+                shape=(len(self.task_names),),
+                initializer="zeros",
+                trainable=True,
+            )
+            if learned
+            else None
+        )
 
     def call(self, losses: Mapping[str, tf.Tensor], present: Mapping[str, tf.Tensor]) -> tf.Tensor:
         loss = tf.stack([tf.cast(losses[n], tf.float32) for n in self.task_names])
@@ -179,16 +230,26 @@ class MultiTaskRecommender(keras.Model):
         self.vocab_sizes = dict(vocab_sizes)
         self.tasks = config.active_tasks()
         self.network = build_network(config, vocab_sizes)
-        self.weighting = TaskWeighting([t.name for t in self.tasks], config.task_weights,
-                                       learned=config.loss_weighting == "uncertainty")
+        self.weighting = TaskWeighting(
+            [t.name for t in self.tasks],
+            config.task_weights,
+            learned=config.loss_weighting == "uncertainty",
+        )
         self.retrieval_task = tfrs.tasks.Retrieval(
-            loss=keras.losses.CategoricalCrossentropy(from_logits=True, reduction=keras.losses.Reduction.NONE),
-            temperature=config.retrieval_temperature, remove_accidental_hits=True, metrics=None)
+            loss=keras.losses.CategoricalCrossentropy(
+                from_logits=True, reduction=keras.losses.Reduction.NONE
+            ),
+            temperature=config.retrieval_temperature,
+            remove_accidental_hits=True,
+            metrics=None,
+        )
         # Scores and softmax in float32 under mixed precision too (TFRS's task
         # takes no dtype argument; without this it casts only the queries).
         self.retrieval_task._set_dtype_policy(keras.mixed_precision.Policy("float32"))
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.task_loss_trackers = {t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks}
+        self.task_loss_trackers = {
+            t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks
+        }
         self.task_metrics = {t.name: m for t in self.tasks if (m := _task_metric(t)) is not None}
         self.top_k: Optional[RecallAtK] = None
 
@@ -201,15 +262,22 @@ class MultiTaskRecommender(keras.Model):
         if not any(t.kind == "retrieval" for t in self.tasks):
             return
         item_model = self.network.item_model
-        embedded = candidates.map(lambda batch: (
-            batch[ITEM_KEY], item_model({n: batch[n] for n in ITEM_INPUTS}, training=False)["embedding"]))
+        embedded = candidates.map(
+            lambda batch: (
+                batch[ITEM_KEY],
+                item_model({n: batch[n] for n in ITEM_INPUTS}, training=False)["embedding"],
+            )
+        )
         self.retrieval_ks = tuple(min(k, num_candidates) for k in self.config.retrieval_ks)
-        self.top_k = RecallAtK(candidates=embedded, ks=self.retrieval_ks,
-                                                 name="retrieval_top_k")
+        self.top_k = RecallAtK(candidates=embedded, ks=self.retrieval_ks, name="retrieval_top_k")
 
     @property
     def metrics(self) -> List[keras.metrics.Metric]:
-        tracked = [self.loss_tracker, *self.task_loss_trackers.values(), *self.task_metrics.values()]
+        tracked = [
+            self.loss_tracker,
+            *self.task_loss_trackers.values(),
+            *self.task_metrics.values(),
+        ]
         return tracked + ([self.top_k] if self.top_k is not None else [])
 
     def call(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
@@ -222,21 +290,32 @@ class MultiTaskRecommender(keras.Model):
             weight = tf.cast(weights[task.name], tf.float32)
             if task.kind == "retrieval":
                 weight = weight * tf.reshape(tf.cast(labels[task.name], tf.float32), [-1])
-                user = self.network.user_model({n: inputs[n] for n in USER_INPUTS}, training=training)
-                item = self.network.item_model({n: inputs[n] for n in ITEM_INPUTS}, training=training)
+                user = self.network.user_model(
+                    {n: inputs[n] for n in USER_INPUTS}, training=training
+                )
+                item = self.network.item_model(
+                    {n: inputs[n] for n in ITEM_INPUTS}, training=training
+                )
                 per_example = self.retrieval_task(
-                    user["embedding"], item["embedding"], candidate_ids=inputs[ITEM_KEY] if ITEM_KEY in inputs else inputs[F.ITEM_ID_XF],
-                    compute_metrics=False, compute_batch_metrics=False)
+                    user["embedding"],
+                    item["embedding"],
+                    candidate_ids=inputs[ITEM_KEY] if ITEM_KEY in inputs else inputs[F.ITEM_ID_XF],
+                    compute_metrics=False,
+                    compute_batch_metrics=False,
+                )
                 outputs = {**outputs, "_query": user["embedding"]}
             else:
                 per_example = _per_example_loss(task, labels[task.name], outputs[task.name])
             total_weight = tf.reduce_sum(weight)
-            losses[task.name] = tf.reduce_sum(weight * tf.cast(per_example, tf.float32)) / tf.maximum(
-                total_weight, _EPSILON)
+            losses[task.name] = tf.reduce_sum(
+                weight * tf.cast(per_example, tf.float32)
+            ) / tf.maximum(total_weight, _EPSILON)
             present[task.name] = tf.cast(total_weight > 0, tf.float32)
         return outputs, losses, present
 
-    def _update_metrics(self, outputs, labels, weights, losses, present, total) -> Dict[str, tf.Tensor]:
+    def _update_metrics(
+        self, outputs, labels, weights, losses, present, total
+    ) -> Dict[str, tf.Tensor]:
         self.loss_tracker.update_state(total)
         for name, tracker in self.task_loss_trackers.items():
             tracker.update_state(losses[name], sample_weight=present[name])
@@ -259,8 +338,12 @@ class MultiTaskRecommender(keras.Model):
         self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
         logs = self._update_metrics(outputs, labels, weights, losses, present, total)
         if self.weighting.learned:
-            logs.update({f"{name}_task_weight": value
-                         for name, value in self.weighting.effective_weights().items()})
+            logs.update(
+                {
+                    f"{name}_task_weight": value
+                    for name, value in self.weighting.effective_weights().items()
+                }
+            )
         return logs
 
     def test_step(self, data):
@@ -271,8 +354,12 @@ class MultiTaskRecommender(keras.Model):
         if self.top_k is not None:
             retrieval = next(t for t in self.tasks if t.kind == "retrieval")
             positives = weights[retrieval.name] * tf.reshape(labels[retrieval.name], [-1])
-            self.top_k.update_state(outputs["_query"], outputs["_query"],
-                                    true_candidate_ids=inputs[ITEM_KEY], sample_weight=positives)
+            self.top_k.update_state(
+                outputs["_query"],
+                outputs["_query"],
+                true_candidate_ids=inputs[ITEM_KEY],
+                sample_weight=positives,
+            )
             for k, value in zip(self.retrieval_ks, self.top_k.result()):
                 logs[f"retrieval_recall_at_{k}"] = value
         return logs
@@ -287,8 +374,12 @@ class MultiTaskRecommender(keras.Model):
             self._jit_compile = jit
 
 
-def build_model(config: ModelConfig, vocab_sizes: Mapping[str, int], jit_compile: bool = False,
-                mixed_precision: bool = False) -> MultiTaskRecommender:
+def build_model(
+    config: ModelConfig,
+    vocab_sizes: Mapping[str, int],
+    jit_compile: bool = False,
+    mixed_precision: bool = False,
+) -> MultiTaskRecommender:
     """The compiled trainer model (call it, fit it; export ``model.network``).
 
     With ``mixed_precision`` its layers compute in float16 (heads, embeddings
@@ -303,8 +394,11 @@ def build_model(config: ModelConfig, vocab_sizes: Mapping[str, int], jit_compile
         model = MultiTaskRecommender(config, vocab_sizes)
         # Losses and metrics live in the model's own steps; weighted_metrics=[]
         # tells Keras the (inputs, labels, weights) triples are intended.
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), weighted_metrics=[],
-                      jit_compile=jit_compile)
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            weighted_metrics=[],
+            jit_compile=jit_compile,
+        )
     finally:
         keras.mixed_precision.set_global_policy(previous)
     return model

@@ -1,4 +1,5 @@
 """Training-curve plots, one panel per task loss and metric."""
+
 from __future__ import annotations
 
 from typing import Dict, List
@@ -9,11 +10,12 @@ import tensorflow as tf
 def plot_training_curves(history: Dict[str, List[float]], path: str) -> None:
     """Writes a PNG with train and validation curves of every logged series."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    names = sorted({k[len("val_"):] if k.startswith("val_") else k for k in history})
+    names = sorted({k[len("val_") :] if k.startswith("val_") else k for k in history})
     cols = min(3, len(names))
     rows = (len(names) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
@@ -25,7 +27,7 @@ def plot_training_curves(history: Dict[str, List[float]], path: str) -> None:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.tight_layout()
     with tf.io.gfile.GFile(path, "wb") as f:

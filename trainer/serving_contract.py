@@ -16,6 +16,7 @@ builds the signatures under these names, the Evaluator config and
 * ``recommend`` (with the retrieval task): a user's raw features -> the
   top-K ``item_ids`` and their ``scores`` over the catalogue.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,15 +38,20 @@ DEFAULT_RECOMMEND_K = 100  # items ``recommend`` returns
 DEFAULT_RETRIEVAL_KS = (10, 100)  # recall cut-offs of ``evaluate`` and validation
 
 # Inputs of ``predict`` (one string per example each) and ``recommend`` (the user side only).
-PREDICT_FEATURES: Tuple[str, ...] = tuple(f.name for f in F.RAW_FEATURES if f.role == "model" and not f.varlen)
+PREDICT_FEATURES: Tuple[str, ...] = tuple(
+    f.name for f in F.RAW_FEATURES if f.role == "model" and not f.varlen
+)
 RECOMMEND_FEATURES: Tuple[str, ...] = (F.USER_ID, F.HISTORY_TITLES, F.USER_PROFILE)
 
 # Task kinds whose output has one column per item category.
 _PER_CATEGORY_KINDS = ("multiclass", "multilabel")
 # ``transform_features`` outputs besides each task's label and weight: (dtype, shape after the batch).
 _TRANSFORMED_OUTPUTS: Dict[str, Tuple[str, Tuple[Optional[int], ...]]] = {
-    F.USER_ID_XF: ("int64", ()), F.ITEM_ID_XF: ("int64", ()), F.ITEM_CATEGORY_XF: ("int64", ()),
-    F.ITEM_TOKENS_XF: ("int64", (F.ITEM_TEXT_LENGTH,)), F.HISTORY_TOKENS_XF: ("int64", (F.HISTORY_TEXT_LENGTH,)),
+    F.USER_ID_XF: ("int64", ()),
+    F.ITEM_ID_XF: ("int64", ()),
+    F.ITEM_CATEGORY_XF: ("int64", ()),
+    F.ITEM_TOKENS_XF: ("int64", (F.ITEM_TEXT_LENGTH,)),
+    F.HISTORY_TOKENS_XF: ("int64", (F.HISTORY_TEXT_LENGTH,)),
     F.RETRIEVAL_POSITIVE_WEIGHT: ("float32", ()),
 }
 
@@ -75,8 +81,10 @@ def _batch(dtype: str, *dims: Optional[int]) -> TensorContract:
 
 def task_outputs(task_names: Sequence[str], num_categories: int) -> Dict[str, TensorContract]:
     """Every active task's output: ``[batch, 1]``, or ``[batch, categories]``."""
-    return {name: _batch("float32", num_categories if F.task(name).kind in _PER_CATEGORY_KINDS else 1)
-            for name in task_names}
+    return {
+        name: _batch("float32", num_categories if F.task(name).kind in _PER_CATEGORY_KINDS else 1)
+        for name in task_names
+    }
 
 
 def _transform_outputs(num_categories: int) -> Dict[str, TensorContract]:
@@ -89,9 +97,13 @@ def _transform_outputs(num_categories: int) -> Dict[str, TensorContract]:
     return outputs
 
 
-def expected_signatures(task_names: Sequence[str], num_categories: int, recommend_k: int = DEFAULT_RECOMMEND_K,
-                        retrieval_ks: Sequence[int] = DEFAULT_RETRIEVAL_KS,
-                        catalog_size: Optional[int] = None) -> Dict[str, SignatureContract]:
+def expected_signatures(
+    task_names: Sequence[str],
+    num_categories: int,
+    recommend_k: int = DEFAULT_RECOMMEND_K,
+    retrieval_ks: Sequence[int] = DEFAULT_RETRIEVAL_KS,
+    catalog_size: Optional[int] = None,
+) -> Dict[str, SignatureContract]:
     """The signatures a model exported with these tasks has.
 
     Args:
@@ -112,7 +124,9 @@ def expected_signatures(task_names: Sequence[str], num_categories: int, recommen
     if "retrieval" in task_names:
         evaluate.update({retrieval_hit_output(k): _batch("float32", 1) for k in retrieval_ks})
         k = min(recommend_k, catalog_size) if catalog_size else recommend_k
-        signatures[RECOMMEND] = SignatureContract({name: _batch("string") for name in RECOMMEND_FEATURES},
-                                                  {ITEM_IDS: _batch("string", k), SCORES: _batch("float32", k)})
+        signatures[RECOMMEND] = SignatureContract(
+            {name: _batch("string") for name in RECOMMEND_FEATURES},
+            {ITEM_IDS: _batch("string", k), SCORES: _batch("float32", k)},
+        )
     signatures[EVALUATE] = SignatureContract(examples, evaluate)
     return signatures

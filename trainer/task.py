@@ -1,4 +1,5 @@
 """TFX Trainer entry point (``run_fn``): trains and exports the multi-task model."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +12,9 @@ from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)
 
 import tensorflow as tf
 import tensorflow_transform as tft
-from tensorflow.python.framework import config as framework_config  # disable_op_determinism: not in tf.*
+from tensorflow.python.framework import (
+    config as framework_config,
+)  # disable_op_determinism: not in tf.*
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from trainer import catalog as catalog_lib
@@ -32,24 +35,39 @@ def accelerator_setup(config: ModelConfig) -> Tuple[tf.distribute.Strategy, bool
     if not gpus:
         logging.info("No GPU found: training on CPU.")
         return tf.distribute.get_strategy(), False, False
-    logging.info("Training on %d GPU(s) with MirroredStrategy (mixed precision %s, XLA %s).",
-                 len(gpus), config.mixed_precision, config.xla)
+    logging.info(
+        "Training on %d GPU(s) with MirroredStrategy (mixed precision %s, XLA %s).",
+        len(gpus),
+        config.mixed_precision,
+        config.xla,
+    )
     return tf.distribute.MirroredStrategy(), config.xla, config.mixed_precision
 
 
-def training_callbacks(config: ModelConfig, model_run_dir: str) -> List[tf.keras.callbacks.Callback]:
+def training_callbacks(
+    config: ModelConfig, model_run_dir: str
+) -> List[tf.keras.callbacks.Callback]:
     """TensorBoard logs, best-so-far checkpoints and early stopping on val_loss."""
     callbacks: List[tf.keras.callbacks.Callback] = [
-        tf.keras.callbacks.TensorBoard(log_dir=os.path.join(model_run_dir, "tensorboard"),
-                                       update_freq="epoch"),
+        tf.keras.callbacks.TensorBoard(
+            log_dir=os.path.join(model_run_dir, "tensorboard"), update_freq="epoch"
+        ),
         tf.keras.callbacks.ModelCheckpoint(
-            os.path.join(model_run_dir, "checkpoints", "best.weights.h5"), monitor="val_loss",
-            save_best_only=True, save_weights_only=True),
+            os.path.join(model_run_dir, "checkpoints", "best.weights.h5"),
+            monitor="val_loss",
+            save_best_only=True,
+            save_weights_only=True,
+        ),
     ]
     if config.early_stopping_patience > 0:
-        callbacks.append(tf.keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True,
-            verbose=1))
+        callbacks.append(
+            tf.keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=config.early_stopping_patience,
+                restore_best_weights=True,
+                verbose=1,
+            )
+        )
     return callbacks
 
 
@@ -74,11 +92,14 @@ def reproducible(config: ModelConfig) -> Iterator[None]:
 def vocab_sizes(tf_transform_output: tft.TFTransformOutput, config: ModelConfig) -> Dict[str, int]:
     """Embedding table sizes: id vocabularies + OOV, and the text vocabulary
     (the computed one, or the pretrained preset's)."""
-    sizes = {F.transformed_name(raw): transform_lib.id_vocab_size(tf_transform_output, raw)
-             for raw in F.ID_VOCABS}
+    sizes = {
+        F.transformed_name(raw): transform_lib.id_vocab_size(tf_transform_output, raw)
+        for raw in F.ID_VOCABS
+    }
     if config.text_encoder_preset:
         sizes[F.TEXT_VOCAB], _ = transform_lib.preset_vocabulary_ids(
-            text_encoder.preset_vocabulary(config.text_encoder_preset))
+            text_encoder.preset_vocabulary(config.text_encoder_preset)
+        )
     else:
         sizes[F.TEXT_VOCAB] = transform_lib.text_vocab_size(tf_transform_output)
     return sizes
@@ -97,12 +118,27 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
     tasks = config.active_tasks()
     sizes = vocab_sizes(tf_transform_output, config)
     num_categories = sizes[F.ITEM_CATEGORY_XF]
-    train = data.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                          config.batch_size, tasks=tasks, num_categories=num_categories, seed=config.seed)
-    evaluation = data.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                               config.batch_size, shuffle=False, tasks=tasks, num_categories=num_categories)
-    catalog = catalog_lib.collect_catalog([fn_args.train_files, fn_args.eval_files], fn_args.data_accessor,
-                                          tf_transform_output)
+    train = data.input_fn(
+        fn_args.train_files,
+        fn_args.data_accessor,
+        tf_transform_output,
+        config.batch_size,
+        tasks=tasks,
+        num_categories=num_categories,
+        seed=config.seed,
+    )
+    evaluation = data.input_fn(
+        fn_args.eval_files,
+        fn_args.data_accessor,
+        tf_transform_output,
+        config.batch_size,
+        shuffle=False,
+        tasks=tasks,
+        num_categories=num_categories,
+    )
+    catalog = catalog_lib.collect_catalog(
+        [fn_args.train_files, fn_args.eval_files], fn_args.data_accessor, tf_transform_output
+    )
     logging.info("Catalogue for retrieval: %d items.", len(catalog[F.ITEM_ID]))
     strategy, jit_compile, mixed_precision = accelerator_setup(config)
     with strategy.scope():
@@ -114,15 +150,27 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
     steps_per_epoch = max(1, fn_args.train_steps // epochs)
     eval_steps = max(1, fn_args.eval_steps or 1)
     history = model.fit(
-        train, epochs=epochs, steps_per_epoch=steps_per_epoch,
-        validation_data=evaluation, validation_steps=eval_steps, verbose=2,
-        callbacks=training_callbacks(config, fn_args.model_run_dir))
+        train,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=evaluation,
+        validation_steps=eval_steps,
+        verbose=2,
+        callbacks=training_callbacks(config, fn_args.model_run_dir),
+    )
 
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
         json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f, indent=2)
-    plots.plot_training_curves(history.history, os.path.join(fn_args.model_run_dir, "training_curves.png"))
-    export.export_serving_model(model.network, tf_transform_output, fn_args.serving_model_dir,
-                                catalog=catalog, recommend_k=config.recommend_k,
-                                retrieval_ks=config.retrieval_ks)
+    plots.plot_training_curves(
+        history.history, os.path.join(fn_args.model_run_dir, "training_curves.png")
+    )
+    export.export_serving_model(
+        model.network,
+        tf_transform_output,
+        fn_args.serving_model_dir,
+        catalog=catalog,
+        recommend_k=config.recommend_k,
+        retrieval_ks=config.retrieval_ks,
+    )
     logging.info("Exported the serving model to %s", fn_args.serving_model_dir)

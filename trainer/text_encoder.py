@@ -5,6 +5,7 @@ transformer encoder layers, masked mean pooling). With
 ``ModelConfig.text_encoder_preset`` it wraps the backbone of a keras-nlp preset
 read from a local directory instead; nothing is ever downloaded.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,8 @@ def check_local_preset(path: str) -> None:
             f"text_encoder_preset {path!r} must be a local keras-nlp preset directory "
             "(config.json, metadata.json, model.weights.h5, assets/tokenizer/vocabulary.txt); presets are "
             "never downloaded at run time. Save one with backbone.save_to_preset(dir) and "
-            "tokenizer.save_to_preset(dir).")
+            "tokenizer.save_to_preset(dir)."
+        )
     for required in ("config.json", "metadata.json", "model.weights.h5", PRESET_VOCABULARY):
         if not os.path.exists(os.path.join(path, required)):
             raise ValueError(f"text_encoder_preset {path!r} has no {required}")
@@ -48,19 +50,30 @@ class MaskedMeanPooling(keras.layers.Layer):
         return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
 
 
-def build_text_encoder(text_dim: int, heads: int, layers: int, intermediate_dim: int, dropout: float,
-                       vocab_size: int, max_length: int, preset: Optional[str] = None) -> keras.Model:
+def build_text_encoder(
+    text_dim: int,
+    heads: int,
+    layers: int,
+    intermediate_dim: int,
+    dropout: float,
+    vocab_size: int,
+    max_length: int,
+    preset: Optional[str] = None,
+) -> keras.Model:
     """Token ids [batch, length] (0 = padding) -> text vector [batch, text_dim]."""
     token_ids = keras.Input(shape=(None,), dtype=tf.int64, name="token_ids")
-    padding_mask = keras.layers.Lambda(lambda ids: tf.not_equal(ids, 0), name="padding_mask")(token_ids)
+    padding_mask = keras.layers.Lambda(lambda ids: tf.not_equal(ids, 0), name="padding_mask")(
+        token_ids
+    )
     if preset is not None:
         return _pretrained_encoder(token_ids, padding_mask, text_dim, preset)
     x = keras_nlp.layers.TokenAndPositionEmbedding(
-        vocabulary_size=vocab_size, sequence_length=max_length,
-        embedding_dim=text_dim)(token_ids)
+        vocabulary_size=vocab_size, sequence_length=max_length, embedding_dim=text_dim
+    )(token_ids)
     for _ in range(layers):
         x = keras_nlp.layers.TransformerEncoder(
-            intermediate_dim=intermediate_dim, num_heads=heads, dropout=dropout)(x, padding_mask=padding_mask)
+            intermediate_dim=intermediate_dim, num_heads=heads, dropout=dropout
+        )(x, padding_mask=padding_mask)
     pooled = MaskedMeanPooling()(x, token_ids)
     return keras.Model(token_ids, pooled, name="text_encoder")
 

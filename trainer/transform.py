@@ -5,6 +5,7 @@ split on spaces) with a vocabulary computed over the training text of items
 and histories, so the serving graph needs no tensorflow-text custom ops.
 Token id 0 is padding, 1 is out-of-vocabulary, words start at 2.
 """
+
 from __future__ import annotations
 
 from typing import Dict
@@ -58,14 +59,24 @@ def _preset_token_ids_fn(vocabulary_file: str):
     """Whole-word lookup in a preset's vocabulary with a core-TF table, so
     serving needs no tensorflow-text ops; the file ships as a SavedModel asset."""
     _, oov_id = preset_vocabulary_ids(vocabulary_file)
-    table = tft.annotators.make_and_track_object(lambda: tf.lookup.StaticHashTable(
-        tf.lookup.TextFileInitializer(vocabulary_file, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
-                                      tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER),
-        default_value=oov_id), name="preset_vocabulary")
+    table = tft.annotators.make_and_track_object(
+        lambda: tf.lookup.StaticHashTable(
+            tf.lookup.TextFileInitializer(
+                vocabulary_file,
+                tf.string,
+                tf.lookup.TextFileIndex.WHOLE_LINE,
+                tf.int64,
+                tf.lookup.TextFileIndex.LINE_NUMBER,
+            ),
+            default_value=oov_id,
+        ),
+        name="preset_vocabulary",
+    )
 
     def token_ids(tokens: tf.RaggedTensor, length: int) -> tf.Tensor:
         ids = table.lookup(tokens.flat_values)
         return tokens.with_flat_values(ids).to_tensor(default_value=PAD_ID, shape=[None, length])
+
     return token_ids
 
 
@@ -77,21 +88,30 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[s
     for raw_name, vocab_name in F.ID_VOCABS.items():
         id_vocabs[raw_name] = tft.vocabulary(_dense(inputs[raw_name]), vocab_filename=vocab_name)
         outputs[F.transformed_name(raw_name)] = tft.apply_vocabulary(
-            _dense(inputs[raw_name]), id_vocabs[raw_name], num_oov_buckets=1)
+            _dense(inputs[raw_name]), id_vocabs[raw_name], num_oov_buckets=1
+        )
 
-    item_tokens = tokenize(tf.strings.join(
-        [_dense(inputs[F.ITEM_TITLE]), _dense(inputs[F.ITEM_DESCRIPTION])], separator=" "))
+    item_tokens = tokenize(
+        tf.strings.join(
+            [_dense(inputs[F.ITEM_TITLE]), _dense(inputs[F.ITEM_DESCRIPTION])], separator=" "
+        )
+    )
     # The user's text: profile (from the optional user table), then history titles.
-    history_tokens = tokenize(tf.strings.join(
-        [_dense(inputs[F.USER_PROFILE]), _dense(inputs[F.HISTORY_TITLES])], separator=" "))
+    history_tokens = tokenize(
+        tf.strings.join(
+            [_dense(inputs[F.USER_PROFILE]), _dense(inputs[F.HISTORY_TITLES])], separator=" "
+        )
+    )
     vocabulary_file = (custom_config or {}).get(TEXT_VOCABULARY_FILE)
     if vocabulary_file:
         token_ids = _preset_token_ids_fn(vocabulary_file)
     else:
         vocab = tft.vocabulary(
             tf.concat([item_tokens.flat_values, history_tokens.flat_values], axis=0),
-            top_k=TEXT_VOCAB_TOP_K, frequency_threshold=TEXT_VOCAB_MIN_FREQUENCY,
-            vocab_filename=F.TEXT_VOCAB)
+            top_k=TEXT_VOCAB_TOP_K,
+            frequency_threshold=TEXT_VOCAB_MIN_FREQUENCY,
+            vocab_filename=F.TEXT_VOCAB,
+        )
         token_ids = lambda tokens, length: _token_ids(tokens, vocab, length)  # noqa: E731
     outputs[F.ITEM_TOKENS_XF] = token_ids(item_tokens, F.ITEM_TEXT_LENGTH)
     outputs[F.HISTORY_TOKENS_XF] = token_ids(history_tokens, F.HISTORY_TEXT_LENGTH)
@@ -100,9 +120,12 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[s
     # ids (multi-hot in the trainer); users without a history carry weight 0.
     history_categories = _sparse(inputs[F.HISTORY_CATEGORIES])
     outputs[F.HISTORY_CATEGORIES_XF] = tft.apply_vocabulary(
-        history_categories, id_vocabs[F.ITEM_CATEGORY], num_oov_buckets=1)
-    counts = tf.math.bincount(tf.cast(history_categories.indices[:, 0], tf.int32),
-                              minlength=tf.cast(history_categories.dense_shape[0], tf.int32))
+        history_categories, id_vocabs[F.ITEM_CATEGORY], num_oov_buckets=1
+    )
+    counts = tf.math.bincount(
+        tf.cast(history_categories.indices[:, 0], tf.int32),
+        minlength=tf.cast(history_categories.dense_shape[0], tf.int32),
+    )
     outputs[F.INTEREST_WEIGHT] = tf.cast(counts > 0, tf.float32)
 
     # The raw item id travels along so the trainer can name recommended items.
