@@ -89,7 +89,8 @@ def main(argv=None) -> None:
     ]
     results = []
     print(
-        f"{'events':>10} {'users':>7} {'mode':>17} {'seconds':>8} {'events/s':>9} {'peak MiB':>9} {'examples':>9}"
+        f"{'events':>10} {'users':>7} {'mode':>17} {'seconds':>8} {'events/s':>9} "
+        f"{'peak MiB':>9} {'examples':>9}"
     )
     for users in args.users:
         for events in args.events:

@@ -104,7 +104,7 @@ def _random_string_small(rng: random.Random) -> bytes:
 
 
 def _values(rng: random.Random, field: str, count: int) -> list:
-    """``count`` values of the kind ``field`` (a TensorProto value field) holds, edge cases included."""
+    """``count`` values of the kind ``field`` (a TensorProto value field) holds, edge cases in."""
     if field == "string_val":
         return [_random_string(rng) for _ in range(count)]
     if field in ("float_val", "double_val"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import threading
 import time
 from typing import Callable, Dict, List
@@ -32,7 +31,10 @@ def request_rows(n: int, seed: int = 0) -> List[Dict[str, str]]:
     rng = np.random.default_rng(seed)
     words = [w for ws in CATEGORY_WORDS.values() for w in ws]
     cats = sorted(CATEGORY_WORDS)
-    text = lambda k: " ".join(rng.choice(words, k))
+
+    def text(k):
+        return " ".join(rng.choice(words, k))
+
     return [
         {
             F.USER_ID: f"u{rng.integers(500):05d}",
@@ -111,12 +113,15 @@ def main(argv=None) -> None:
             ]
             local = threading.local()
 
-            def grpc_call():
+            def grpc_call(local=local, clients=clients, rows=rows):
                 if not hasattr(local, "client"):
                     local.client = clients[threading.get_ident() % len(clients)]
                 local.client.predict_examples(rows)
 
-            for path, call in (("in-process", lambda: fn(examples=examples)), ("grpc", grpc_call)):
+            for path, call in (
+                ("in-process", lambda e=examples: fn(examples=e)),
+                ("grpc", grpc_call),
+            ):
                 row = {"path": path, "batch": batch, **measure(call, args.clients, args.seconds)}
                 results.append(row)
                 print(
@@ -129,7 +134,8 @@ def main(argv=None) -> None:
     for batch in args.batch_sizes:
         local_row, grpc_row = [r for r in results if r["batch"] == batch]
         print(
-            f"batch {batch}: gRPC/in-process p50 latency x{grpc_row['p50_ms'] / local_row['p50_ms']:.2f}, "
+            f"batch {batch}: gRPC/in-process p50 latency "
+            f"x{grpc_row['p50_ms'] / local_row['p50_ms']:.2f}, "
             f"throughput x{grpc_row['qps'] / local_row['qps']:.2f}"
         )
     if args.json:

@@ -257,11 +257,11 @@ def markdown(results: Dict[str, object], command: str) -> str:
             "",
             f"At the largest size, **{dominant}** dominates ({largest[dominant]:.1f} s).",
             "",
-            "Train steps are about one epoch of the data (at most 2,500), so the Trainer does 10x the "
-            "steps per 10x events; its fixed costs (TFX packaging, catalogue scan, export) keep its "
-            "growth below 10. Beam runs in memory for small inputs and multi-processing (2 workers) "
-            "for large ones, where each Beam stage first pays 15-20 s to start workers that import "
-            "TensorFlow; peak RSS counts those workers.",
+            "Train steps are about one epoch of the data (at most 2,500), so the Trainer does 10x"
+            " the steps per 10x events; its fixed costs (TFX packaging, catalogue scan, export) "
+            "keep its growth below 10. Beam runs in memory for small inputs and multi-processing "
+            "(2 workers) for large ones, where each Beam stage first pays 15-20 s to start "
+            "workers that import TensorFlow; peak RSS counts those workers.",
         ]
     t = results.get("trainer")
     if t:

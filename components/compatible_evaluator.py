@@ -52,7 +52,8 @@ def incompatible_baseline(baseline: types.Artifact, required: Set[str]) -> str:
         return f"baseline model {model_dir} cannot be read ({error})"
     if missing:
         return (
-            f"baseline model {model_dir} lacks signature(s) {missing} (exported by older trainer code); "
+            f"baseline model {model_dir} lacks signature(s) {missing} "
+            "(exported by older trainer code); "
             "the no-regression check is skipped this run, absolute thresholds still apply"
         )
     return ""

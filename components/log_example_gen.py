@@ -199,7 +199,8 @@ class _UserExamplesFn(beam.DoFn):
                 {
                     "source": "events",
                     "reason": "duplicate_event",
-                    "detail": f"event id {event['event_id']!r} was logged before; the earliest copy is kept",
+                    "detail": f"event id {event['event_id']!r} was logged before; "
+                    "the earliest copy is kept",
                     "original": json.dumps(event, ensure_ascii=False),
                 },
             )

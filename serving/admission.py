@@ -60,8 +60,9 @@ class MemoryCeiling:
                     raise RequestError(
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"server memory is near its ceiling ({resident / 2**20:.0f} MiB resident, "
-                        f"{self._reserved / 2**20:.0f} MiB reserved by requests in flight, this one needs "
-                        f"{need / 2**20:.0f} MiB, --max_memory_bytes {self.limit_bytes / 2**20:.0f} MiB); "
+                        f"{self._reserved / 2**20:.0f} MiB reserved by requests in flight, "
+                        f"this one needs {need / 2**20:.0f} MiB, "
+                        f"--max_memory_bytes {self.limit_bytes / 2**20:.0f} MiB); "
                         "retry later or send smaller batches",
                     )
                 self._reserved += need

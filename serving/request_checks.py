@@ -291,5 +291,5 @@ def to_arrays(inputs: Mapping[str, tensor_pb2.TensorProto]) -> Dict[str, np.ndar
         try:
             arrays[name] = tf.make_ndarray(proto)
         except Exception as e:  # checked already; anything left is still the request's fault
-            raise invalid(f"input {quote(name)} is not a valid tensor: {quote(str(e), 200)}")
+            raise invalid(f"input {quote(name)} is not a valid tensor: {quote(str(e), 200)}") from e
     return arrays

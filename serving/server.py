@@ -345,7 +345,8 @@ def main(argv: Optional[list] = None) -> None:
         "--max_memory_bytes",
         type=int,
         default=0,
-        help="refuse requests (RESOURCE_EXHAUSTED) that would take resident memory past this; 0: off",
+        help="refuse requests (RESOURCE_EXHAUSTED) that would take resident memory past this; "
+        "0: off",
     )
     p.add_argument("--tls-cert", help="PEM certificate chain: serve over TLS (with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")

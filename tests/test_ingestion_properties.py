@@ -77,7 +77,7 @@ def test_malformed_lines_mixed_with_good_rows_in_beam(tmp_path_factory, junk):
         lines.extend(junk[i :: len(good)])
     (base / "events").mkdir()
     (base / "events" / "a.jsonl").write_bytes(
-        b"\n".join(l.replace(b"\n", b" ").replace(b"\r", b" ") for l in lines) + b"\n"
+        b"\n".join(ln.replace(b"\n", b" ").replace(b"\r", b" ") for ln in lines) + b"\n"
     )
     examples, report, dead = ingest(
         base, LogConfig(max_bad_fraction=1.0), tmp_path_factory.mktemp("out")
@@ -92,5 +92,5 @@ def test_malformed_lines_mixed_with_good_rows_in_beam(tmp_path_factory, junk):
     assert bad == len([d for d in dead if d["reason"] != "duplicate_event"])
     assert report.get("duplicate_events", 0) == len(dead) - bad
     assert report["good_event_rows"] + bad == len(
-        [l for l in lines if l.replace(b"\n", b" ").replace(b"\r", b" ").strip()]
+        [ln for ln in lines if ln.replace(b"\n", b" ").replace(b"\r", b" ").strip()]
     )

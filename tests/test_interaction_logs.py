@@ -1,7 +1,6 @@
 """Record normalisation and the per-user walk that builds examples."""
 
 import collections
-import json
 
 import pytest
 

@@ -94,7 +94,10 @@ def test_explicit_split_timestamp_and_random_split(logdir, tmp_path):
     random_cfg = LogConfig(split=SplitConfig(kind="random", eval_fraction=0.5))
     first, _, _ = ingest(logdir, random_cfg, tmp_path / "r1")
     again, _, _ = ingest(logdir, random_cfg, tmp_path / "r2")
-    ids = lambda split: sorted(_value(e, F.EVENT_ID) for e in split)
+
+    def ids(split):
+        return sorted(_value(e, F.EVENT_ID) for e in split)
+
     assert ids(first["eval"]) == ids(again["eval"]) and 0 < len(first["eval"]) < 20
 
 

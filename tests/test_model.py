@@ -17,9 +17,10 @@ VOCABS = {F.USER_ID_XF: 11, F.ITEM_ID_XF: 13, F.ITEM_CATEGORY_XF: NUM_CATEGORIES
 
 def _batch(n=16, seed=0, rated=0.5):
     rng = np.random.default_rng(seed)
-    tokens = lambda length: np.where(
-        rng.random((n, length)) < 0.6, rng.integers(2, 50, (n, length)), 0
-    )
+
+    def tokens(length):
+        return np.where(rng.random((n, length)) < 0.6, rng.integers(2, 50, (n, length)), 0)
+
     items = rng.integers(0, 13, n)
     history_categories = tf.sparse.from_dense(rng.integers(0, NUM_CATEGORIES, (n, 2)) + 1)
     history_categories = tf.SparseTensor(

@@ -145,7 +145,8 @@ SCORE_SCRIPT = textwrap.dedent("""
                    for k, v in row.items()}
         return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
     as_lists = lambda outputs: {k: v.numpy().tolist() for k, v in outputs.items()}
-    by_example = model.signatures["serving_default"](examples=tf.constant([example(r) for r in rows]))
+    serialized = tf.constant([example(r) for r in rows])
+    by_example = model.signatures["serving_default"](examples=serialized)
     predict = model.signatures["predict"]
     by_feature = predict(**{name: tf.constant([r.get(name, "") for r in rows])
                             for name in predict.structured_input_signature[1]})

@@ -315,7 +315,7 @@ def test_requests_beyond_the_queue_get_resource_exhausted_at_once(model_dir):
         iterations = _iterations_for(stub, 0.4)
         rss_before = psutil.Process().memory_info().rss
         futures = [stub.Predict.future(_slow_request(iterations), timeout=30) for _ in range(40)]
-        codes, rejected_after = [], []
+        codes = []
         for future in futures:
             try:
                 future.result()

@@ -20,7 +20,7 @@ MODEL = "recommender"
 
 
 def _issue(directory, name, issuer=None, ca=False):
-    """Writes <name>.pem and <name>.key: a CA, or a certificate for 127.0.0.1 signed by ``issuer``."""
+    """Writes <name>.pem and <name>.key: a CA, or a 127.0.0.1 certificate signed by ``issuer``."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.timezone.utc)

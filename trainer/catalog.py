@@ -24,6 +24,7 @@ def collect_catalog(
     Reads the examples once; memory grows with the number of items only.
     """
     rows: Dict[bytes, Dict[str, np.ndarray]] = {}
+    columns = (F.ITEM_ID, *ITEM_INPUTS)
     for pattern in file_patterns:
         dataset = transformed_dataset(
             [pattern] if isinstance(pattern, str) else pattern,
@@ -33,7 +34,6 @@ def collect_catalog(
             shuffle=False,
             num_epochs=1,
         )
-        columns = (F.ITEM_ID, *ITEM_INPUTS)
         dataset = dataset.map(lambda batch: {name: batch[name] for name in columns})
         for batch in dataset.as_numpy_iterator():
             ids = np.asarray(batch[F.ITEM_ID]).reshape(-1)

@@ -26,9 +26,9 @@ def check_local_preset(path: str) -> None:
     if "://" in path or not os.path.isdir(path):
         raise ValueError(
             f"text_encoder_preset {path!r} must be a local keras-nlp preset directory "
-            "(config.json, metadata.json, model.weights.h5, assets/tokenizer/vocabulary.txt); presets are "
-            "never downloaded at run time. Save one with backbone.save_to_preset(dir) and "
-            "tokenizer.save_to_preset(dir)."
+            "(config.json, metadata.json, model.weights.h5, assets/tokenizer/vocabulary.txt); "
+            "presets are never downloaded at run time. Save one with "
+            "backbone.save_to_preset(dir) and tokenizer.save_to_preset(dir)."
         )
     for required in ("config.json", "metadata.json", "model.weights.h5", PRESET_VOCABULARY):
         if not os.path.exists(os.path.join(path, required)):
