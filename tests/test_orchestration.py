@@ -141,7 +141,7 @@ def test_dockerfile_matches_the_package():
     assert "-c requirements/constraints.txt" in text and "--ignore-requires-python" in text
     assert "TF_USE_LEGACY_KERAS=1" in text
     setup = open(os.path.join(ROOT, "setup.py")).read()
-    include = re.search(r"find_packages\(include=\[(.*?)\]", setup, re.S).group(1)
+    include = re.search(r"find_packages\(\s*include=\[(.*?)\]", setup, re.S).group(1)
     packages = {name for name in re.findall(r'"([a-z_]+)"', include)}
     copied = set(re.findall(r"^COPY (\w+) \1$", text, re.M))
     assert packages and packages <= copied, packages - copied
