@@ -1,55 +1,48 @@
-"""TFMA configuration derived from the task list in ``trainer/features.py``."""
+"""TFMA configuration derived from the task list in ``trainer/features.py``.
+
+Each task's metrics come from its kind (``trainer/task_kinds.py``); its blessing
+bound and regression tolerance from its ``Task`` record, the bound overridable
+per run.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import List, Mapping, Optional, Sequence
+import math
+from typing import Dict, Mapping, Optional, Sequence
 
 import tensorflow_model_analysis as tfma
 
 from trainer import features as F
 from trainer import serving_contract as C
+from trainer.task_kinds import kind_of
 
-# Gating metric per task kind (TFMA class name, direction) and reported extras.
-TASK_METRICS = {
-    "binary": ("AUC", tfma.MetricDirection.HIGHER_IS_BETTER),
-    "regression": ("RootMeanSquaredError", tfma.MetricDirection.LOWER_IS_BETTER),
-    "multiclass": ("SparseCategoricalAccuracy", tfma.MetricDirection.HIGHER_IS_BETTER),
-    "multilabel": ("AUC", tfma.MetricDirection.HIGHER_IS_BETTER),  # micro-averaged over categories
-}
-EXTRA_METRICS = {
-    "binary": ("Calibration", "MeanLabel", "MeanPrediction", "ExampleCount"),
-    "regression": ("MeanAbsoluteError", "ExampleCount"),
-    "multiclass": ("ExampleCount",),
-    "multilabel": ("ExampleCount",),
-}
 # The signature TFMA scores with (every task's output plus retrieval hits over
 # the catalogue) and the one that gives it the transformed labels and weights.
 EVALUATE_SIGNATURE = C.EVALUATE
 TRANSFORM_SIGNATURE = C.TRANSFORM_FEATURES
 SLICE_FEATURES = (F.ITEM_CATEGORY,)
-DEFAULT_THRESHOLDS = {
-    "retrieval": 0.05,
-    "click": 0.6,
-    "conversion": 0.6,
-    "rating": 1.5,
-    "category": 0.2,
-    "interest": 0.6,
-}
-REGRESSION_TOLERANCE = {
-    "retrieval": 0.02,
-    "click": 0.01,
-    "conversion": 0.01,
-    "rating": 0.05,
-    "category": 0.05,
-    "interest": 0.02,
-}
 DEFAULT_RETRIEVAL_KS = C.DEFAULT_RETRIEVAL_KS
 
 
-def _gate(bound: float, tolerance: float, direction) -> tfma.MetricThreshold:
-    """An absolute bound and a no-regression bound against the baseline, on the overall slice."""
-    higher = direction == tfma.MetricDirection.HIGHER_IS_BETTER
+def default_thresholds(tasks: Optional[Sequence[F.Task]] = None) -> Dict[str, float]:
+    """Each task's blessing bound (``Task.threshold``)."""
+    return {t.name: t.threshold for t in (F.TASKS if tasks is None else tasks)}
+
+
+def no_gates(tasks: Optional[Sequence[F.Task]] = None) -> Dict[str, float]:
+    """Bounds every model passes (benchmarks measure, they do not gate)."""
+    return {
+        t.name: 0.0 if kind_of(t).higher_is_better else 1e9
+        for t in (F.TASKS if tasks is None else tasks)
+    }
+
+
+def _gate(bound: float, tolerance: float, higher: bool) -> tfma.MetricThreshold:
+    """An absolute bound and a no-regression bound against the baseline."""
+    direction = (
+        tfma.MetricDirection.HIGHER_IS_BETTER if higher else tfma.MetricDirection.LOWER_IS_BETTER
+    )
     value_threshold = (
         tfma.GenericValueThreshold(lower_bound={"value": bound})
         if higher
@@ -61,30 +54,35 @@ def _gate(bound: float, tolerance: float, direction) -> tfma.MetricThreshold:
     return tfma.MetricThreshold(value_threshold=value_threshold, change_threshold=change_threshold)
 
 
-def _gated(class_name: str, threshold: tfma.MetricThreshold, **config) -> tfma.MetricConfig:
-    # Gate on the overall slice only; per-category slices are reported.
-    return tfma.MetricConfig(
-        class_name=class_name,
-        config=json.dumps(config) if config else "",
-        per_slice_thresholds=[
-            tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)
-        ],
-    )
+def _gated_metric(threshold: tfma.MetricThreshold):
+    """(TFMA class name, **config) -> that metric gated on the overall slice only
+    (per-category slices are reported)."""
 
-
-def _retrieval_specs(ks: Sequence[int], threshold: tfma.MetricThreshold) -> List[tfma.MetricsSpec]:
-    """recall@k: the mean of the ``evaluate`` signature's per-example hits over
-    clicked impressions; the largest k is gated."""
-    specs = []
-    for k in sorted(ks):
-        name = f"recall_at_{k}"
-        metric = (
-            _gated("MeanPrediction", threshold, name=name)
-            if k == max(ks)
-            else tfma.MetricConfig(class_name="MeanPrediction", config=json.dumps({"name": name}))
+    def gated(class_name: str, **config) -> tfma.MetricConfig:
+        return tfma.MetricConfig(
+            class_name=class_name,
+            config=json.dumps(config) if config else "",
+            per_slice_thresholds=[
+                tfma.PerSliceMetricThreshold(
+                    slicing_specs=[tfma.SlicingSpec()], threshold=threshold
+                )
+            ],
         )
-        specs.append(tfma.MetricsSpec(output_names=[C.retrieval_hit_output(k)], metrics=[metric]))
-    return specs
+
+    return gated
+
+
+def _check_thresholds(thresholds: Mapping[str, float]) -> Dict[str, float]:
+    known = set(F.TASK_NAMES)
+    unknown = sorted(set(thresholds) - known)
+    if unknown:
+        raise ValueError(f"eval thresholds name unknown tasks {unknown}; known: {sorted(known)}")
+    checked = {}
+    for name, value in thresholds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise ValueError(f"eval threshold of {name!r} must be a number, not {value!r}")
+        checked[name] = float(value)
+    return checked
 
 
 def build_eval_config(
@@ -93,34 +91,24 @@ def build_eval_config(
     retrieval_ks: Sequence[int] = DEFAULT_RETRIEVAL_KS,
 ) -> tfma.EvalConfig:
     """Per-task metrics, overall and per item category, with absolute thresholds
-    and a no-regression check against the latest blessed model (the baseline)."""
-    thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    active = [t for t in F.TASKS if tasks is None or t.name in tasks]
+    and a no-regression check against the latest blessed model (the baseline).
+
+    Args:
+      thresholds: per-task overrides of ``Task.threshold``, by task name.
+      tasks: names of the active tasks; None means every task in ``F.TASKS``.
+      retrieval_ks: recall cut-offs evaluated (the largest is gated).
+    """
+    bounds = {**default_thresholds(), **_check_thresholds(thresholds or {})}
     label_keys, weight_keys = {}, {}
     metrics_specs = []
-    for task in active:
-        if task.kind == "retrieval":
-            gate = _gate(
-                thresholds[task.name],
-                REGRESSION_TOLERANCE[task.name],
-                tfma.MetricDirection.HIGHER_IS_BETTER,
-            )
-            for k in retrieval_ks:
-                label_keys[C.retrieval_hit_output(k)] = task.label
-                weight_keys[C.retrieval_hit_output(k)] = F.RETRIEVAL_POSITIVE_WEIGHT
-            metrics_specs.extend(_retrieval_specs(retrieval_ks, gate))
+    for task in F.TASKS:
+        if tasks is not None and task.name not in tasks:
             continue
-        label_keys[task.name], weight_keys[task.name] = task.tfma_label, task.weight
-        class_name, direction = TASK_METRICS[task.kind]
-        gate = _gate(thresholds[task.name], REGRESSION_TOLERANCE[task.name], direction)
-        metrics = [_gated(class_name, gate)]
-        metrics.extend(tfma.MetricConfig(class_name=name) for name in EXTRA_METRICS[task.kind])
-        aggregate = (
-            tfma.AggregationOptions(micro_average=True) if task.kind == "multilabel" else None
-        )
-        metrics_specs.append(
-            tfma.MetricsSpec(output_names=[task.name], metrics=metrics, aggregate=aggregate)
-        )
+        kind = kind_of(task)
+        gate = _gate(bounds[task.name], task.regression_tolerance, kind.higher_is_better)
+        for output, (label, weight) in kind.tfma_keys(retrieval_ks).items():
+            label_keys[output], weight_keys[output] = label, weight
+        metrics_specs.extend(kind.tfma_specs(_gated_metric(gate), retrieval_ks))
     model_spec = tfma.ModelSpec(
         signature_name=EVALUATE_SIGNATURE,
         preprocessing_function_names=[TRANSFORM_SIGNATURE],

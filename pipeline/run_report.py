@@ -9,7 +9,6 @@ decision, the pushed model, and the wall time per component.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from components.anomalies_gate import describe_anomalies
 from components.log_example_gen import REPORT_FILE
 from trainer import features as F
-from trainer import serving_contract as C
+from trainer.task_kinds import kind_of
 
 
 def _table(header: List[str], rows: List[List[Any]]) -> List[str]:
@@ -108,25 +107,13 @@ def _anomalies(anomalies_uri: Optional[str]) -> List[str]:
 
 
 # Per item category: (TFMA output, metric) -> column title.
-SLICE_COLUMNS = {
-    ("click", "auc"): "click AUC",
-    ("conversion", "auc"): "conversion AUC",
-    ("rating", "root_mean_squared_error"): "rating RMSE",
-    ("category", "sparse_categorical_accuracy"): "category accuracy",
-}
-
-
 def _slice_columns(outputs: set) -> Dict[tuple, str]:
-    """SLICE_COLUMNS, led by retrieval recall at the largest k evaluated."""
-    ks = [
-        int(o[len(F.RETRIEVAL_HIT_PREFIX) :])
-        for o in outputs
-        if o.startswith(F.RETRIEVAL_HIT_PREFIX)
-    ]
-    if not ks:
-        return SLICE_COLUMNS
-    k = max(ks)
-    return {(C.retrieval_hit_output(k), f"recall_at_{k}"): f"retrieval recall@{k}", **SLICE_COLUMNS}
+    """{(output, TFMA metric key): column title} of each task's gating metric per
+    category, as its kind reports it (retrieval: recall at the largest k)."""
+    columns: Dict[tuple, str] = {}
+    for task in F.TASKS:
+        columns.update(kind_of(task).report_columns(sorted(outputs)))
+    return columns
 
 
 def _slices(evaluation_uri: str) -> List[str]:

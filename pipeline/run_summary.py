@@ -15,6 +15,7 @@ from tfx.orchestration import metadata
 
 from components.compatible_evaluator import BASELINE_SKIPPED
 from trainer import features as F
+from trainer.task_kinds import task_of_output
 
 
 def _latest(store: metadata_store.MetadataStore, type_name: str, component: Optional[str] = None):
@@ -34,12 +35,6 @@ def _custom(artifact, key: str) -> Any:
     return value.int_value or value.string_value or value.double_value
 
 
-def _task_of_output(output_name: str) -> str:
-    """The task an evaluated output belongs to (retrieval's hits at each k
-    are one task's recall_at_k metrics)."""
-    return "retrieval" if output_name.startswith(F.RETRIEVAL_HIT_PREFIX) else output_name
-
-
 def _task_metrics(eval_uri: str) -> Dict[str, Dict[str, float]]:
     """Overall-slice metrics per task output of a TFMA result."""
     result = tfma.load_eval_result(eval_uri)
@@ -54,7 +49,7 @@ def _task_metrics(eval_uri: str) -> Dict[str, Dict[str, float]]:
                     # Aggregated metrics come prefixed with their options
                     # ("micro_average: true\n_auc"): keep the metric's name.
                     name = metric_name.rsplit("\n_", 1)[-1]
-                    per_task.setdefault(_task_of_output(output_name), {})[name] = float(number)
+                    per_task.setdefault(task_of_output(output_name), {})[name] = float(number)
     return per_task
 
 

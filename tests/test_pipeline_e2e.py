@@ -254,24 +254,25 @@ def test_pushed_model_signatures_work_in_a_fresh_process(run, small_logs):
     assert json.loads(lines[-1].split(":", 1)[1]) == []
 
 
-def test_the_pushed_model_matches_the_serving_contract(run):
+def _num_categories(config) -> int:
+    import tensorflow_transform as tft
+
+    (transform_dir,) = glob.glob(
+        os.path.join(config.pipeline_root, "Transform", "transform_graph", "*")
+    )
+    output = tft.TFTransformOutput(transform_dir)
+    return output.vocabulary_size_by_name(F.ID_VOCABS[F.ITEM_CATEGORY]) + 1
+
+
+def _assert_matches_the_contract(model_dir: str, task_names, num_categories: int) -> None:
     """Every signature, input, output, dtype and shape, as ``serving_contract`` names them."""
     import tensorflow as tf
-    import tensorflow_transform as tft
     from tensorflow.python.saved_model import loader_impl
 
     from trainer import serving_contract as C
 
-    config, summary = run
-    (transform_dir,) = glob.glob(
-        os.path.join(config.pipeline_root, "Transform", "transform_graph", "*")
-    )
-    num_categories = (
-        tft.TFTransformOutput(transform_dir).vocabulary_size_by_name(F.ID_VOCABS[F.ITEM_CATEGORY])
-        + 1
-    )
-    expected = C.expected_signatures(F.TASK_NAMES, num_categories)
-    graph = loader_impl.parse_saved_model(summary["pushed_destination"]).meta_graphs[0]
+    expected = C.expected_signatures(task_names, num_categories)
+    graph = loader_impl.parse_saved_model(model_dir).meta_graphs[0]
     exported = {name: sig for name, sig in graph.signature_def.items() if not name.startswith("__")}
     assert set(exported) == set(expected)
 
@@ -287,6 +288,89 @@ def test_the_pushed_model_matches_the_serving_contract(run):
     for name, contract in expected.items():
         assert described(exported[name].inputs) == dict(contract.inputs), name
         assert described(exported[name].outputs) == dict(contract.outputs), name
+
+
+def test_the_pushed_model_matches_the_serving_contract(run):
+    config, summary = run
+    _assert_matches_the_contract(
+        summary["pushed_destination"], F.TASK_NAMES, _num_categories(config)
+    )
+
+
+@pytest.fixture
+def one_more_task(monkeypatch):
+    """A second binary head on the purchase label, registered by one ``Task`` record."""
+    task = F.Task(
+        name="purchase_direct",
+        label=F.PURCHASE,
+        kind="binary",
+        weight=F.IMPRESSION_WEIGHT,
+        loss_weight=0.3,
+        threshold=0.55,
+        regression_tolerance=0.03,
+    )
+    monkeypatch.setattr(F, "TASKS", (*F.TASKS, task))
+    monkeypatch.setattr(F, "TASK_NAMES", [*F.TASK_NAMES, task.name])
+    return task
+
+
+def test_a_new_task_is_one_task_record(run, one_more_task, tmp_path):
+    """The Trainer trains and exports it, the serving signatures and the TFMA
+    config carry it with its threshold; no source file knows its name."""
+    import tensorflow_model_analysis as tfma
+    from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
+    from tfx.components.util import tfxio_utils
+    from tfx.types import standard_artifacts
+
+    from pipeline import eval_config as eval_config_lib
+    from trainer import task as trainer_task
+
+    config, _ = run
+    (examples_dir,) = glob.glob(
+        os.path.join(config.pipeline_root, "Transform", "transformed_examples", "*")
+    )
+    (transform_dir,) = glob.glob(
+        os.path.join(config.pipeline_root, "Transform", "transform_graph", "*")
+    )
+    examples = standard_artifacts.Examples()
+    examples.uri, examples.split_names = examples_dir, '["train", "eval"]'
+    fn_args = FnArgs(
+        train_files=[os.path.join(examples_dir, "Split-train", "*")],
+        eval_files=[os.path.join(examples_dir, "Split-eval", "*")],
+        transform_output=transform_dir,
+        serving_model_dir=str(tmp_path / "serving_model"),
+        model_run_dir=str(tmp_path / "model_run"),
+        train_steps=1,
+        eval_steps=1,
+        data_accessor=DataAccessor(
+            tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
+            record_batch_factory=None,
+            data_view_decode_fn=None,
+        ),
+        custom_config={trainer_task.CONFIG_KEY: {"epochs": 1, "batch_size": 32}},
+    )
+    trainer_task.run_fn(fn_args)
+
+    history = json.load(open(tmp_path / "model_run" / "history.json"))
+    assert "purchase_direct_loss" in history and "val_purchase_direct_auc" in history
+    _assert_matches_the_contract(fn_args.serving_model_dir, F.TASK_NAMES, _num_categories(config))
+    assert "purchase_direct" in F.TASK_NAMES
+
+    eval_config = eval_config_lib.build_eval_config(None, F.TASK_NAMES)
+    (model_spec,) = eval_config.model_specs
+    assert model_spec.label_keys["purchase_direct"] == F.PURCHASE
+    (spec,) = [s for s in eval_config.metrics_specs if list(s.output_names) == ["purchase_direct"]]
+    (gated,) = [m for m in spec.metrics if m.per_slice_thresholds]
+    threshold = gated.per_slice_thresholds[0].threshold
+    assert gated.class_name == "AUC"
+    assert threshold.value_threshold.lower_bound.value == pytest.approx(0.55)
+    assert threshold.change_threshold.absolute.value == pytest.approx(-0.03)
+    assert threshold.change_threshold.direction == tfma.MetricDirection.HIGHER_IS_BETTER
+    # A per-run override still wins over the record's threshold.
+    overridden = eval_config_lib.build_eval_config({"purchase_direct": 0.7}, F.TASK_NAMES)
+    (spec,) = [s for s in overridden.metrics_specs if list(s.output_names) == ["purchase_direct"]]
+    (gated,) = [m for m in spec.metrics if m.per_slice_thresholds]
+    assert gated.per_slice_thresholds[0].threshold.value_threshold.lower_bound.value == 0.7
 
 
 def test_every_signature_of_the_pushed_model_survives_fuzzed_requests(run):

@@ -23,17 +23,9 @@ class ModelConfig:
     learning_rate: float = 3e-3
     batch_size: int = 128
     epochs: int = 3
-    task_weights: Mapping[str, float] = dataclasses.field(
-        default_factory=lambda: {
-            "retrieval": 0.5,
-            "click": 1.0,
-            "conversion": 1.0,
-            "rating": 0.5,
-            "category": 0.2,
-            "interest": 0.2,
-        }
-    )
-    # "static": sum of task_weights x task losses; "uncertainty": learned
+    # Per-run overrides of the tasks' loss weights (``Task.loss_weight``), by task name.
+    task_weights: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # "static": sum of task weights x task losses; "uncertainty": learned
     # homoscedastic-uncertainty weights (Kendall et al., 2018) on top of them.
     loss_weighting: str = "static"
     retrieval_temperature: float = 0.1  # softmax temperature over L2-normalised embeddings
@@ -88,6 +80,9 @@ class ModelConfig:
         unknown = sorted(set(self.task_weights) - {t.name for t in F.TASKS})
         if unknown:
             raise ValueError(f"task_weights names unknown tasks {unknown}")
+        object.__setattr__(
+            self, "task_weights", {n: float(w) for n, w in dict(self.task_weights).items()}
+        )
 
     def active_tasks(self) -> Tuple[F.Task, ...]:
         """The tasks switched on, in features.TASKS order."""
@@ -95,6 +90,10 @@ class ModelConfig:
 
     def active_task_names(self) -> Tuple[str, ...]:
         return tuple(t.name for t in self.active_tasks())
+
+    def effective_task_weights(self) -> Dict[str, float]:
+        """Each active task's loss weight: its ``Task.loss_weight`` unless overridden."""
+        return {t.name: self.task_weights.get(t.name, t.loss_weight) for t in self.active_tasks()}
 
     def to_dict(self) -> Dict[str, Any]:
         return {

@@ -47,29 +47,23 @@ def multi_hot(ids: tf.SparseTensor | tf.Tensor, depth: int) -> tf.Tensor:
 
 def split_labels(
     batch: Dict[str, tf.Tensor],
-    tasks: Sequence[F.Task] = F.TASKS,
+    tasks: Sequence[F.Task] | None = None,
     num_categories: int | None = None,
 ) -> Tuple[Dict, Dict, Dict]:
     """Transformed batch -> (model inputs, labels per task, weights per task).
 
     A weight of 0 (e.g. ``rating_weight`` of an unrated impression) keeps an
     example out of that task's loss. ``num_categories`` (category vocabulary
-    plus OOV) sizes the multi-hot interest label.
+    plus OOV) sizes the multi-hot interest label. ``tasks`` defaults to ``F.TASKS``.
     """
+    from trainer.task_kinds import kind_of
+
     inputs = {name: batch[name] for name in MODEL_INPUTS}
     if F.ITEM_ID in batch:
         inputs[ITEM_KEY] = item_key(batch[F.ITEM_ID])
     labels, weights = {}, {}
-    for task in tasks:
-        if task.kind == "multilabel":
-            if num_categories is None:
-                raise ValueError(f"task {task.name!r} needs num_categories")
-            label = multi_hot(batch[task.label], num_categories)
-        elif task.kind == "multiclass":
-            label = tf.reshape(batch[task.label], [-1])
-        else:
-            label = tf.reshape(tf.cast(batch[task.label], tf.float32), [-1, 1])
-        labels[task.name] = label
+    for task in F.TASKS if tasks is None else tasks:
+        labels[task.name] = kind_of(task).label(batch, num_categories)
         weights[task.name] = tf.reshape(tf.cast(batch[task.weight], tf.float32), [-1])
     return inputs, labels, weights
 
@@ -99,7 +93,7 @@ def input_fn(
     tf_transform_output: tft.TFTransformOutput,
     batch_size: int,
     shuffle: bool = True,
-    tasks: Sequence[F.Task] = F.TASKS,
+    tasks: Sequence[F.Task] | None = None,
     num_categories: int | None = None,
     seed: int | None = None,
 ) -> tf.data.Dataset:

@@ -12,6 +12,7 @@ import tensorflow_transform as tft
 
 from trainer import features as F
 from trainer import serving_contract as C
+from trainer import task_kinds
 from trainer.catalog import catalog_dataset
 from trainer.data import ITEM_INPUTS, MODEL_INPUTS, USER_INPUTS, multi_hot
 
@@ -72,11 +73,8 @@ def attach_serving_signatures(
     tables and variables (tensorflow/transform#237, tensorflow/recommenders#131)."""
     network.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = serving_raw_feature_spec(tf_transform_output)
-    retrieval = (
-        catalog is not None
-        and hasattr(network, "user_model")
-        and any(name.startswith("retrieval") for name in network.output_names)
-    )
+    retrieval_task = task_kinds.retrieval_task(network.output_names)
+    retrieval = catalog is not None and retrieval_task is not None
     if retrieval:
         network.catalog_embeddings = tf.Variable(
             _embed_catalog(network, catalog), trainable=False, name="catalog_embeddings"
@@ -102,6 +100,7 @@ def attach_serving_signatures(
         batch = tf.shape(features[F.USER_ID])[0]
         return run(_complete({n: tf.reshape(v, [-1, 1]) for n, v in features.items()}, batch))
 
+    positives = task_kinds.retrieval_task(F.TASK_NAMES)
     num_categories = tf_transform_output.vocabulary_size_by_name(F.ID_VOCABS[F.ITEM_CATEGORY]) + 1
     full_spec = tf_transform_output.raw_feature_spec()
 
@@ -116,10 +115,10 @@ def attach_serving_signatures(
             if isinstance(value, tf.Tensor) and value.dtype != tf.string
         }
         outputs[F.INTEREST_LABELS] = multi_hot(transformed[F.HISTORY_CATEGORIES_XF], num_categories)
-        retrieval_task = F.task("retrieval")
-        outputs[F.RETRIEVAL_POSITIVE_WEIGHT] = (
-            transformed[retrieval_task.weight] * transformed[retrieval_task.label]
-        )
+        if positives is not None:  # retrieval's clicked impressions, on or not
+            outputs[F.RETRIEVAL_POSITIVE_WEIGHT] = (
+                transformed[positives.weight] * transformed[positives.label]
+            )
         return outputs
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=C.EXAMPLES)])

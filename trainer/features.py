@@ -106,10 +106,12 @@ TASK_KINDS = ("retrieval", "binary", "regression", "multiclass", "multilabel")
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """A task head: its kind, label and example-weight feature (after Transform).
+    """A task head: its kind, label, example-weight feature (after Transform) and
+    its defaults for training and blessing.
 
     A weight of 0 marks an example without a label for that task, and a batch
-    whose weights are all 0 adds no loss for it.
+    whose weights are all 0 adds no loss for it. What the kind does (output
+    layer, loss, metrics) is its class in ``trainer/task_kinds.py``:
 
     * ``retrieval``: two-tower in-batch softmax; the label (click) marks the
       positive user-item pairs.
@@ -125,30 +127,67 @@ class Task:
     # ESMM: the output is p(parent) * p(own head), trained on every impression
     # (e.g. conversion = pCTR * pCVR), so it is modelled over the entire space.
     esmm_parent: str | None = None
+    # Weight of the task's loss in the joint loss (``ModelConfig.task_weights`` overrides).
+    loss_weight: float = 1.0
+    # Blessing: the gating metric's absolute bound (a floor when higher is better,
+    # a ceiling otherwise; ``--eval-thresholds`` overrides) and how far it may
+    # fall behind the last blessed model.
+    threshold: float = 0.0
+    regression_tolerance: float = 0.01
 
-    @property
-    def tfma_label(self) -> str:
-        """The label key TFMA reads: a raw feature, or one of the
-        ``transform_features`` signature's outputs."""
-        return INTEREST_LABELS if self.kind == "multilabel" else self.label
+    def __post_init__(self):
+        if self.kind not in TASK_KINDS:
+            raise ValueError(f"task {self.name!r}: kind {self.kind!r} is not one of {TASK_KINDS}")
 
 
 TASKS: Tuple[Task, ...] = (
-    Task(name="retrieval", label=CLICK, kind="retrieval", weight=IMPRESSION_WEIGHT),
-    Task(name="click", label=CLICK, kind="binary", weight=IMPRESSION_WEIGHT),
+    Task(
+        name="retrieval",
+        label=CLICK,
+        kind="retrieval",
+        weight=IMPRESSION_WEIGHT,
+        loss_weight=0.5,
+        threshold=0.05,
+        regression_tolerance=0.02,
+    ),
+    Task(name="click", label=CLICK, kind="binary", weight=IMPRESSION_WEIGHT, threshold=0.6),
     Task(
         name="conversion",
         label=PURCHASE,
         kind="binary",
         weight=IMPRESSION_WEIGHT,
         esmm_parent="click",
+        threshold=0.6,
     ),
-    Task(name="rating", label=RATING, kind="regression", weight=RATING_WEIGHT),
-    Task(name="category", label=ITEM_CATEGORY_XF, kind="multiclass", weight=IMPRESSION_WEIGHT),
-    Task(name="interest", label=HISTORY_CATEGORIES_XF, kind="multilabel", weight=INTEREST_WEIGHT),
+    Task(
+        name="rating",
+        label=RATING,
+        kind="regression",
+        weight=RATING_WEIGHT,
+        loss_weight=0.5,
+        threshold=1.5,
+        regression_tolerance=0.05,
+    ),
+    Task(
+        name="category",
+        label=ITEM_CATEGORY_XF,
+        kind="multiclass",
+        weight=IMPRESSION_WEIGHT,
+        loss_weight=0.2,
+        threshold=0.2,
+        regression_tolerance=0.05,
+    ),
+    Task(
+        name="interest",
+        label=HISTORY_CATEGORIES_XF,
+        kind="multilabel",
+        weight=INTEREST_WEIGHT,
+        loss_weight=0.2,
+        threshold=0.6,
+        regression_tolerance=0.02,
+    ),
 )
 TASK_NAMES: List[str] = [t.name for t in TASKS]
-assert all(t.kind in TASK_KINDS for t in TASKS)
 
 
 def task(name: str) -> Task:

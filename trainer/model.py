@@ -8,14 +8,15 @@ nothing, and static or learned (uncertainty) task weights combine them.
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping
 
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
 from trainer import features as F
+from trainer import task_kinds
 from trainer.config import ModelConfig
-from trainer.data import ITEM_INPUTS, ITEM_KEY, MODEL_INPUTS, USER_INPUTS
+from trainer.data import ITEM_INPUTS, MODEL_INPUTS, USER_INPUTS
+from trainer.task_kinds import RecallAtK  # noqa: F401  (re-export)
 from trainer.text_encoder import MaskedMeanPooling, build_text_encoder  # noqa: F401  (re-export)
 
 keras = tf.keras
@@ -57,7 +58,6 @@ def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.
         max_length,
         preset=config.text_encoder_preset,
     )
-    num_categories = vocab_sizes[F.ITEM_CATEGORY_XF]
 
     def embedding(inputs, name: str) -> tf.Tensor:
         return keras.layers.Embedding(
@@ -102,43 +102,11 @@ def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.
     joint = keras.layers.Dropout(config.dropout)(joint)
     joint = keras.layers.Dense(config.tower_dim, activation="relu", name="interaction")(joint)
 
+    towers = task_kinds.Towers(user, item, joint, vocab_sizes[F.ITEM_CATEGORY_XF])
     outputs: Dict[str, tf.Tensor] = {}
     # Heads compute in float32 even under mixed precision.
     for task in config.active_tasks():
-        if task.kind == "retrieval":
-            outputs[task.name] = keras.layers.Dot(axes=1, dtype="float32", name=task.name)(
-                [user["embedding"], item["embedding"]]
-            )
-        elif task.kind == "binary" and task.esmm_parent:
-            own = keras.layers.Dense(
-                1,
-                activation="sigmoid",
-                dtype="float32",
-                name=f"{task.name}_given_{task.esmm_parent}",
-            )(joint)
-            outputs[task.name] = keras.layers.Multiply(name=task.name, dtype="float32")(
-                [outputs[task.esmm_parent], own]
-            )
-        elif task.kind == "binary":
-            outputs[task.name] = keras.layers.Dense(
-                1, activation="sigmoid", dtype="float32", name=task.name
-            )(joint)
-        elif task.kind == "regression":
-            raw = keras.layers.Dense(1, dtype="float32", name=f"{task.name}_raw")(joint)
-            # Ratings live in 1..5: centre the regression output there.
-            outputs[task.name] = keras.layers.Rescaling(
-                1.0, offset=3.0, dtype="float32", name=task.name
-            )(raw)
-        elif task.kind == "multiclass":
-            # From the item's text alone: the category embedding is an input of
-            # the item tower, so predicting it from the tower would be a copy.
-            outputs[task.name] = keras.layers.Dense(
-                num_categories, activation="softmax", dtype="float32", name=task.name
-            )(item["text"])
-        else:  # multilabel: the user's interests over categories
-            outputs[task.name] = keras.layers.Dense(
-                num_categories, activation="sigmoid", dtype="float32", name=task.name
-            )(user["vector"])
+        outputs[task.name] = task_kinds.kind_of(task).build_output(towers, outputs)
     network = keras.Model(inputs, outputs, name="multitask_recommender")
     network.user_model, network.item_model, network.text_encoder = (
         user_model,
@@ -187,40 +155,6 @@ class TaskWeighting(keras.layers.Layer):
         return {name: weights[i] for i, name in enumerate(self.task_names)}
 
 
-def _per_example_loss(task: F.Task, label: tf.Tensor, prediction: tf.Tensor) -> tf.Tensor:
-    """Unweighted loss per example, [batch]."""
-    if task.kind == "binary":
-        return keras.losses.binary_crossentropy(label, prediction)
-    if task.kind == "regression":
-        return tf.reduce_mean(tf.square(label - prediction), axis=-1)
-    if task.kind == "multiclass":
-        return keras.losses.sparse_categorical_crossentropy(label, prediction)
-    if task.kind == "multilabel":
-        return keras.losses.binary_crossentropy(label, prediction)
-    raise ValueError(f"no per-example loss for task kind {task.kind!r}")
-
-
-def _task_metric(task: F.Task) -> Optional[keras.metrics.Metric]:
-    if task.kind == "binary":
-        return keras.metrics.AUC(name=f"{task.name}_auc")
-    if task.kind == "regression":
-        return keras.metrics.RootMeanSquaredError(name=f"{task.name}_rmse")
-    if task.kind == "multiclass":
-        return keras.metrics.SparseCategoricalAccuracy(name=f"{task.name}_accuracy")
-    if task.kind == "multilabel":
-        return keras.metrics.AUC(name=f"{task.name}_auc")
-    return None
-
-
-class RecallAtK(tfrs.metrics.FactorizedTopK):
-    """TFRS FactorizedTopK (top-K hit rate of the true item, i.e. recall@k with
-    one positive per query) with the ``reset_state`` that tf_keras calls."""
-
-    def reset_state(self) -> None:
-        for metric in self._top_k_metrics:
-            metric.reset_state()
-
-
 class MultiTaskRecommender(keras.Model):
     """Trains ``build_network``'s heads jointly; ``network`` is what gets exported."""
 
@@ -232,26 +166,19 @@ class MultiTaskRecommender(keras.Model):
         self.network = build_network(config, vocab_sizes)
         self.weighting = TaskWeighting(
             [t.name for t in self.tasks],
-            config.task_weights,
+            config.effective_task_weights(),
             learned=config.loss_weighting == "uncertainty",
         )
-        self.retrieval_task = tfrs.tasks.Retrieval(
-            loss=keras.losses.CategoricalCrossentropy(
-                from_logits=True, reduction=keras.losses.Reduction.NONE
-            ),
-            temperature=config.retrieval_temperature,
-            remove_accidental_hits=True,
-            metrics=None,
-        )
-        # Scores and softmax in float32 under mixed precision too (TFRS's task
-        # takes no dtype argument; without this it casts only the queries).
-        self.retrieval_task._set_dtype_policy(keras.mixed_precision.Policy("float32"))
+        self._heads = [task_kinds.kind_of(t) for t in self.tasks]
+        for head in self._heads:
+            head.prepare_training(config)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_loss_trackers = {
             t.name: keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks
         }
-        self.task_metrics = {t.name: m for t in self.tasks if (m := _task_metric(t)) is not None}
-        self.top_k: Optional[RecallAtK] = None
+        self.task_metrics = {
+            h.task.name: m for h in self._heads if (m := h.keras_metric()) is not None
+        }
 
     def get_config(self) -> Dict[str, object]:
         return {"config": self.config.to_dict(), "vocab_sizes": dict(self.vocab_sizes)}
@@ -259,84 +186,66 @@ class MultiTaskRecommender(keras.Model):
     def set_candidates(self, candidates: tf.data.Dataset, num_candidates: int) -> None:
         """Validation retrieval metrics over a batched catalogue dataset of item
         inputs with ``ITEM_KEY``: recall@k for each ``config.retrieval_ks``."""
-        if not any(t.kind == "retrieval" for t in self.tasks):
-            return
-        item_model = self.network.item_model
-        embedded = candidates.map(
-            lambda batch: (
-                batch[ITEM_KEY],
-                item_model({n: batch[n] for n in ITEM_INPUTS}, training=False)["embedding"],
-            )
-        )
-        self.retrieval_ks = tuple(min(k, num_candidates) for k in self.config.retrieval_ks)
-        self.top_k = RecallAtK(candidates=embedded, ks=self.retrieval_ks, name="retrieval_top_k")
+        ks = tuple(min(k, num_candidates) for k in self.config.retrieval_ks)
+        for head in self._heads:
+            if isinstance(head, task_kinds.Retrieval):
+                head.set_candidates(self.network.item_model, candidates, ks)
 
     @property
     def metrics(self) -> List[keras.metrics.Metric]:
-        tracked = [
+        return [
             self.loss_tracker,
             *self.task_loss_trackers.values(),
             *self.task_metrics.values(),
+            *self._validation_metrics(),
         ]
-        return tracked + ([self.top_k] if self.top_k is not None else [])
+
+    def _validation_metrics(self) -> List[keras.metrics.Metric]:
+        return [m for head in self._heads for m in head.validation_metrics()]
 
     def call(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
         return self.network({name: inputs[name] for name in MODEL_INPUTS}, training=training)
 
     def _task_losses(self, inputs, labels, weights, training: bool):
         outputs = self(inputs, training=training)
+        step = task_kinds.Step(self.network, inputs, outputs, labels, weights, training)
         losses, present = {}, {}
-        for task in self.tasks:
-            weight = tf.cast(weights[task.name], tf.float32)
-            if task.kind == "retrieval":
-                weight = weight * tf.reshape(tf.cast(labels[task.name], tf.float32), [-1])
-                user = self.network.user_model(
-                    {n: inputs[n] for n in USER_INPUTS}, training=training
-                )
-                item = self.network.item_model(
-                    {n: inputs[n] for n in ITEM_INPUTS}, training=training
-                )
-                per_example = self.retrieval_task(
-                    user["embedding"],
-                    item["embedding"],
-                    candidate_ids=inputs[ITEM_KEY] if ITEM_KEY in inputs else inputs[F.ITEM_ID_XF],
-                    compute_metrics=False,
-                    compute_batch_metrics=False,
-                )
-                outputs = {**outputs, "_query": user["embedding"]}
-            else:
-                per_example = _per_example_loss(task, labels[task.name], outputs[task.name])
+        for head in self._heads:
+            weight = head.loss_weight(step)
+            per_example = head.per_example_loss(step)
             total_weight = tf.reduce_sum(weight)
-            losses[task.name] = tf.reduce_sum(
+            losses[head.task.name] = tf.reduce_sum(
                 weight * tf.cast(per_example, tf.float32)
             ) / tf.maximum(total_weight, _EPSILON)
-            present[task.name] = tf.cast(total_weight > 0, tf.float32)
-        return outputs, losses, present
+            present[head.task.name] = tf.cast(total_weight > 0, tf.float32)
+        return step, losses, present
 
-    def _update_metrics(
-        self, outputs, labels, weights, losses, present, total
-    ) -> Dict[str, tf.Tensor]:
+    def _update_metrics(self, step, losses, present, total) -> Dict[str, tf.Tensor]:
         self.loss_tracker.update_state(total)
         for name, tracker in self.task_loss_trackers.items():
             tracker.update_state(losses[name], sample_weight=present[name])
-        for name, metric in self.task_metrics.items():
-            weight = weights[name]
-            if isinstance(metric, keras.metrics.AUC) and outputs[name].shape[-1] != 1:
-                # Multi-label: every (example, category) pair, weighted by its example.
-                weight = tf.broadcast_to(weight[:, tf.newaxis], tf.shape(outputs[name]))
-            metric.update_state(labels[name], outputs[name], sample_weight=weight)
-        return {m.name: m.result() for m in self.metrics if m is not self.top_k}
+        for head in self._heads:
+            name = head.task.name
+            if name in self.task_metrics:
+                head.update_metric(
+                    self.task_metrics[name],
+                    step.labels[name],
+                    step.outputs[name],
+                    step.weights[name],
+                )
+        validation = set(map(id, self._validation_metrics()))
+        return {m.name: m.result() for m in self.metrics if id(m) not in validation}
 
     def train_step(self, data):
         inputs, labels, weights = data
         with tf.GradientTape() as tape:
-            outputs, losses, present = self._task_losses(inputs, labels, weights, training=True)
+            step, losses, present = self._task_losses(inputs, labels, weights, training=True)
             total = self.weighting(losses, present)
             regularization = tf.add_n(self.losses) if self.losses else 0.0
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             loss = (total + regularization) / replicas
         self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
-        logs = self._update_metrics(outputs, labels, weights, losses, present, total)
+        logs = self._update_metrics(step, losses, present, total)
         if self.weighting.learned:
             logs.update(
                 {
@@ -348,20 +257,11 @@ class MultiTaskRecommender(keras.Model):
 
     def test_step(self, data):
         inputs, labels, weights = data
-        outputs, losses, present = self._task_losses(inputs, labels, weights, training=False)
+        step, losses, present = self._task_losses(inputs, labels, weights, training=False)
         total = self.weighting(losses, present)
-        logs = self._update_metrics(outputs, labels, weights, losses, present, total)
-        if self.top_k is not None:
-            retrieval = next(t for t in self.tasks if t.kind == "retrieval")
-            positives = weights[retrieval.name] * tf.reshape(labels[retrieval.name], [-1])
-            self.top_k.update_state(
-                outputs["_query"],
-                outputs["_query"],
-                true_candidate_ids=inputs[ITEM_KEY],
-                sample_weight=positives,
-            )
-            for k, value in zip(self.retrieval_ks, self.top_k.result()):
-                logs[f"retrieval_recall_at_{k}"] = value
+        logs = self._update_metrics(step, losses, present, total)
+        for head in self._heads:
+            logs.update(head.validation_logs(step))
         return logs
 
     def make_test_function(self, force=False):

@@ -43,9 +43,8 @@ PREDICT_FEATURES: Tuple[str, ...] = tuple(
 )
 RECOMMEND_FEATURES: Tuple[str, ...] = (F.USER_ID, F.HISTORY_TITLES, F.USER_PROFILE)
 
-# Task kinds whose output has one column per item category.
-_PER_CATEGORY_KINDS = ("multiclass", "multilabel")
-# ``transform_features`` outputs besides each task's label and weight: (dtype, shape after the batch).
+# ``transform_features`` outputs besides each task's label and weight:
+# (dtype, shape after the batch).
 _TRANSFORMED_OUTPUTS: Dict[str, Tuple[str, Tuple[Optional[int], ...]]] = {
     F.USER_ID_XF: ("int64", ()),
     F.ITEM_ID_XF: ("int64", ()),
@@ -81,8 +80,10 @@ def _batch(dtype: str, *dims: Optional[int]) -> TensorContract:
 
 def task_outputs(task_names: Sequence[str], num_categories: int) -> Dict[str, TensorContract]:
     """Every active task's output: ``[batch, 1]``, or ``[batch, categories]``."""
+    from trainer.task_kinds import kind_of
+
     return {
-        name: _batch("float32", num_categories if F.task(name).kind in _PER_CATEGORY_KINDS else 1)
+        name: _batch("float32", kind_of(F.task(name)).output_width(num_categories))
         for name in task_names
     }
 
@@ -121,7 +122,9 @@ def expected_signatures(
         PREDICT: SignatureContract({name: _batch("string") for name in PREDICT_FEATURES}, tasks),
         TRANSFORM_FEATURES: SignatureContract(examples, _transform_outputs(num_categories)),
     }
-    if "retrieval" in task_names:
+    from trainer.task_kinds import retrieval_task
+
+    if retrieval_task(task_names) is not None:
         evaluate.update({retrieval_hit_output(k): _batch("float32", 1) for k in retrieval_ks})
         k = min(recommend_k, catalog_size) if catalog_size else recommend_k
         signatures[RECOMMEND] = SignatureContract(
