@@ -19,11 +19,12 @@ from pipeline import configs, local_runner
 COMMANDS = ("run", "compile-kubeflow", "airflow-schedule")
 
 
-def _environment(path: str, runner: str) -> configs.RunConfig:
-    config = configs.RunConfig.from_file(path)
-    if config.runner != runner:
-        raise SystemExit(f"error: {path} is for the {config.runner!r} runner, not {runner!r}")
-    return config
+def _environment(path: str, runner: str, **flags) -> configs.RunConfig:
+    """The file's settings for ``runner``, with the flags given over them."""
+    try:
+        return configs.RunConfig.from_sources(flags, path, runner=runner)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from e
 
 
 def compile_kubeflow(argv: List[str]) -> int:
@@ -36,9 +37,9 @@ def compile_kubeflow(argv: List[str]) -> int:
     p.add_argument("--pipeline-root", help="e.g. gs://bucket/pipeline_root (overrides the config)")
     p.add_argument("--output", default="recsys_pipeline.json")
     args = p.parse_args(argv)
-    config = _environment(args.config, "kubeflow")
-    config.image = args.image or config.image
-    config.pipeline_root_dir = args.pipeline_root or config.pipeline_root_dir
+    config = _environment(
+        args.config, "kubeflow", image=args.image, pipeline_root_dir=args.pipeline_root
+    )
     from pipeline import runners
 
     path = runners.compile_kubeflow(config, args.output)

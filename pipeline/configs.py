@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import schemas
 from components.log_config import LogConfig
@@ -32,7 +32,7 @@ ENVIRONMENTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "env
 class RunConfig:
     """Where a run reads and writes, and how big it is."""
 
-    data_dir: str
+    data_dir: Optional[str] = None  # None (local runs only): generated synthetic logs
     work_dir: str = "runs/local"
     serving_dir: Optional[str] = None
     model_name: str = MODEL_NAME
@@ -64,9 +64,14 @@ class RunConfig:
                 or set(value) == {"."}
             ):
                 raise ValueError(f"{field} {value!r}: expected letters, digits, '.', '_' or '-'")
+        if self.data_dir is None and self.runner != "local":
+            raise ValueError(f"a {self.runner} run needs data_dir (the raw logs)")
         for field in ("data_dir", "work_dir"):
-            if not isinstance(getattr(self, field), str) or not getattr(self, field).strip():
-                raise ValueError(f"{field} {getattr(self, field)!r}: expected a path")
+            value = getattr(self, field)
+            if (value is not None or field == "work_dir") and (
+                not isinstance(value, str) or not value.strip()
+            ):
+                raise ValueError(f"{field} {value!r}: expected a path")
         for field in ("train_steps", "eval_steps"):
             if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
                 raise ValueError(f"{field} {getattr(self, field)!r}: expected a positive integer")
@@ -76,13 +81,51 @@ class RunConfig:
     @classmethod
     def from_file(cls, path: str) -> "RunConfig":
         """Loads a JSON environment file; unknown keys are an error naming them."""
-        with open(path) as f:
-            values = json.load(f)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return cls(**_read_settings(path))
+
+    @classmethod
+    def from_sources(
+        cls,
+        flags: Mapping[str, Any],
+        path: Optional[str] = None,
+        runner: str = "local",
+    ) -> "RunConfig":
+        """The run's settings: ``flags`` override the JSON file at ``path``, which
+        overrides the defaults.
+
+        Args:
+          flags: settings by field name; None means not given. ``epochs`` goes
+            into ``model_config`` unless the flags' own ``model_config`` sets it.
+          path: a JSON environment file (its ``runner`` must be ``runner``).
+          runner: the runner the settings are for; local paths become absolute.
+        """
+        values = _read_settings(path) if path else {}
+        if values.get("runner", runner) != runner:
+            raise ValueError(f"{path} is for the {values['runner']!r} runner, not {runner!r}")
+        values["runner"] = runner
+        flags = {k: v for k, v in flags.items() if v is not None}
+        epochs = flags.pop("epochs", None)
+        _check_names(flags, "flags")
+        values.update(flags)
+        if epochs is not None and "epochs" not in (flags.get("model_config") or {}):
+            values["model_config"] = {**(values.get("model_config") or {}), "epochs": epochs}
+        config = cls(**values)
+        if runner == "local":
+            config = dataclasses.replace(
+                config,
+                **{
+                    field: os.path.abspath(getattr(config, field))
+                    for field in (
+                        "data_dir",
+                        "work_dir",
+                        "serving_dir",
+                        "pipeline_root_dir",
+                        "schema_path",
+                    )
+                    if getattr(config, field) is not None and "://" not in getattr(config, field)
+                },
+            )
+        return config
 
     @property
     def pipeline_root(self) -> str:
@@ -98,6 +141,22 @@ class RunConfig:
         return os.path.join(
             self.serving_dir or os.path.join(self.work_dir, "serving"), self.model_name
         )
+
+
+def _check_names(values: Mapping[str, Any], source: str) -> None:
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown settings {unknown}; known: {sorted(known)}")
+
+
+def _read_settings(path: str) -> Dict[str, Any]:
+    with open(path) as f:
+        values = json.load(f)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a JSON object of settings")
+    _check_names(values, path)
+    return values
 
 
 def input_bytes(data_dir: str) -> int:

@@ -8,6 +8,7 @@ recsys-pipeline --config pipeline/environments/local.json --train-steps 50
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import logging
@@ -20,7 +21,7 @@ from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)
 import schemas
 from components.log_config import LogConfig
 from datagen import synthetic
-from pipeline import configs, run_report, run_summary
+from pipeline import after_run, configs
 
 DEFAULT_SYNTHETIC_DIR = "data/synthetic"
 
@@ -140,67 +141,51 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return argparse.Namespace(**{**DEFAULTS, **given}, given=set(given))
 
 
-def _from_file(path: str) -> configs.RunConfig:
-    config = configs.RunConfig.from_file(path)
-    if config.runner != "local":
-        raise SystemExit(f"error: {path} is for the {config.runner!r} runner, not 'local'")
-    return config
+# Flags that name a RunConfig field differently.
+_FIELD_OF_FLAG = {"pipeline_root": "pipeline_root_dir", "schema": "schema_path"}
+# Flags of the data-generation step, not of the run.
+_DATA_FLAGS = ("synthetic_impressions", "seed")
 
 
 def build_run_config(args: argparse.Namespace) -> configs.RunConfig:
-    """The run's settings: flags given, then the --config file, then defaults."""
+    """The run's settings: flags given, then the --config file, then defaults
+    (``RunConfig.from_sources``). ``data_dir`` stays None when no source names
+    one: ``with_data`` generates synthetic logs."""
     given = getattr(args, "given", set(vars(args)))
-    base = _from_file(args.config) if args.config else None
+    flags = {
+        _FIELD_OF_FLAG.get(flag, flag): getattr(args, flag)
+        for flag in given
+        if flag not in ("config", "given", "no_cache", "log_config", *_DATA_FLAGS)
+    }
+    if "no_cache" in given:
+        flags["enable_cache"] = not args.no_cache
+    if "log_config" in given:
+        with open(args.log_config) as f:
+            flags["log_config"] = LogConfig.from_dict(json.load(f))
+    try:
+        return configs.RunConfig.from_sources(flags, args.config, runner="local")
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from e
 
-    def setting(flag: str, field: str, transform=lambda v: v):
-        if flag in given or base is None:
-            value = getattr(args, flag)
-            return None if value is None else transform(value)
-        return getattr(base, field)
 
-    work_dir = os.path.abspath(setting("work_dir", "work_dir"))
-    data_dir = setting("data_dir", "data_dir")
-    if data_dir is None:
-        data_dir = os.path.join(work_dir, DEFAULT_SYNTHETIC_DIR)
-        config = synthetic.GeneratorConfig(
-            num_impressions=args.synthetic_impressions, seed=args.seed
-        )
-        manifest = synthetic.ensure_dataset(data_dir, config)
-        logging.info(
-            "Synthetic logs in %s: %s (Bayes click AUC %.4f)",
-            data_dir,
-            manifest["event_counts"],
-            manifest["bayes_click_auc"],
-        )
-
-    def read_log_config(path: str) -> LogConfig:
-        with open(path) as f:
-            return LogConfig.from_dict(json.load(f))
-
-    log_config = setting("log_config", "log_config", read_log_config) or LogConfig()
-    check_data_dir(data_dir, log_config)
-    model_config = dict(setting("model_config", "model_config") or {})
-    if "epochs" in given and not ("model_config" in given and "epochs" in model_config):
-        model_config["epochs"] = args.epochs  # over the file's model_config
-    elif base is None:
-        model_config.setdefault("epochs", args.epochs)
-    return configs.RunConfig(
-        data_dir=os.path.abspath(data_dir),
-        work_dir=work_dir,
-        serving_dir=setting("serving_dir", "serving_dir", os.path.abspath),
-        pipeline_root_dir=setting("pipeline_root", "pipeline_root_dir", os.path.abspath),
-        model_name=setting("model_name", "model_name"),
-        train_steps=setting("train_steps", "train_steps"),
-        eval_steps=setting("eval_steps", "eval_steps"),
-        beam_args=setting("beam_args", "beam_args") or configs.default_beam_args(data_dir),
-        model_config=model_config,
-        eval_thresholds=setting("eval_thresholds", "eval_thresholds"),
-        log_config=log_config,
-        schema_path=os.path.abspath(setting("schema", "schema_path")),
-        enable_cache=not args.no_cache
-        if ("no_cache" in given or base is None)
-        else base.enable_cache,
+def with_data(
+    config: configs.RunConfig, synthetic_impressions: int, seed: int
+) -> configs.RunConfig:
+    """``config`` with its data: unchanged when it names a data dir, else with
+    synthetic logs generated (once) under ``<work_dir>/data/synthetic``."""
+    if config.data_dir is not None:
+        return config
+    data_dir = os.path.join(config.work_dir, DEFAULT_SYNTHETIC_DIR)
+    manifest = synthetic.ensure_dataset(
+        data_dir, synthetic.GeneratorConfig(num_impressions=synthetic_impressions, seed=seed)
     )
+    logging.info(
+        "Synthetic logs in %s: %s (Bayes click AUC %.4f)",
+        data_dir,
+        manifest["event_counts"],
+        manifest["bayes_click_auc"],
+    )
+    return dataclasses.replace(config, data_dir=data_dir)
 
 
 def local_pipeline(config: configs.RunConfig):
@@ -209,6 +194,8 @@ def local_pipeline(config: configs.RunConfig):
     from pipeline import fingerprint, runners
 
     os.makedirs(config.work_dir, exist_ok=True)
+    if not config.beam_args:
+        config = dataclasses.replace(config, beam_args=configs.default_beam_args(config.data_dir))
     # A copy named by content, so an edited schema invalidates the cache.
     schema_file = fingerprint.content_addressed_copy(
         config.schema_path, os.path.join(config.pipeline_root, "_schemas")
@@ -221,48 +208,27 @@ def local_pipeline(config: configs.RunConfig):
 
 
 def run(config: configs.RunConfig, query_served_model: bool = True) -> dict:
-    """Runs the pipeline with LocalDagRunner and returns the run summary.
-
-    When a model was pushed, serves it with the local gRPC server and asks it
-    for one user's recommendations (``summary["grpc_query"]``).
-    """
+    """Runs the pipeline with LocalDagRunner and returns the run summary
+    (``after_run.finish_run``: summary, report, a query of the pushed model)."""
     from tfx import v1 as tfx
+
     from trainer.config import ModelConfig
 
+    if config.data_dir is None:
+        raise ValueError("the run has no data_dir: call with_data first")
+    check_data_dir(config.data_dir, config.log_config)
     ModelConfig.from_dict(config.model_config)  # fail before any component runs
     tfx.orchestration.LocalDagRunner().run(local_pipeline(config))
-    summary = run_summary.summarize(config.metadata_path)
-    if summary["pushed"] and query_served_model:
-        from serving import demo
-
-        summary["grpc_query"] = demo.recommend_over_grpc(
-            config.model_name,
-            config.push_base,
-            config.data_dir,
-            summary["examples_uri"],
-            config.log_config,
-        )
-    run_summary.write_summary(summary, config.work_dir)
-    run_report.write_report(summary, config.work_dir)
-    return summary
+    return after_run.finish_run(config, query_served_model)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.INFO)
     args = parse_args(argv)
-    config = build_run_config(args)
+    config = with_data(build_run_config(args), args.synthetic_impressions, args.seed)
     summary = run(config)
-    print(run_summary.format_summary(summary, config.work_dir), flush=True)
-    if summary.get("grpc_query"):
-        from serving.demo import format_recommendations
-
-        print(format_recommendations(summary["grpc_query"]), flush=True)
-        print(
-            f"  serve it: .venv/bin/recsys-serve --model_name={config.model_name} "
-            f"--model_base_path={config.push_base}",
-            flush=True,
-        )
+    print(after_run.terminal_summary(summary, config), flush=True)
     return 0 if summary["pushed"] else 1
 
 

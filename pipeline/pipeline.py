@@ -1,4 +1,8 @@
-"""The pipeline factory: one DAG for every runner (local, Kubeflow, Airflow)."""
+"""The pipeline factory: one DAG for every runner (local, Kubeflow, Airflow).
+
+It only wires components. Importing it loads neither keras-nlp nor the
+model, Trainer or export code: components name their code by module path.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +17,9 @@ from components.atomic_pusher import AtomicPusher
 from components.compatible_evaluator import CompatibleBaselineEvaluator
 from components.log_config import LogConfig
 from components.log_example_gen import InteractionLogExampleGen
+from pipeline import custom_configs, fingerprint
 from pipeline import eval_config as eval_config_lib
-from pipeline import fingerprint
 from trainer.config import ModelConfig
-from trainer.task import CONFIG_KEY
-from trainer.text_encoder import preset_vocabulary
-from trainer.transform import TEXT_VOCABULARY_FILE
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
 RUN_FN = "trainer.task.run_fn"
@@ -39,34 +40,49 @@ def create_pipeline(
     enable_cache: bool = True,
     schema_path: str = schemas.SCHEMA_PATH,
 ) -> tfx_pipeline.Pipeline:
-    """ExampleGen -> statistics -> schema check -> Transform -> Trainer -> Evaluator -> Pusher."""
-    trainer_code = fingerprint.source_fingerprint(["trainer"])
+    """ExampleGen -> statistics -> schema check -> Transform -> Trainer -> Evaluator -> Pusher.
+
+    Args:
+      pipeline_name: the pipeline's name in ML Metadata and the orchestrator.
+      pipeline_root: where every component writes its outputs.
+      data_dir: the raw logs (``log_config`` says which files and fields).
+      push_base: TF Serving's model base path; versions go to ``<push_base>/<version>``.
+      train_steps, eval_steps: Trainer steps over all epochs, and validation steps.
+      log_config: how to read the logs (patterns, formats, fields, labels, split).
+      model_config: ``ModelConfig`` overrides as a dict (validated here, before any run).
+      eval_thresholds: per-task overrides of each ``Task.threshold``.
+      beam_pipeline_args: Beam arguments for every Beam stage (runner, workers).
+      metadata_connection_config: ML Metadata connection (None: the runner's).
+      enable_cache: reuse outputs of components whose inputs did not change.
+      schema_path: the curated schema the data must match.
+    """
     model_settings = ModelConfig.from_dict(model_config)
-    transform_config = {"code_version": trainer_code}
-    if model_settings.text_encoder_preset:
-        transform_config[TEXT_VOCABULARY_FILE] = preset_vocabulary(
-            model_settings.text_encoder_preset
-        )
+
+    # Reads the logs into train/eval tf.Examples (joins, histories, labels, dead letters).
     example_gen = InteractionLogExampleGen(
         input_base=data_dir,
         log_config=log_config,
         code_version=fingerprint.source_fingerprint(["components"]),
     )
+    # TFDV statistics of each split.
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    # The curated schema, imported (never re-inferred).
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
+    # Anomalies of the statistics against the schema.
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
+    # Stops the run on any anomaly.
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
-
+    # Vocabularies and token ids (TF Transform), after the gate.
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config=transform_config,
+        custom_config=custom_configs.transform_config(model_settings),
     )
     transform.add_upstream_node(anomalies_gate)
-
+    # The multi-task model, trained and exported with every serving signature.
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -74,15 +90,15 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
-        custom_config={CONFIG_KEY: model_config or {}, "code_version": trainer_code},
+        custom_config=custom_configs.trainer_config(model_config),
     )
-
+    # The latest blessed model, the Evaluator's baseline.
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
-
+    # TFMA per task and per category: thresholds and no regression against the baseline.
     evaluator = CompatibleBaselineEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
@@ -91,7 +107,7 @@ def create_pipeline(
             eval_thresholds, model_settings.active_task_names(), model_settings.retrieval_ks
         ),
     ).with_id("Evaluator")
-
+    # Copies a blessed model to <push_base>/<version> in one rename.
     pusher = AtomicPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],

@@ -7,6 +7,10 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from trainer import features as F
 from trainer import serving_contract as C
+from trainer.preset_files import check_local_preset
+
+# The Trainer's custom_config key that carries the ModelConfig (as a dict).
+CONFIG_KEY = "model_config"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +78,6 @@ class ModelConfig:
         if self.recommend_k < 1 or not self.retrieval_ks or min(self.retrieval_ks) < 1:
             raise ValueError("recommend_k and every retrieval_ks value must be >= 1")
         if self.text_encoder_preset is not None:
-            from trainer.text_encoder import check_local_preset
-
             check_local_preset(self.text_encoder_preset)
         unknown = sorted(set(self.task_weights) - {t.name for t in F.TASKS})
         if unknown:

@@ -21,10 +21,8 @@ from trainer import catalog as catalog_lib
 from trainer import data, export, plots, text_encoder
 from trainer import features as F
 from trainer import transform as transform_lib
-from trainer.config import ModelConfig
+from trainer.config import CONFIG_KEY, ModelConfig
 from trainer.model import build_model
-
-CONFIG_KEY = "model_config"
 
 
 def accelerator_setup(config: ModelConfig) -> Tuple[tf.distribute.Strategy, bool, bool]:

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from trainer import features as F
+from trainer.preset_files import PRESET_OOV_TOKEN
 
 TEXT_VOCAB_TOP_K = 20_000
 TEXT_VOCAB_MIN_FREQUENCY = 2
@@ -21,7 +22,6 @@ PAD_ID = 0
 # custom_config key: a pretrained preset's vocabulary file to use instead of
 # computing one (whole words are looked up; unknown words get its [UNK] id).
 TEXT_VOCABULARY_FILE = "text_vocabulary_file"
-PRESET_OOV_TOKEN = "[UNK]"
 
 
 def _dense(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
