@@ -76,9 +76,17 @@ class RecommenderClient:
         tls: Optional[ClientTls] = None,
         server_name: Optional[str] = None,
     ):
-        """``tls``: talk TLS (mutual with a client certificate); ``server_name``:
-        the name the server's certificate was issued for, when it is not the
-        host in ``target``."""
+        """Opens a channel to the server (requests are sent on demand).
+
+        Args:
+          target: the server's ``host:port``.
+          model_name: the model the requests name.
+          timeout: seconds each call may take (the gRPC deadline).
+          max_message_bytes: largest request or response message.
+          tls: talk TLS (mutual with a client certificate).
+          server_name: the name the server's certificate was issued for, when
+            it is not the host in ``target``.
+        """
         self.model_name, self.timeout = model_name, timeout
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),

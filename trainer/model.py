@@ -43,9 +43,14 @@ def _l2_normalize(name: str) -> keras.layers.Layer:
 def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.Model:
     """Transformed features -> {task name: output} for the active tasks.
 
-    ``vocab_sizes`` maps the transformed id feature names and ``F.TEXT_VOCAB``
-    to embedding table sizes. The model carries ``user_model`` and
-    ``item_model`` (the towers, returning L2-normalised retrieval embeddings).
+    The model carries ``user_model`` and ``item_model`` (the towers, returning
+    L2-normalised retrieval embeddings) and ``text_encoder``; each task's head
+    is its kind's ``build_output`` (``trainer/task_kinds.py``).
+
+    Args:
+      config: the hyperparameters and the active tasks.
+      vocab_sizes: embedding table sizes by transformed id feature name, and
+        ``F.TEXT_VOCAB`` for the text encoder's vocabulary.
     """
     max_length = max(F.ITEM_TEXT_LENGTH, F.HISTORY_TEXT_LENGTH)
     text_encoder = build_text_encoder(
@@ -286,6 +291,12 @@ def build_model(
     and losses stay float32) and the optimizer scales the loss. The policy is
     set only while the model is built: layers that TFRS creates during
     training (accidental-hit removal, top-K) then stay float32.
+
+    Args:
+      config: the hyperparameters and the active tasks.
+      vocab_sizes: embedding table sizes (see ``build_network``).
+      jit_compile: compile the training step with XLA.
+      mixed_precision: float16 compute with float32 heads and losses.
     """
     previous = keras.mixed_precision.global_policy()
     if mixed_precision:
