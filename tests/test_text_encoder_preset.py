@@ -1,7 +1,6 @@
 """A pretrained keras-nlp preset read from a local directory as the text encoder."""
 
 import functools
-import json
 
 import keras_nlp
 import numpy as np
@@ -16,6 +15,7 @@ from trainer import features as F
 from trainer import transform
 from trainer.config import ModelConfig
 from trainer.model import build_model
+from trainer.bert_preset import write_preset
 from trainer.text_encoder import preset_vocabulary
 
 VOCABULARY = [
@@ -34,9 +34,7 @@ VOCABULARY = [
 
 @pytest.fixture(scope="module")
 def preset(tmp_path_factory):
-    """A tiny BERT laid out as a keras-nlp preset directory (config.json,
-    metadata.json, model.weights.h5, tokenizer.json, assets/tokenizer/vocabulary.txt), written
-    by hand because keras-nlp's save_to_preset needs Keras 3."""
+    """A tiny BERT as a keras-nlp preset directory (``bert_preset.write_preset``)."""
     path = tmp_path_factory.mktemp("bert_preset")
     backbone = keras_nlp.models.BertBackbone(
         vocabulary_size=len(VOCABULARY),
@@ -47,14 +45,7 @@ def preset(tmp_path_factory):
         max_sequence_length=64,
     )
     tokenizer = keras_nlp.models.BertTokenizer(vocabulary=VOCABULARY)
-    for name, layer in (("config.json", backbone), ("tokenizer.json", tokenizer)):
-        (path / name).write_text(json.dumps(tf.keras.saving.serialize_keras_object(layer)))
-    backbone.save_weights(str(path / "model.weights.h5"))
-    (path / "metadata.json").write_text(
-        json.dumps({"keras_version": tf.__version__, "keras_nlp_version": keras_nlp.__version__})
-    )
-    (path / "assets" / "tokenizer").mkdir(parents=True)
-    (path / "assets" / "tokenizer" / "vocabulary.txt").write_text("\n".join(VOCABULARY) + "\n")
+    write_preset(backbone, tokenizer, str(path))
     return str(path), backbone
 
 
