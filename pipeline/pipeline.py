@@ -57,6 +57,7 @@ def create_pipeline(
       schema_path: the curated schema the data must match.
     """
     model_settings = ModelConfig.from_dict(model_config)
+    trainer_code = fingerprint.source_fingerprint(["trainer"])  # Transform's and Trainer's
 
     # Reads the logs into train/eval tf.Examples (joins, histories, labels, dead letters).
     example_gen = InteractionLogExampleGen(
@@ -79,7 +80,7 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config=custom_configs.transform_config(model_settings),
+        custom_config=custom_configs.transform_config(model_settings, trainer_code),
     )
     transform.add_upstream_node(anomalies_gate)
     # The multi-task model, trained and exported with every serving signature.
@@ -90,7 +91,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
-        custom_config=custom_configs.trainer_config(model_config),
+        custom_config=custom_configs.trainer_config(model_config, trainer_code),
     )
     # The latest blessed model, the Evaluator's baseline.
     model_resolver = tfx.dsl.Resolver(

@@ -16,7 +16,6 @@ from trainer import features as F
 from trainer import task_kinds
 from trainer.config import ModelConfig
 from trainer.data import ITEM_INPUTS, MODEL_INPUTS, USER_INPUTS
-from trainer.task_kinds import RecallAtK  # noqa: F401  (re-export)
 from trainer.text_encoder import MaskedMeanPooling, build_text_encoder  # noqa: F401  (re-export)
 
 keras = tf.keras
