@@ -49,7 +49,8 @@ setup(
     package_data={"schemas": ["*.pbtxt"], "pipeline": ["environments/*.json"]},
     install_requires=REQUIRED,
     extras_require={
-        "dev": ["pytest", "hypothesis", "ruff"],
+        # tokenizers: the reference the in-graph WordPiece tokenization is tested against.
+        "dev": ["pytest", "hypothesis", "ruff", "tokenizers"],
         # Airflow is large; install where the DAG is scheduled.
         "airflow": ["apache-airflow>=2.9,<3"],
     },
