@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from trainer.bert_checkpoint import BertCheckpoint, CheckpointError
 from trainer.preset_files import PRESET_VOCABULARY
+from trainer.wordpiece import SETTINGS_FILE, WordPieceSettings
 
 keras = tf.keras
 # Written beside keras-nlp's files: what the preset was converted from.
@@ -117,6 +118,14 @@ def convert(checkpoint_dir: str, preset_dir: str) -> str:
     shutil.rmtree(partial, ignore_errors=True)
     try:
         write_preset(build_backbone(checkpoint), build_tokenizer(checkpoint), partial)
+        spec = checkpoint.tokenizer
+        WordPieceSettings(
+            os.path.join(partial, PRESET_VOCABULARY),
+            spec.lowercase,
+            spec.strip_accents,
+            spec.unk_token,
+            spec.max_input_chars_per_word,
+        ).write(partial)
         with open(os.path.join(partial, SOURCE_FILE), "w") as f:
             json.dump({"checkpoint": os.path.abspath(checkpoint_dir), "activation": "gelu"}, f)
         shutil.rmtree(preset_dir, ignore_errors=True)
@@ -136,7 +145,7 @@ def cached_preset(checkpoint_dir: str, cache_dir: str) -> str:
         stat = os.stat(path)
         digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     target = os.path.join(cache_dir, f"preset-{digest.hexdigest()[:16]}")
-    if not os.path.isfile(os.path.join(target, SOURCE_FILE)):
+    if not all(os.path.isfile(os.path.join(target, f)) for f in (SOURCE_FILE, SETTINGS_FILE)):
         os.makedirs(cache_dir, exist_ok=True)
         convert(checkpoint_dir, target)
     return target
