@@ -42,11 +42,13 @@ STAGES = (
     "StatisticsGen",
     "ExampleValidator",
     "Transform",
+    "TextEmbedder",
     "Trainer",
     "Evaluator",
     "AtomicPusher",
 )
 MODEL_CONFIG = {"epochs": 2, "batch_size": 256}
+SCRATCH = {"pretrained_text_encoder": None}
 
 
 def machine() -> Dict[str, object]:
@@ -141,7 +143,9 @@ def plain_keras(run: Dict[str, object]) -> Dict[str, float]:
     from trainer.config import ModelConfig
     from trainer.data import split_labels
     from trainer.model import build_model
-    from trainer.task import vocab_sizes
+    from components.text_embedder import TextEmbeddings
+    from trainer.config import TEXT_EMBEDDINGS_URI
+    from trainer.task import load_text_features, vocab_sizes
 
     store = metadata_store.MetadataStore(
         metadata.sqlite_metadata_connection_config(run["metadata_path"])
@@ -149,7 +153,13 @@ def plain_keras(run: Dict[str, object]) -> Dict[str, float]:
     graph = tft.TFTransformOutput(_latest(store, "TransformGraph").uri)
     files = glob.glob(os.path.join(_latest(store, "Examples", "Transform").uri, "Split-train", "*"))
     config = ModelConfig.from_dict(MODEL_CONFIG)
-    sizes = vocab_sizes(graph, config)
+    embeddings = (
+        {TEXT_EMBEDDINGS_URI: _latest(store, TextEmbeddings.TYPE_NAME).uri}
+        if config.pretrained_text_encoder
+        else {}
+    )
+    text_features = load_text_features(config, embeddings)
+    sizes = vocab_sizes(graph, text_features.dim)
     spec = graph.transformed_feature_spec()
     dataset = (
         tf.data.TFRecordDataset(files, compression_type="GZIP")
@@ -157,6 +167,7 @@ def plain_keras(run: Dict[str, object]) -> Dict[str, float]:
         .shuffle(10_000)
         .batch(config.batch_size)
         .map(lambda x: tf.io.parse_example(x, spec))
+        .map(text_features.add_to)
         .map(lambda b: split_labels(b, config.active_tasks(), sizes[F.ITEM_CATEGORY_XF]))
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -206,6 +217,8 @@ def quality(source: str, work_dir: str, quick: bool) -> Optional[Dict[str, objec
     args = ["movielens", "--source", source, "--work-dir", os.path.join(work_dir, "movielens")]
     if quick:
         args += ["--max-ratings", "3000", "--train-steps", "40", "--baseline-epochs", "1"]
+        # Plumbing only: the quick run leaves the pretrained encoder out.
+        args += ["--model-config", json.dumps({"epochs": 6, "batch_size": 256, **SCRATCH})]
     model_quality.main(args)
     return json.load(open(os.path.join(work_dir, "movielens", "quality.json")))
 

@@ -35,7 +35,8 @@ _BATCH = 64
 class TextEmbeddings(artifact.Artifact):
     """Item id -> pretrained text embedding, with the encoder that made them."""
 
-    TYPE_NAME = "TextEmbeddings"
+    # namespace.Name: the form Kubeflow Pipelines v2 requires of custom artifact types.
+    TYPE_NAME = "recsys.TextEmbeddings"
 
 
 def item_text(title: str, description: str) -> str:

@@ -8,17 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from trainer.config import CONFIG_KEY, ModelConfig
-from trainer.preset_files import preset_vocabulary
-from trainer.transform import TEXT_VOCABULARY_FILE
+from trainer.config import CONFIG_KEY
 
 
-def transform_config(model_settings: ModelConfig, code_version: str) -> Dict[str, Any]:
-    """Transform's: the code version and, with a pretrained encoder, its vocabulary."""
-    config: Dict[str, Any] = {"code_version": code_version}
-    if model_settings.text_encoder_preset:
-        config[TEXT_VOCABULARY_FILE] = preset_vocabulary(model_settings.text_encoder_preset)
-    return config
+def transform_config(code_version: str) -> Dict[str, Any]:
+    """Transform's: the code version."""
+    return {"code_version": code_version}
 
 
 def trainer_config(model_config: Optional[dict], code_version: str) -> Dict[str, Any]:

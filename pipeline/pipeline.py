@@ -6,6 +6,7 @@ model, Trainer or export code: components name their code by module path.
 
 from __future__ import annotations
 
+import os
 from typing import List, Optional
 
 from tfx import v1 as tfx
@@ -17,11 +18,14 @@ from components.atomic_pusher import AtomicPusher
 from components.compatible_evaluator import CompatibleBaselineEvaluator
 from components.log_config import LogConfig
 from components.log_example_gen import InteractionLogExampleGen
+from components.text_embedder import TextEmbedder
+from components.trainer import Trainer
 from pipeline import custom_configs, fingerprint
 from pipeline import eval_config as eval_config_lib
 from trainer.config import ModelConfig
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
+TEXT_EMBEDDING_CACHE = "text_embedding_cache"  # under the pipeline root
 RUN_FN = "trainer.task.run_fn"
 
 
@@ -40,7 +44,8 @@ def create_pipeline(
     enable_cache: bool = True,
     schema_path: str = schemas.SCHEMA_PATH,
 ) -> tfx_pipeline.Pipeline:
-    """ExampleGen -> statistics -> schema check -> Transform -> Trainer -> Evaluator -> Pusher.
+    """ExampleGen -> statistics -> schema check -> Transform and TextEmbedder ->
+    Trainer -> Evaluator -> Pusher.
 
     Args:
       pipeline_name: the pipeline's name in ML Metadata and the orchestrator.
@@ -80,11 +85,23 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config=custom_configs.transform_config(model_settings, trainer_code),
+        custom_config=custom_configs.transform_config(trainer_code),
     )
     transform.add_upstream_node(anomalies_gate)
+    # Every item's text through the frozen pretrained encoder, once (Beam
+    # RunInference, cached by encoder and text), after the gate.
+    text_embedder = None
+    if model_settings.pretrained_text_encoder:
+        text_embedder = TextEmbedder(
+            examples=example_gen.outputs["examples"],
+            encoder=model_settings.pretrained_text_encoder,
+            cache_dir=os.path.join(pipeline_root, TEXT_EMBEDDING_CACHE),
+            max_length=model_settings.pretrained_text_length,
+            code_version=trainer_code,
+        )
+        text_embedder.add_upstream_node(anomalies_gate)
     # The multi-task model, trained and exported with every serving signature.
-    trainer = tfx.components.Trainer(
+    trainer = Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
@@ -92,6 +109,7 @@ def create_pipeline(
         train_args=tfx.proto.TrainArgs(num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
         custom_config=custom_configs.trainer_config(model_config, trainer_code),
+        text_embeddings=text_embedder.outputs["text_embeddings"] if text_embedder else None,
     )
     # The latest blessed model, the Evaluator's baseline.
     model_resolver = tfx.dsl.Resolver(
@@ -127,6 +145,7 @@ def create_pipeline(
             example_validator,
             anomalies_gate,
             transform,
+            *([text_embedder] if text_embedder else []),
             trainer,
             model_resolver,
             evaluator,

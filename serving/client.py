@@ -45,6 +45,14 @@ ITEM_FIELDS = {
 }
 
 
+def request_string(value: object) -> str:
+    """A feature value as a named-input string; a list (history item ids) is
+    joined with the history separator, as ``predict``/``recommend`` split it."""
+    if isinstance(value, (list, tuple)):
+        return F.HISTORY_SEPARATOR.join(str(v) for v in value)
+    return str(value or "")
+
+
 def make_example(features: Mapping[str, object]) -> bytes:
     """A serialized tf.Example of raw serving features (strings, or a list for lists)."""
     unknown = sorted(set(features) - set(F.SERVING_FEATURES))
@@ -169,7 +177,7 @@ class RecommenderClient:
             request.model_spec.version.value = version
         for name in C.RECOMMEND_FEATURES:
             request.inputs[name].CopyFrom(
-                tf.make_tensor_proto([str(user.get(name) or "")], dtype=tf.string)
+                tf.make_tensor_proto([request_string(user.get(name))], dtype=tf.string)
             )
         response = self._predict.Predict(request, timeout=self.timeout)
         ids = tf.make_ndarray(response.outputs[C.ITEM_IDS])[0]

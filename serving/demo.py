@@ -33,6 +33,7 @@ def sample_user(examples_uri: str) -> Optional[Dict[str, object]]:
                 F.USER_ID: _text(example, F.USER_ID)[0],
                 F.HISTORY_TITLES: _text(example, F.HISTORY_TITLES)[0],
                 F.USER_PROFILE: _text(example, F.USER_PROFILE)[0],
+                F.HISTORY_ITEM_IDS: _text(example, F.HISTORY_ITEM_IDS),
                 "seen": _text(example, F.HISTORY_ITEM_IDS),
             }
     return None

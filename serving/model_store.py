@@ -23,6 +23,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.request_checks import InputSpec
+from serving.tf_serving_ops import register_tf_serving_ops
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def load_version(path: str, version: int) -> LoadedVersion:
     """Loads a SavedModel directory into its own graph and Session, as TF
     Serving does (raises on a corrupt one, or one whose ops this TensorFlow
     lacks)."""
+    register_tf_serving_ops()
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph)
     try:

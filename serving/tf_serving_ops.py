@@ -75,22 +75,46 @@ def core_ops() -> Set[str]:
     return set(result.stdout.split())
 
 
-def tf_text_ops() -> Set[str]:
-    """The ops of tensorflow-text's ``ops_lib``, read from the installed libraries."""
-    from tensorflow.python.client import pywrap_tf_session
-
+def _tf_text_libraries() -> List[str]:
+    """The installed tensorflow-text's op libraries of ``TF_TEXT_OP_LIBRARIES``
+    (found without importing its Python package)."""
     spec = importlib.util.find_spec("tensorflow_text")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("tensorflow-text is not installed")
     directory = os.path.join(list(spec.submodule_search_locations)[0], "python", "ops")
-    names: Set[str] = set()
+    paths = []
     for library in TF_TEXT_OP_LIBRARIES:
-        paths = glob.glob(os.path.join(directory, f"_{library}.so"))
-        if not paths:
+        found = glob.glob(os.path.join(directory, f"_{library}.so"))
+        if not found:
             raise RuntimeError(f"tensorflow-text ships no _{library}.so in {directory}")
-        handle = pywrap_tf_session.TF_LoadLibrary(paths[0])
+        paths.append(found[0])
+    return paths
+
+
+def tf_text_ops() -> Set[str]:
+    """The ops of tensorflow-text's ``ops_lib``, read from the installed libraries."""
+    from tensorflow.python.client import pywrap_tf_session
+
+    names: Set[str] = set()
+    for path in _tf_text_libraries():
+        handle = pywrap_tf_session.TF_LoadLibrary(path)
         names |= _op_names(pywrap_tf_session.TF_GetOpList(handle))
     return names
+
+
+_registered = False
+
+
+def register_tf_serving_ops() -> None:
+    """Registers the op libraries TF Serving links in beside core TF, so the
+    local server loads what stock TF Serving loads (idempotent)."""
+    global _registered
+    if not _registered:
+        import tensorflow as tf
+
+        for path in _tf_text_libraries():
+            tf.load_op_library(path)
+        _registered = True
 
 
 def tf_serving_ops() -> Set[str]:

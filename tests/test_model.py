@@ -9,10 +9,22 @@ from trainer import features as F
 from trainer.catalog import catalog_dataset
 from trainer.config import ModelConfig
 from trainer.data import ITEM_KEY, multi_hot, split_labels
-from trainer.model import build_model
+from trainer.model import PRETRAINED_TEXT_DIM, build_model
 
 NUM_CATEGORIES = 5
-VOCABS = {F.USER_ID_XF: 11, F.ITEM_ID_XF: 13, F.ITEM_CATEGORY_XF: NUM_CATEGORIES, F.TEXT_VOCAB: 50}
+TEXT_DIM = 8  # the pretrained text vectors' width
+VOCABS = {
+    F.USER_ID_XF: 11,
+    F.ITEM_ID_XF: 13,
+    F.ITEM_CATEGORY_XF: NUM_CATEGORIES,
+    F.TEXT_VOCAB: 50,
+    PRETRAINED_TEXT_DIM: TEXT_DIM,
+}
+
+
+def _unit(rng, n):
+    v = rng.normal(size=(n, TEXT_DIM)).astype("float32")
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 def _batch(n=16, seed=0, rated=0.5):
@@ -33,6 +45,8 @@ def _batch(n=16, seed=0, rated=0.5):
         F.ITEM_CATEGORY_XF: items % NUM_CATEGORIES,
         F.ITEM_TOKENS_XF: tokens(F.ITEM_TEXT_LENGTH),
         F.HISTORY_TOKENS_XF: tokens(F.HISTORY_TEXT_LENGTH),
+        F.ITEM_TEXT_VECTOR: _unit(np.random.default_rng(100), 13)[items],
+        F.HISTORY_TEXT_VECTOR: _unit(rng, n),
         F.CLICK: rng.integers(0, 2, n).astype("float32"),
         F.PURCHASE: (rng.random(n) < 0.2).astype("float32"),
         F.RATING: rng.integers(1, 6, n).astype("float32"),
@@ -57,6 +71,7 @@ def _catalog():
         F.ITEM_ID_XF: np.arange(13),
         F.ITEM_CATEGORY_XF: np.arange(13) % NUM_CATEGORIES,
         F.ITEM_TOKENS_XF: rng.integers(0, 50, (13, F.ITEM_TEXT_LENGTH)),
+        F.ITEM_TEXT_VECTOR: _unit(np.random.default_rng(100), 13),
     }
 
 
@@ -173,11 +188,14 @@ def test_tasks_can_be_switched_off():
         ModelConfig(tasks=("ranking",))
 
 
-def test_a_remote_or_missing_preset_is_refused():
+def test_a_remote_or_missing_encoder_is_refused():
     with pytest.raises(ValueError, match="never downloaded"):
-        ModelConfig(text_encoder_preset="kaggle://keras/bert/keras/bert_tiny_en_uncased")
-    with pytest.raises(ValueError, match="local keras-nlp preset"):
-        ModelConfig(text_encoder_preset="/nonexistent/preset")
+        ModelConfig(pretrained_text_encoder="kaggle://keras/bert/keras/bert_tiny_en_uncased")
+    with pytest.raises(ValueError, match="local directory"):
+        ModelConfig(pretrained_text_encoder="/nonexistent/preset")
+    with pytest.raises(ValueError, match="pretrained_text_length"):
+        ModelConfig(pretrained_text_length=2)
+    assert ModelConfig(pretrained_text_encoder=None).pretrained_text_encoder is None
 
 
 def test_training_callbacks_checkpoint_and_stop_early(tmp_path):

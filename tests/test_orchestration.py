@@ -20,6 +20,7 @@ COMPONENTS = {
     "ExampleValidator",
     "AnomaliesGate",
     "Transform",
+    "TextEmbedder",
     "Trainer",
     "Evaluator",
     "AtomicPusher",
@@ -61,10 +62,12 @@ def test_kubeflow_spec_has_every_component_with_its_inputs(tmp_path, capsys):
     inputs = {name: set(t.get("inputs", {}).get("artifacts", {})) for name, t in tasks.items()}
     assert inputs["StatisticsGen"] == {"examples"}
     assert inputs["Transform"] == {"examples", "schema"}
-    assert inputs["Trainer"] == {"examples", "schema", "transform_graph"}
+    assert inputs["Trainer"] == {"examples", "schema", "transform_graph", "text_embeddings"}
+    assert inputs["TextEmbedder"] == {"examples"}
     assert inputs["Evaluator"] == {"examples", "model", "baseline_model"}
     assert inputs["AtomicPusher"] == {"model", "model_blessing"}
-    assert "AnomaliesGate" in tasks["Transform"]["dependentTasks"]  # bad data stops the run
+    for task in ("Transform", "TextEmbedder"):  # bad data stops the run before either
+        assert "AnomaliesGate" in tasks[task]["dependentTasks"]
     assert spec["runtimeConfig"]["gcsOutputDirectory"] == "gs://b/root"
     images = {
         e["container"]["image"]
@@ -132,7 +135,8 @@ def test_airflow_loads_the_dag_file_with_every_task_in_order(tmp_path):
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert loaded["errors"] == {} and loaded["dag_id"] == config["pipeline_name"]
     assert COMPONENTS <= set(loaded["tasks"])
-    assert "Transform" in loaded["after_gate"] and "Evaluator" in loaded["after_trainer"]
+    assert "Transform" in loaded["after_gate"] and "TextEmbedder" in loaded["after_gate"]
+    assert "Evaluator" in loaded["after_trainer"]
     assert loaded["schedule"] == "0 3 * * *"
 
 
@@ -305,7 +309,7 @@ def test_the_pipeline_definition_imports_no_model_code(tmp_path):
 
         config = configs.RunConfig(data_dir=sys.argv[1], work_dir=sys.argv[1])
         pipeline = runners.pipeline_for(config, config.schema_path)
-        assert len(pipeline.components) == 10
+        assert len(pipeline.components) == 11  # with the TextEmbedder (encoder on by default)
         heavy = ("trainer.model", "trainer.task", "trainer.export", "trainer.text_encoder",
                  "trainer.catalog", "trainer.data")
         print(sorted(m for m in sys.modules

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from pipeline import configs, local_runner
+from serving import tf_serving_ops
 from tests.conftest import write_jsonl
 from trainer import features as F
 
@@ -38,6 +39,11 @@ FAST = dict(
         "interest": 0.0,
     },
 )
+
+
+# The pipeline tests that are not about the text encoder run without the
+# pretrained one (the module's ``run`` keeps the default, MiniLM).
+SCRATCH_MODEL = {"batch_size": 64, "pretrained_text_encoder": None}
 
 
 @pytest.fixture(scope="module")
@@ -138,10 +144,16 @@ def test_training_curves_and_component_timings(run):
 SCORE_SCRIPT = textwrap.dedent("""
     import json, sys
     import tensorflow as tf
+    from serving.tf_serving_ops import register_tf_serving_ops
+    register_tf_serving_ops()  # the tensorflow-text kernels TF Serving links in
     model = tf.saved_model.load(sys.argv[1])
     rows = json.loads(sys.argv[2])
+    def values(name, value):  # the varlen history ids travel as a list in a tf.Example
+        if name == "history_item_ids":
+            return [i.encode() for i in value.split(" | ") if i]
+        return [value.encode()]
     def example(row):
-        feature = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
+        feature = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=values(k, v)))
                    for k, v in row.items()}
         return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
     as_lists = lambda outputs: {k: v.numpy().tolist() for k, v in outputs.items()}
@@ -152,7 +164,8 @@ SCORE_SCRIPT = textwrap.dedent("""
                             for name in predict.structured_input_signature[1]})
     recommend = model.signatures["recommend"](
         user_id=tf.constant([r["user_id"] for r in rows]), user_profile=tf.constant(["", "", ""]),
-        history_titles=tf.constant([r["history_titles"] for r in rows]))
+        history_titles=tf.constant([r["history_titles"] for r in rows]),
+        history_item_ids=tf.constant([r.get("history_item_ids", "") for r in rows]))
     recommend = {k: [[x.decode() if isinstance(x, bytes) else x for x in row] for row in v]
                  for k, v in as_lists(recommend).items()}
     evaluate = model.signatures["evaluate"](examples=tf.constant([example(r) for r in rows]))
@@ -173,6 +186,7 @@ def test_pushed_model_signatures_work_in_a_fresh_process(run, small_logs):
             F.ITEM_DESCRIPTION: "song melody concert",
             F.ITEM_CATEGORY: "music",
             F.HISTORY_TITLES: "Guitar song | Piano concert",
+            F.HISTORY_ITEM_IDS: "i00003 | i00005",
         },
         {
             F.USER_ID: "never-seen",
@@ -250,8 +264,76 @@ def test_pushed_model_signatures_work_in_a_fresh_process(run, small_logs):
         if row[F.ITEM_ID] in catalogue:
             assert hit_at_10 == [float(row[F.ITEM_ID] in user_ids[:10])], (row, user_ids[:10])
             assert hit_at_100 == [float(row[F.ITEM_ID] in user_ids)], row
-    # The serving graph needs neither keras-nlp nor tensorflow-text.
+    # The serving graph needs neither keras-nlp nor tensorflow-text's Python
+    # package (only the kernels TF Serving registers), nor TF Transform.
     assert json.loads(lines[-1].split(":", 1)[1]) == []
+    assert tf_serving_ops.unsupported_ops(summary["pushed_destination"]) == []
+
+
+def test_an_item_never_seen_in_training_is_scored_from_its_text_over_grpc(run, tmp_path):
+    """``recsys-serve`` in a fresh process: an unknown item id gets its pretrained
+    text vector from the encoder in the graph (texts that the lexical encoder
+    reads alike but WordPiece does not score differently), a known id keeps
+    the catalogue's vector whatever text comes with it."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    config, summary = run
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serving.server",
+            f"--model_name={config.model_name}",
+            f"--model_base_path={config.push_base}",
+            "--port=0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving "), (line, open(tmp_path / "server.log").read()[-3000:])
+        known = json.loads(open(os.path.join(config.data_dir, "items.jsonl")).readline())
+        # The same words to the lexical encoder ("!" and "?" are stripped), not to WordPiece.
+        rows = [
+            ("never-seen-item", "Jazz piano!"),
+            ("never-seen-item", "Jazz piano?"),
+            (known["item_id"], "Jazz piano!"),
+            (known["item_id"], "Jazz piano?"),
+        ]
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = config.model_name
+        request.model_spec.signature_name = "predict"
+        features = {name: [""] * len(rows) for name in _predict_inputs(summary)}
+        features[F.USER_ID] = ["u00001"] * len(rows)
+        features[F.ITEM_ID] = [item for item, _ in rows]
+        features[F.ITEM_TITLE] = [title for _, title in rows]
+        features[F.ITEM_CATEGORY] = [known["category"]] * len(rows)
+        for name, values in features.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
+        with grpc.insecure_channel(line.split()[-1]) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response = stub.Predict(request, timeout=60)
+        click = tf.make_ndarray(response.outputs["click"]).ravel()
+        retrieval = tf.make_ndarray(response.outputs["retrieval"]).ravel()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert np.all(np.isfinite(click)) and np.all(np.isfinite(retrieval))
+    assert abs(retrieval[0] - retrieval[1]) > 1e-6, retrieval  # embedded from the text
+    np.testing.assert_allclose(retrieval[2], retrieval[3], atol=1e-6)  # the catalogue's vector
+    np.testing.assert_allclose(click[2], click[3], atol=1e-6)
+
+
+def _predict_inputs(summary) -> list:
+    from tensorflow.python.saved_model import loader_impl
+
+    graph = loader_impl.parse_saved_model(summary["pushed_destination"]).meta_graphs[0]
+    return list(graph.signature_def["predict"].inputs)
 
 
 def _num_categories(config) -> int:
@@ -347,7 +429,13 @@ def test_a_new_task_is_one_task_record(run, one_more_task, tmp_path):
             record_batch_factory=None,
             data_view_decode_fn=None,
         ),
-        custom_config={trainer_task.CONFIG_KEY: {"epochs": 1, "batch_size": 32}},
+        custom_config={
+            trainer_task.CONFIG_KEY: {
+                "epochs": 1,
+                "batch_size": 32,
+                "pretrained_text_encoder": None,  # this test is about the task record
+            }
+        },
     )
     trainer_task.run_fn(fn_args)
 
@@ -524,7 +612,7 @@ def test_a_killed_run_resumes_from_the_last_finished_component(small_logs, tmp_p
         "--epochs",
         "2",
         "--model-config",
-        json.dumps({"batch_size": 64}),
+        json.dumps(SCRATCH_MODEL),
         *[f"--beam-arg={a}" for a in FAST["beam_args"]],
     ]
     proc = subprocess.Popen(
@@ -543,7 +631,7 @@ def test_a_killed_run_resumes_from_the_last_finished_component(small_logs, tmp_p
     config = configs.RunConfig(
         data_dir=small_logs,
         work_dir=work,
-        **dict(FAST, eval_thresholds=None, model_config={"epochs": 2, "batch_size": 64}),
+        **dict(FAST, eval_thresholds=None, model_config={"epochs": 2, **SCRATCH_MODEL}),
     )
     summary = local_runner.run(config, query_served_model=False)
     states = {row["component"]: row["state"] for row in summary["components"]}

@@ -139,3 +139,30 @@ def test_a_corrupt_cache_shard_is_an_error_not_a_silent_miss(tmp_path, tiny_enco
         f.write(gzip.compress(b"not a tfrecord"))
     with pytest.raises(Exception, match="corrupt|truncated|DataLossError|length"):
         text_embedder.embed_items(files, tiny_encoder, str(cache), str(tmp_path / "p"), 16)
+
+
+def test_serving_embeds_an_unknown_item_as_the_embedding_step_did(tmp_path, tiny_encoder):
+    from trainer.pretrained_text import PretrainedTextFeatures, item_text
+
+    files = [_write_examples(tmp_path / "x.gz", ITEMS)]
+    text_embedder.embed_items(files, tiny_encoder, str(tmp_path / "c"), str(tmp_path / "o"), 16)
+    ids, vectors = embedding_table.read_table(str(tmp_path / "o"))
+    encoder = SentenceEncoder(resolve_preset(tiny_encoder), 16)
+    features = PretrainedTextFeatures(ids, vectors, encoder)
+    known = list(ids).index("item3")
+    _, title, description = ITEMS[3]
+    got = features.item_vectors(
+        tf.constant(["item3", "brand-new", "", "item5"]),
+        item_text(
+            tf.constant([title, title, "", "ignored"]), tf.constant([description] * 2 + [""] * 2)
+        ),
+    ).numpy()
+    np.testing.assert_allclose(got[0], vectors[known], atol=1e-6)  # from the table
+    np.testing.assert_allclose(got[1], vectors[known], atol=1e-5)  # same text, encoded now
+    assert not got[2].any()  # no item at all: zeros, nothing encoded
+    np.testing.assert_allclose(got[3], vectors[list(ids).index("item5")], atol=1e-6)
+    history = features.history_vectors(tf.constant([["item3", "item5", ""], ["gone", "", ""]]))
+    np.testing.assert_allclose(
+        history.numpy()[0], (vectors[known] + vectors[list(ids).index("item5")]) / 2, atol=1e-6
+    )
+    assert not history.numpy()[1].any()  # unknown history items are left out

@@ -18,8 +18,10 @@ def collect_catalog(
     data_accessor,
     tf_transform_output: tft.TFTransformOutput,
     batch_size: int = 1024,
+    text_features=None,
 ) -> Dict[str, np.ndarray]:
-    """Raw item ids and item-tower inputs of each distinct item (first seen).
+    """Raw item ids and item-tower inputs of each distinct item (first seen);
+    ``text_features`` adds the pretrained text vectors (``data.transformed_dataset``).
 
     Reads the examples once; memory grows with the number of items only.
     """
@@ -33,6 +35,7 @@ def collect_catalog(
             batch_size,
             shuffle=False,
             num_epochs=1,
+            text_features=text_features,
         )
         dataset = dataset.map(lambda batch: {name: batch[name] for name in columns})
         for batch in dataset.as_numpy_iterator():

@@ -7,10 +7,13 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from trainer import features as F
 from trainer import serving_contract as C
-from trainer.preset_files import check_local_preset
+from trainer.preset_files import MINILM, check_encoder_source
 
 # The Trainer's custom_config key that carries the ModelConfig (as a dict).
 CONFIG_KEY = "model_config"
+# The Trainer's custom_config key that carries the TextEmbedder output's URI
+# (set by ``components.trainer``'s executor from its ``text_embeddings`` input).
+TEXT_EMBEDDINGS_URI = "text_embeddings_uri"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,9 +42,12 @@ class ModelConfig:
     recommend_k: int = (
         C.DEFAULT_RECOMMEND_K
     )  # items returned by the exported ``recommend`` signature
-    # A local keras-nlp preset directory whose backbone becomes the text
-    # encoder (its vocabulary replaces the computed one); None trains from scratch.
-    text_encoder_preset: Optional[str] = None
+    # The frozen pretrained text encoder whose catalogue embeddings feed both
+    # towers beside the from-scratch lexical encoder: MINILM (the installed
+    # package), a local BERT checkpoint or keras-nlp preset directory; None
+    # turns it off (the from-scratch encoder alone).
+    pretrained_text_encoder: Optional[str] = MINILM
+    pretrained_text_length: int = 128  # WordPiece tokens per item text
     # Names of the tasks to train and serve; None means every task in features.TASKS.
     tasks: Optional[Tuple[str, ...]] = None
     early_stopping_patience: int = 2  # epochs without a better val_loss; 0 turns it off
@@ -77,8 +83,10 @@ class ModelConfig:
             raise ValueError("retrieval_temperature must be > 0")
         if self.recommend_k < 1 or not self.retrieval_ks or min(self.retrieval_ks) < 1:
             raise ValueError("recommend_k and every retrieval_ks value must be >= 1")
-        if self.text_encoder_preset is not None:
-            check_local_preset(self.text_encoder_preset)
+        if self.pretrained_text_encoder is not None:
+            check_encoder_source(self.pretrained_text_encoder)
+        if self.pretrained_text_length < 3:
+            raise ValueError("pretrained_text_length must be >= 3 ([CLS] text [SEP])")
         unknown = sorted(set(self.task_weights) - {t.name for t in F.TASKS})
         if unknown:
             raise ValueError(f"task_weights names unknown tasks {unknown}")

@@ -16,9 +16,11 @@ MODEL_INPUTS = (
     F.ITEM_CATEGORY_XF,
     F.ITEM_TOKENS_XF,
     F.HISTORY_TOKENS_XF,
+    F.ITEM_TEXT_VECTOR,
+    F.HISTORY_TEXT_VECTOR,
 )
-USER_INPUTS = (F.USER_ID_XF, F.HISTORY_TOKENS_XF)
-ITEM_INPUTS = (F.ITEM_ID_XF, F.ITEM_CATEGORY_XF, F.ITEM_TOKENS_XF)
+USER_INPUTS = (F.USER_ID_XF, F.HISTORY_TOKENS_XF, F.HISTORY_TEXT_VECTOR)
+ITEM_INPUTS = (F.ITEM_ID_XF, F.ITEM_CATEGORY_XF, F.ITEM_TOKENS_XF, F.ITEM_TEXT_VECTOR)
 # A 62-bit hash of the raw item id: tells items apart for retrieval (accidental
 # hits, recall@k) even when they share the OOV id, and stays numeric for XLA.
 ITEM_KEY = "item_key"
@@ -76,15 +78,22 @@ def transformed_dataset(
     shuffle: bool = True,
     num_epochs: int | None = None,
     seed: int | None = None,
+    text_features=None,
 ) -> tf.data.Dataset:
-    """Batches of transformed feature dicts (shuffled by ``seed`` when given)."""
-    return data_accessor.tf_dataset_factory(
+    """Batches of transformed feature dicts (shuffled by ``seed`` when given),
+    with the pretrained text vectors of ``text_features``
+    (``pretrained_text.PretrainedTextFeatures``; None: the encoder is off)."""
+    from trainer.pretrained_text import no_pretrained_text
+
+    text_features = text_features or no_pretrained_text()
+    dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(
             batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed, num_epochs=num_epochs
         ),
         tf_transform_output.transformed_metadata.schema,
     )
+    return dataset.map(text_features.add_to, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def input_fn(
@@ -96,10 +105,17 @@ def input_fn(
     tasks: Sequence[F.Task] | None = None,
     num_categories: int | None = None,
     seed: int | None = None,
+    text_features=None,
 ) -> tf.data.Dataset:
     """Batched, repeated dataset of (inputs, labels, weights) for Keras."""
     dataset = transformed_dataset(
-        file_pattern, data_accessor, tf_transform_output, batch_size, shuffle, seed=seed
+        file_pattern,
+        data_accessor,
+        tf_transform_output,
+        batch_size,
+        shuffle,
+        seed=seed,
+        text_features=text_features,
     )
     return dataset.map(
         lambda batch: split_labels(batch, tasks, num_categories),

@@ -15,6 +15,7 @@ from trainer import serving_contract as C
 from trainer import task_kinds
 from trainer.catalog import catalog_dataset
 from trainer.data import ITEM_INPUTS, MODEL_INPUTS, USER_INPUTS, multi_hot
+from trainer.pretrained_text import PretrainedTextFeatures, item_text, no_pretrained_text
 
 _SCORE_TOLERANCE = 1e-5
 
@@ -57,6 +58,22 @@ def _complete(raw: Mapping[str, tf.Tensor], batch_size: tf.Tensor) -> Dict[str, 
     return full
 
 
+def history_ids_from_string(joined: tf.Tensor) -> tf.SparseTensor:
+    """``predict``/``recommend``'s ``history_item_ids`` ("a | b", newest last)
+    -> the varlen feature Transform reads [batch, None]."""
+    ids = tf.strings.split(tf.reshape(joined, [-1]), F.HISTORY_SEPARATOR.strip())
+    ids = ids.with_flat_values(tf.strings.strip(ids.flat_values))
+    return tf.ragged.boolean_mask(ids, ids != "").to_sparse()
+
+
+def _raw_requests(features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Named string inputs [batch] -> raw features as Transform parses them."""
+    raw = {n: tf.reshape(v, [-1, 1]) for n, v in features.items() if n != F.HISTORY_ITEM_IDS}
+    if F.HISTORY_ITEM_IDS in features:
+        raw[F.HISTORY_ITEM_IDS] = history_ids_from_string(features[F.HISTORY_ITEM_IDS])
+    return _complete(raw, tf.shape(features[F.USER_ID])[0])
+
+
 def _named(outputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     return {name: tf.identity(value, name=name) for name, value in outputs.items()}
 
@@ -67,11 +84,14 @@ def attach_serving_signatures(
     catalog: Mapping[str, np.ndarray] | None,
     recommend_k: int,
     retrieval_ks: Sequence[int] = C.DEFAULT_RETRIEVAL_KS,
+    text_features: PretrainedTextFeatures | None = None,
 ) -> Dict:
-    """Builds the signatures; the TFT layer, the catalogue embeddings and the
-    top-K index become attributes of ``network`` so the SavedModel tracks their
-    tables and variables (tensorflow/transform#237, tensorflow/recommenders#131)."""
+    """Builds the signatures; the TFT layer, the pretrained text features, the
+    catalogue embeddings and the top-K index become attributes of ``network``
+    so the SavedModel tracks their tables and variables
+    (tensorflow/transform#237, tensorflow/recommenders#131)."""
     network.tft_layer = tf_transform_output.transform_features_layer()
+    network.pretrained_text = text_features or no_pretrained_text()
     raw_spec = serving_raw_feature_spec(tf_transform_output)
     retrieval_task = task_kinds.retrieval_task(network.output_names)
     retrieval = catalog is not None and retrieval_task is not None
@@ -81,7 +101,9 @@ def attach_serving_signatures(
         )
 
     def model_inputs(raw: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        transformed = network.tft_layer(dict(raw))
+        transformed = network.pretrained_text.add_to(
+            network.tft_layer(dict(raw)), item_text(raw[F.ITEM_TITLE], raw[F.ITEM_DESCRIPTION])
+        )
         return {name: transformed[name] for name in MODEL_INPUTS}
 
     def run(raw: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -97,8 +119,7 @@ def attach_serving_signatures(
         ]
     )
     def predict(features):
-        batch = tf.shape(features[F.USER_ID])[0]
-        return run(_complete({n: tf.reshape(v, [-1, 1]) for n, v in features.items()}, batch))
+        return run(_raw_requests(features))
 
     positives = task_kinds.retrieval_task(F.TASK_NAMES)
     num_categories = tf_transform_output.vocabulary_size_by_name(F.ID_VOCABS[F.ITEM_CATEGORY]) + 1
@@ -196,9 +217,9 @@ def _recommend_signature(network: tf.keras.Model, catalog: Mapping[str, np.ndarr
         ]
     )
     def recommend(features):
-        batch = tf.shape(features[F.USER_ID])[0]
-        transformed = network.tft_layer(
-            _complete({n: tf.reshape(v, [-1, 1]) for n, v in features.items()}, batch)
+        transformed = network.tft_layer(_raw_requests(features))
+        transformed[F.HISTORY_TEXT_VECTOR] = network.pretrained_text.history_vectors(
+            transformed[F.HISTORY_ITEM_IDS_XF]
         )
         user = network.user_model({name: transformed[name] for name in USER_INPUTS}, training=False)
         scores, item_ids = network.recommend_index(tf.cast(user["embedding"], tf.float32))
@@ -218,6 +239,7 @@ def export_serving_model(
     catalog: Mapping[str, np.ndarray] | None = None,
     recommend_k: int = C.DEFAULT_RECOMMEND_K,
     retrieval_ks: Sequence[int] = C.DEFAULT_RETRIEVAL_KS,
+    text_features: PretrainedTextFeatures | None = None,
 ) -> None:
     """Saves the SavedModel with the signatures ``serving_contract`` names.
 
@@ -229,8 +251,10 @@ def export_serving_model(
         item is embedded for ``recommend`` and ``evaluate``'s hits.
       recommend_k: items ``recommend`` returns per user (at most the catalogue's size).
       retrieval_ks: the ``retrieval_hit_at_<k>`` outputs of ``evaluate``.
+      text_features: the pretrained text features (None: the encoder is off);
+        items they do not know are embedded from their text in the graph.
     """
     signatures = attach_serving_signatures(
-        network, tf_transform_output, catalog, recommend_k, retrieval_ks
+        network, tf_transform_output, catalog, recommend_k, retrieval_ks, text_features
     )
     network.save(export_dir, save_format="tf", signatures=signatures)

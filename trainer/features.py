@@ -77,6 +77,12 @@ ITEM_ID_XF = transformed_name(ITEM_ID)
 ITEM_CATEGORY_XF = transformed_name(ITEM_CATEGORY)
 ITEM_TOKENS_XF = "item_tokens_xf"
 HISTORY_TOKENS_XF = "history_tokens_xf"
+HISTORY_ITEM_IDS_XF = transformed_name(HISTORY_ITEM_IDS)  # raw ids, newest last, "" padded
+# The frozen pretrained encoder's features (``trainer/pretrained_text.py``),
+# looked up by raw item id in the catalogue's text embeddings: the item's, and
+# the mean over the user's history items. Zero-width with the encoder off.
+ITEM_TEXT_VECTOR = "item_text_vector"
+HISTORY_TEXT_VECTOR = "history_text_vector"
 # Labels computed by TF Transform.
 HISTORY_CATEGORIES_XF = transformed_name(HISTORY_CATEGORIES)  # category ids, varlen
 INTEREST_WEIGHT = "interest_weight"  # 1 when the user has a history, else 0
@@ -99,6 +105,7 @@ ID_VOCABS: Dict[str, str] = {
 
 ITEM_TEXT_LENGTH = 32
 HISTORY_TEXT_LENGTH = 48
+HISTORY_IDS_LENGTH = 20  # history item ids the user side reads
 
 
 TASK_KINDS = ("retrieval", "binary", "regression", "multiclass", "multilabel")

@@ -23,11 +23,19 @@ keras = tf.keras
 _EPSILON = 1e-9
 
 
-def _inputs(names) -> Dict[str, keras.Input]:
+# ``vocab_sizes`` key: the pretrained text vectors' width (0: the encoder is off).
+PRETRAINED_TEXT_DIM = "pretrained_text_dim"
+_VECTORS = (F.ITEM_TEXT_VECTOR, F.HISTORY_TEXT_VECTOR)
+
+
+def _inputs(names, pretrained_dim: int) -> Dict[str, keras.Input]:
     lengths = {F.ITEM_TOKENS_XF: F.ITEM_TEXT_LENGTH, F.HISTORY_TOKENS_XF: F.HISTORY_TEXT_LENGTH}
+    lengths.update({name: pretrained_dim for name in _VECTORS})
     return {
         name: keras.Input(
-            shape=(lengths[name],) if name in lengths else (), dtype=tf.int64, name=name
+            shape=(lengths[name],) if name in lengths else (),
+            dtype=tf.float32 if name in _VECTORS else tf.int64,
+            name=name,
         )
         for name in names
     }
@@ -48,8 +56,9 @@ def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.
 
     Args:
       config: the hyperparameters and the active tasks.
-      vocab_sizes: embedding table sizes by transformed id feature name, and
-        ``F.TEXT_VOCAB`` for the text encoder's vocabulary.
+      vocab_sizes: embedding table sizes by transformed id feature name,
+        ``F.TEXT_VOCAB`` for the lexical encoder's vocabulary and
+        ``PRETRAINED_TEXT_DIM`` for the pretrained text vectors (0 or absent: off).
     """
     max_length = max(F.ITEM_TEXT_LENGTH, F.HISTORY_TEXT_LENGTH)
     text_encoder = build_text_encoder(
@@ -60,7 +69,14 @@ def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.
         config.dropout,
         vocab_sizes[F.TEXT_VOCAB],
         max_length,
-        preset=config.text_encoder_preset,
+    )
+    pretrained_dim = int(vocab_sizes.get(PRETRAINED_TEXT_DIM, 0))
+    # One adapter for the item's and the history's pretrained vectors: the
+    # frozen encoder's space, projected once for both towers.
+    adapter = (
+        keras.layers.Dense(config.text_dim, name="pretrained_text_adapter")
+        if pretrained_dim
+        else keras.layers.Identity(name="pretrained_text_off")
     )
 
     def embedding(inputs, name: str) -> tf.Tensor:
@@ -68,10 +84,14 @@ def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.
             vocab_sizes[name], config.embedding_dim, name=f"{name}_embedding"
         )(inputs[name])
 
-    user_in = _inputs(USER_INPUTS)
+    user_in = _inputs(USER_INPUTS, pretrained_dim)
     user_vector = keras.layers.Dense(config.tower_dim, activation="relu", name="user_tower")(
         keras.layers.Concatenate(name="user_features")(
-            [embedding(user_in, F.USER_ID_XF), text_encoder(user_in[F.HISTORY_TOKENS_XF])]
+            [
+                embedding(user_in, F.USER_ID_XF),
+                text_encoder(user_in[F.HISTORY_TOKENS_XF]),
+                adapter(user_in[F.HISTORY_TEXT_VECTOR]),
+            ]
         )
     )
     user_embedding = _l2_normalize("user_embedding")(
@@ -81,11 +101,16 @@ def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.
         user_in, {"vector": user_vector, "embedding": user_embedding}, name="user_model"
     )
 
-    item_in = _inputs(ITEM_INPUTS)
+    item_in = _inputs(ITEM_INPUTS, pretrained_dim)
     item_text = text_encoder(item_in[F.ITEM_TOKENS_XF])
     item_vector = keras.layers.Dense(config.tower_dim, activation="relu", name="item_tower")(
         keras.layers.Concatenate(name="item_features")(
-            [embedding(item_in, F.ITEM_ID_XF), embedding(item_in, F.ITEM_CATEGORY_XF), item_text]
+            [
+                embedding(item_in, F.ITEM_ID_XF),
+                embedding(item_in, F.ITEM_CATEGORY_XF),
+                item_text,
+                adapter(item_in[F.ITEM_TEXT_VECTOR]),
+            ]
         )
     )
     item_embedding = _l2_normalize("item_embedding")(
@@ -97,7 +122,7 @@ def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.
         name="item_model",
     )
 
-    inputs = _inputs(MODEL_INPUTS)
+    inputs = _inputs(MODEL_INPUTS, pretrained_dim)
     user = user_model({name: inputs[name] for name in USER_INPUTS})
     item = item_model({name: inputs[name] for name in ITEM_INPUTS})
     joint = keras.layers.Concatenate(name="user_item")(

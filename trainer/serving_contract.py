@@ -37,11 +37,17 @@ SCORES = "scores"
 DEFAULT_RECOMMEND_K = 100  # items ``recommend`` returns
 DEFAULT_RETRIEVAL_KS = (10, 100)  # recall cut-offs of ``evaluate`` and validation
 
-# Inputs of ``predict`` (one string per example each) and ``recommend`` (the user side only).
+# Inputs of ``predict`` (one string per example each) and ``recommend`` (the
+# user side only). The varlen history item ids come as one string, "a | b".
 PREDICT_FEATURES: Tuple[str, ...] = tuple(
     f.name for f in F.RAW_FEATURES if f.role == "model" and not f.varlen
+) + (F.HISTORY_ITEM_IDS,)
+RECOMMEND_FEATURES: Tuple[str, ...] = (
+    F.USER_ID,
+    F.HISTORY_TITLES,
+    F.USER_PROFILE,
+    F.HISTORY_ITEM_IDS,
 )
-RECOMMEND_FEATURES: Tuple[str, ...] = (F.USER_ID, F.HISTORY_TITLES, F.USER_PROFILE)
 
 # ``transform_features`` outputs besides each task's label and weight:
 # (dtype, shape after the batch).

@@ -18,11 +18,13 @@ from tensorflow.python.framework import (
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from trainer import catalog as catalog_lib
-from trainer import data, export, plots, text_encoder
+from trainer import data, embedding_table, export, plots
 from trainer import features as F
 from trainer import transform as transform_lib
-from trainer.config import CONFIG_KEY, ModelConfig
-from trainer.model import build_model
+from trainer.config import CONFIG_KEY, TEXT_EMBEDDINGS_URI, ModelConfig
+from trainer.model import PRETRAINED_TEXT_DIM, build_model
+from trainer.pretrained_text import PretrainedTextFeatures, no_pretrained_text
+from trainer.sentence_encoder import SentenceEncoder, resolve_preset
 
 
 def accelerator_setup(config: ModelConfig) -> Tuple[tf.distribute.Strategy, bool, bool]:
@@ -87,20 +89,44 @@ def reproducible(config: ModelConfig) -> Iterator[None]:
             framework_config.disable_op_determinism()
 
 
-def vocab_sizes(tf_transform_output: tft.TFTransformOutput, config: ModelConfig) -> Dict[str, int]:
-    """Embedding table sizes: id vocabularies + OOV, and the text vocabulary
-    (the computed one, or the pretrained preset's)."""
+def vocab_sizes(
+    tf_transform_output: tft.TFTransformOutput, pretrained_dim: int = 0
+) -> Dict[str, int]:
+    """Embedding table sizes: id vocabularies + OOV, the text vocabulary and
+    the pretrained text vectors' width."""
     sizes = {
         F.transformed_name(raw): transform_lib.id_vocab_size(tf_transform_output, raw)
         for raw in F.ID_VOCABS
     }
-    if config.text_encoder_preset:
-        sizes[F.TEXT_VOCAB], _ = transform_lib.preset_vocabulary_ids(
-            text_encoder.preset_vocabulary(config.text_encoder_preset)
-        )
-    else:
-        sizes[F.TEXT_VOCAB] = transform_lib.text_vocab_size(tf_transform_output)
+    sizes[F.TEXT_VOCAB] = transform_lib.text_vocab_size(tf_transform_output)
+    sizes[PRETRAINED_TEXT_DIM] = pretrained_dim
     return sizes
+
+
+def load_text_features(config: ModelConfig, custom_config: Dict) -> PretrainedTextFeatures:
+    """The TextEmbedder's table as model features, with the encoder that made
+    it (for items first seen at serving); zero-width when the encoder is off."""
+    if config.pretrained_text_encoder is None:
+        return no_pretrained_text()
+    uri = (custom_config or {}).get(TEXT_EMBEDDINGS_URI)
+    if not uri:
+        raise ValueError(
+            "pretrained_text_encoder is on but the Trainer got no text embeddings: "
+            "wire the TextEmbedder's output into components.trainer.Trainer"
+        )
+    report = embedding_table.read_report(uri)
+    item_ids, vectors = embedding_table.read_table(uri)
+    encoder = SentenceEncoder(resolve_preset(config.pretrained_text_encoder), report["max_length"])
+    if encoder.fingerprint != report["fingerprint"]:
+        raise ValueError(
+            f"{uri}: embedded by encoder {report['fingerprint']} ({report['preset']}), but "
+            f"pretrained_text_encoder {config.pretrained_text_encoder!r} is now "
+            f"{encoder.fingerprint}: re-run the TextEmbedder"
+        )
+    logging.info(
+        "Pretrained text features: %d items x %d from %s.", len(item_ids), encoder.dim, uri
+    )
+    return PretrainedTextFeatures(item_ids, vectors, encoder)
 
 
 def run_fn(fn_args: FnArgs) -> None:
@@ -114,7 +140,8 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
     """The body of ``run_fn``."""
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     tasks = config.active_tasks()
-    sizes = vocab_sizes(tf_transform_output, config)
+    text_features = load_text_features(config, fn_args.custom_config)
+    sizes = vocab_sizes(tf_transform_output, text_features.dim)
     num_categories = sizes[F.ITEM_CATEGORY_XF]
     train = data.input_fn(
         fn_args.train_files,
@@ -124,6 +151,7 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
         tasks=tasks,
         num_categories=num_categories,
         seed=config.seed,
+        text_features=text_features,
     )
     evaluation = data.input_fn(
         fn_args.eval_files,
@@ -133,9 +161,13 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
         shuffle=False,
         tasks=tasks,
         num_categories=num_categories,
+        text_features=text_features,
     )
     catalog = catalog_lib.collect_catalog(
-        [fn_args.train_files, fn_args.eval_files], fn_args.data_accessor, tf_transform_output
+        [fn_args.train_files, fn_args.eval_files],
+        fn_args.data_accessor,
+        tf_transform_output,
+        text_features=text_features,
     )
     logging.info("Catalogue for retrieval: %d items.", len(catalog[F.ITEM_ID]))
     strategy, jit_compile, mixed_precision = accelerator_setup(config)
@@ -170,5 +202,6 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
         catalog=catalog,
         recommend_k=config.recommend_k,
         retrieval_ks=config.retrieval_ks,
+        text_features=text_features,
     )
     logging.info("Exported the serving model to %s", fn_args.serving_model_dir)

@@ -1,24 +1,15 @@
-"""The shared text encoder: token ids -> one vector per text.
+"""The shared lexical text encoder: token ids -> one vector per text.
 
-Trained from scratch by default (keras-nlp token + position embedding,
-transformer encoder layers, masked mean pooling). With
-``ModelConfig.text_encoder_preset`` it wraps the backbone of a keras-nlp preset
-read from a local directory instead; nothing is ever downloaded.
+Trained from scratch on each run (keras-nlp token + position embedding,
+transformer encoder layers, masked mean pooling) over Transform's word
+vocabulary. The frozen pretrained encoder sits beside it
+(``trainer/pretrained_text.py``).
 """
 
 from __future__ import annotations
 
-from typing import Optional
-
 import keras_nlp
 import tensorflow as tf
-
-from trainer.preset_files import (  # noqa: F401  (re-export)
-    PRESET_OOV_TOKEN,
-    PRESET_VOCABULARY,
-    check_local_preset,
-    preset_vocabulary,
-)
 
 keras = tf.keras
 
@@ -40,15 +31,12 @@ def build_text_encoder(
     dropout: float,
     vocab_size: int,
     max_length: int,
-    preset: Optional[str] = None,
 ) -> keras.Model:
     """Token ids [batch, length] (0 = padding) -> text vector [batch, text_dim]."""
     token_ids = keras.Input(shape=(None,), dtype=tf.int64, name="token_ids")
     padding_mask = keras.layers.Lambda(lambda ids: tf.not_equal(ids, 0), name="padding_mask")(
         token_ids
     )
-    if preset is not None:
-        return _pretrained_encoder(token_ids, padding_mask, text_dim, preset)
     x = keras_nlp.layers.TokenAndPositionEmbedding(
         vocabulary_size=vocab_size, sequence_length=max_length, embedding_dim=text_dim
     )(token_ids)
@@ -58,17 +46,3 @@ def build_text_encoder(
         )(x, padding_mask=padding_mask)
     pooled = MaskedMeanPooling()(x, token_ids)
     return keras.Model(token_ids, pooled, name="text_encoder")
-
-
-def _pretrained_encoder(token_ids, padding_mask, text_dim: int, preset: str) -> keras.Model:
-    check_local_preset(preset)
-    backbone = keras_nlp.models.Backbone.from_preset(preset)
-    feed = {"token_ids": tf.cast(token_ids, "int32"), "padding_mask": padding_mask}
-    if "segment_ids" in backbone.input:
-        feed["segment_ids"] = tf.zeros_like(feed["token_ids"])
-    sequence = backbone({k: v for k, v in feed.items() if k in backbone.input})
-    if isinstance(sequence, dict):
-        sequence = sequence["sequence_output"]
-    pooled = MaskedMeanPooling()(sequence, token_ids)
-    projected = keras.layers.Dense(text_dim, name="preset_projection")(pooled)
-    return keras.Model(token_ids, projected, name="text_encoder")

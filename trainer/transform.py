@@ -1,9 +1,11 @@
 """TF Transform preprocessing: ids to vocabulary indices, text to token ids.
 
-Tokenisation uses core TF string ops only (lower-case, strip punctuation,
-split on spaces) with a vocabulary computed over the training text of items
-and histories, so the serving graph needs no tensorflow-text custom ops.
-Token id 0 is padding, 1 is out-of-vocabulary, words start at 2.
+The lexical view of the text: core TF string ops (lower-case, strip
+punctuation, split on spaces) with a vocabulary computed over the training
+text of items and histories, for the from-scratch encoder. Token id 0 is
+padding, 1 is out-of-vocabulary, words start at 2. The pretrained encoder's
+view (exact WordPiece, ``trainer/wordpiece.py``) is computed per catalogue
+item by the TextEmbedder step, not per example here.
 """
 
 from __future__ import annotations
@@ -14,14 +16,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from trainer import features as F
-from trainer.preset_files import PRESET_OOV_TOKEN
 
 TEXT_VOCAB_TOP_K = 20_000
 TEXT_VOCAB_MIN_FREQUENCY = 2
 PAD_ID = 0
-# custom_config key: a pretrained preset's vocabulary file to use instead of
-# computing one (whole words are looked up; unknown words get its [UNK] id).
-TEXT_VOCABULARY_FILE = "text_vocabulary_file"
 
 
 def _dense(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
@@ -44,45 +42,8 @@ def _token_ids(tokens: tf.RaggedTensor, vocab: tf.Tensor, length: int) -> tf.Ten
     return tokens.with_flat_values(ids).to_tensor(default_value=PAD_ID, shape=[None, length])
 
 
-def preset_vocabulary_ids(vocabulary_file: str) -> tuple[int, int]:
-    """(size, OOV id) of a preset vocabulary, whose line 0 must be padding."""
-    with tf.io.gfile.GFile(vocabulary_file) as f:
-        tokens = [line.rstrip("\n") for line in f]
-    if not tokens or tokens[0] not in ("[PAD]", "<pad>", ""):
-        raise ValueError(f"{vocabulary_file}: line 0 must be the padding token, found {tokens[:1]}")
-    if PRESET_OOV_TOKEN not in tokens:
-        raise ValueError(f"{vocabulary_file}: no {PRESET_OOV_TOKEN} token")
-    return len(tokens), tokens.index(PRESET_OOV_TOKEN)
-
-
-def _preset_token_ids_fn(vocabulary_file: str):
-    """Whole-word lookup in a preset's vocabulary with a core-TF table, so
-    serving needs no tensorflow-text ops; the file ships as a SavedModel asset."""
-    _, oov_id = preset_vocabulary_ids(vocabulary_file)
-    table = tft.annotators.make_and_track_object(
-        lambda: tf.lookup.StaticHashTable(
-            tf.lookup.TextFileInitializer(
-                vocabulary_file,
-                tf.string,
-                tf.lookup.TextFileIndex.WHOLE_LINE,
-                tf.int64,
-                tf.lookup.TextFileIndex.LINE_NUMBER,
-            ),
-            default_value=oov_id,
-        ),
-        name="preset_vocabulary",
-    )
-
-    def token_ids(tokens: tf.RaggedTensor, length: int) -> tf.Tensor:
-        ids = table.lookup(tokens.flat_values)
-        return tokens.with_flat_values(ids).to_tensor(default_value=PAD_ID, shape=[None, length])
-
-    return token_ids
-
-
 def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[str, tf.Tensor]:
-    """TFX Transform entry point. ``custom_config`` carries the code version and,
-    with a pretrained text encoder, ``TEXT_VOCABULARY_FILE``."""
+    """TFX Transform entry point (``custom_config`` carries the code version)."""
     outputs: Dict[str, tf.Tensor] = {}
     id_vocabs = {}
     for raw_name, vocab_name in F.ID_VOCABS.items():
@@ -102,19 +63,16 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[s
             [_dense(inputs[F.USER_PROFILE]), _dense(inputs[F.HISTORY_TITLES])], separator=" "
         )
     )
-    vocabulary_file = (custom_config or {}).get(TEXT_VOCABULARY_FILE)
-    if vocabulary_file:
-        token_ids = _preset_token_ids_fn(vocabulary_file)
-    else:
-        vocab = tft.vocabulary(
-            tf.concat([item_tokens.flat_values, history_tokens.flat_values], axis=0),
-            top_k=TEXT_VOCAB_TOP_K,
-            frequency_threshold=TEXT_VOCAB_MIN_FREQUENCY,
-            vocab_filename=F.TEXT_VOCAB,
-        )
-        token_ids = lambda tokens, length: _token_ids(tokens, vocab, length)  # noqa: E731
-    outputs[F.ITEM_TOKENS_XF] = token_ids(item_tokens, F.ITEM_TEXT_LENGTH)
-    outputs[F.HISTORY_TOKENS_XF] = token_ids(history_tokens, F.HISTORY_TEXT_LENGTH)
+    vocab = tft.vocabulary(
+        tf.concat([item_tokens.flat_values, history_tokens.flat_values], axis=0),
+        top_k=TEXT_VOCAB_TOP_K,
+        frequency_threshold=TEXT_VOCAB_MIN_FREQUENCY,
+        vocab_filename=F.TEXT_VOCAB,
+    )
+    outputs[F.ITEM_TOKENS_XF] = _token_ids(item_tokens, vocab, F.ITEM_TEXT_LENGTH)
+    outputs[F.HISTORY_TOKENS_XF] = _token_ids(history_tokens, vocab, F.HISTORY_TEXT_LENGTH)
+    # The newest history item ids, raw: the pretrained text features look them up.
+    outputs[F.HISTORY_ITEM_IDS_XF] = newest_ids(inputs[F.HISTORY_ITEM_IDS], F.HISTORY_IDS_LENGTH)
 
     # Interest label: the categories of the user's history items as category
     # ids (multi-hot in the trainer); users without a history carry weight 0.
@@ -134,6 +92,12 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[s
         if spec.role in ("label", "weight") and spec.dtype != "string":
             outputs[spec.name] = tf.cast(_dense(inputs[spec.name]), tf.float32)
     return outputs
+
+
+def newest_ids(ids: tf.Tensor | tf.SparseTensor | tf.RaggedTensor, length: int) -> tf.Tensor:
+    """A varlen list of ids, newest last -> its last ``length`` ids [batch, length], "" padded."""
+    ragged = tf.RaggedTensor.from_sparse(_sparse(ids))
+    return ragged[:, -length:].to_tensor(default_value="", shape=[None, length])
 
 
 def _sparse(x: tf.Tensor | tf.SparseTensor | tf.RaggedTensor) -> tf.SparseTensor:
