@@ -130,8 +130,6 @@ def build_embedding_pipeline(
     table_prefix: str,
 ) -> None:
     """Examples -> item table, adding the newly embedded texts to the cache."""
-    from trainer import embedding_table as t
-
     items = (
         pipeline
         | "ExampleFiles" >> beam.Create(example_files)
@@ -144,7 +142,7 @@ def build_embedding_pipeline(
         pipeline
         | "CacheFiles" >> beam.Create(cache_files)
         | "ReadCache" >> beam.io.ReadAllFromTFRecord()
-        | "DecodeCache" >> beam.Map(t.decode)
+        | "DecodeCache" >> beam.Map(table.decode)
     )
     split = (
         {"items": items, "cached": cached}
@@ -159,8 +157,8 @@ def build_embedding_pipeline(
     )
     _ = (
         embedded
-        | "CacheRecords" >> beam.MapTuple(t.encode)
-        | "WriteCache" >> beam.io.WriteToTFRecord(cache_prefix, file_name_suffix=t.SHARD_SUFFIX)
+        | "CacheRecords" >> beam.MapTuple(table.encode)
+        | "WriteCache" >> beam.io.WriteToTFRecord(cache_prefix, file_name_suffix=table.SHARD_SUFFIX)
     )
     item_ids = split.misses | "ItemsOfText" >> beam.Map(lambda kv: (kv[0], kv[1][1]))
     new_rows = (
@@ -171,8 +169,8 @@ def build_embedding_pipeline(
     _ = (
         (split.hits, new_rows)
         | "AllRows" >> beam.Flatten()
-        | "TableRecords" >> beam.MapTuple(lambda item, vector: t.encode(item.encode(), vector))
-        | "WriteTable" >> beam.io.WriteToTFRecord(table_prefix, file_name_suffix=t.SHARD_SUFFIX)
+        | "TableRecords" >> beam.MapTuple(lambda item, vector: table.encode(item.encode(), vector))
+        | "WriteTable" >> beam.io.WriteToTFRecord(table_prefix, file_name_suffix=table.SHARD_SUFFIX)
     )
 
 

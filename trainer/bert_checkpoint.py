@@ -239,7 +239,7 @@ def installed_minilm(cache_dir: str) -> str:
     archive = os.path.join(list(spec.submodule_search_locations)[0], MINILM_ARCHIVE)
     if not os.path.isfile(archive):
         raise CheckpointError(f"{archive}: missing from the installed package")
-    digest = _file_digest(archive)[:16]
+    digest = file_digest(archive)[:16]
     target = os.path.join(cache_dir, f"all-MiniLM-L6-v2-{digest}")
     if not _complete(target):
         shutil.rmtree(target, ignore_errors=True)
@@ -262,7 +262,7 @@ def _complete(directory: str) -> bool:
     return all(os.path.isfile(os.path.join(directory, name)) for name in REQUIRED_FILES)
 
 
-def _file_digest(path: str) -> str:
+def file_digest(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(2**20), b""):

@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 import tensorflow as tf
 
 from trainer import bert_preset
-from trainer.bert_checkpoint import REQUIRED_FILES, CheckpointError, installed_minilm
+from trainer.bert_checkpoint import REQUIRED_FILES, CheckpointError, file_digest, installed_minilm
 from trainer.preset_files import MINILM, PRESET_VOCABULARY, check_local_preset
 from trainer.wordpiece import SETTINGS_FILE, WordPieceSettings, WordPieceTokenizer
 
@@ -82,12 +82,8 @@ def preset_fingerprint(preset: str, max_length: int) -> str:
     digest = hashlib.sha256(f"max_length={max_length}".encode())
     for name in sorted(os.listdir(preset)) + [PRESET_VOCABULARY]:
         path = os.path.join(preset, name)
-        if not os.path.isfile(path):
-            continue
-        digest.update(name.encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(2**20), b""):
-                digest.update(block)
+        if os.path.isfile(path):
+            digest.update(f"{name}:{file_digest(path)}".encode())
     return digest.hexdigest()[:16]
 
 

@@ -103,8 +103,8 @@ class WordPieceSettings:
 
 
 def vocabulary_table(settings: WordPieceSettings) -> tf.lookup.StaticHashTable:
-    """token -> id, read from the vocabulary file (an asset in a SavedModel)."""
-    settings.vocabulary()  # fails early, naming the file
+    """token -> id, read from the vocabulary file (an asset in a SavedModel);
+    ``WordPieceTokenizer`` checks the file first."""
     return tf.lookup.StaticHashTable(
         tf.lookup.TextFileInitializer(
             settings.vocabulary_file,
