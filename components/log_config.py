@@ -7,6 +7,7 @@ A user's own log format needs only a different ``LogConfig``, no code.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from typing import Any, Dict, Mapping, Optional
 
@@ -19,6 +20,11 @@ ITEM_FIELDS = ("item_id", "title", "description", "category", "tags")
 USER_FIELDS = ("user_id",)
 
 
+def stable_fraction(key: str) -> float:
+    """A number in [0, 1] from a hash of ``key``: the same on every run and worker."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
 @dataclasses.dataclass(frozen=True)
 class SplitConfig:
     """Time split (train on the past, evaluate on the latest window) or random.
@@ -26,17 +32,28 @@ class SplitConfig:
     Time split: examples at or after ``split_timestamp`` go to eval; without
     one, the cut is at ``1 - eval_fraction`` of the time span of the events.
     Random split: a hash of the event id sends ``eval_fraction`` to eval.
+    Cold items: a hash of the item id picks ``cold_item_fraction`` of the
+    items, and every impression of theirs goes to eval, so training never sees
+    them interact (they may still appear in later impressions' histories);
+    the evaluation of new-item quality.
     """
 
     kind: str = "time"
     eval_fraction: float = 0.2
     split_timestamp: Optional[int] = None
+    cold_item_fraction: float = 0.0
 
     def __post_init__(self):
         if self.kind not in SPLIT_KINDS:
             raise ValueError(f"split kind {self.kind!r}: expected one of {SPLIT_KINDS}")
         if not 0.0 < self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction {self.eval_fraction}: expected 0 < x < 1")
+        if not 0.0 <= self.cold_item_fraction < 1.0:
+            raise ValueError(f"cold_item_fraction {self.cold_item_fraction}: expected 0 <= x < 1")
+
+    def is_cold_item(self, item_id: str) -> bool:
+        """Whether ``item_id`` is held out of training entirely."""
+        return self.cold_item_fraction > 0 and stable_fraction(item_id) < self.cold_item_fraction
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import csv
 import gzip
-import hashlib
 import json
 import logging
 import os
@@ -32,7 +31,8 @@ from tfx.types import artifact_utils, channel, standard_artifacts, standard_comp
 from tfx.types.component_spec import ExecutionParameter
 
 from components import interaction_logs as logs
-from components.log_config import LogConfig, resolve_format
+from components.log_config import LogConfig, SplitConfig, resolve_format, stable_fraction
+from trainer import features as F
 
 LOG_CONFIG_KEY = "log_config"
 CODE_VERSION_KEY = "code_version"  # part of the cache key; not read by the executor
@@ -177,7 +177,8 @@ class _ParseFn(beam.DoFn):
 
 
 class _UserExamplesFn(beam.DoFn):
-    """One user's events -> (timestamp, event_id, serialized example); counts on ``counts``."""
+    """One user's events -> (timestamp, event_id, item_id, serialized example); counts on
+    ``counts``."""
 
     def __init__(self, config_json: str):
         self._config_json = config_json
@@ -192,7 +193,8 @@ class _UserExamplesFn(beam.DoFn):
         for ts, event_id, example in logs.user_examples(
             events, catalog, self._config, users.get(user_id, ""), counts, duplicates
         ):
-            yield ts, event_id, example.SerializeToString()
+            item_id = example.features.feature[F.ITEM_ID].bytes_list.value[0].decode()
+            yield ts, event_id, item_id, example.SerializeToString()
         for event in duplicates:
             yield beam.pvalue.TaggedOutput(
                 _DUPLICATES,
@@ -210,16 +212,16 @@ class _UserExamplesFn(beam.DoFn):
 
 
 def _split_index(
-    record: Tuple[int, str, bytes],
+    record: Tuple[int, str, str, bytes],
     num_partitions: int,
-    kind: str,
-    eval_fraction: float,
+    split: SplitConfig,
     cutoff: Optional[int],
 ) -> int:
-    ts, event_id, _ = record
-    if kind == "random":
-        bucket = int(hashlib.sha256(event_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        return 1 if bucket < eval_fraction else 0
+    ts, event_id, item_id, _ = record
+    if split.is_cold_item(item_id):
+        return 1
+    if split.kind == "random":
+        return 1 if stable_fraction(event_id) < split.eval_fraction else 0
     return 1 if ts >= cutoff else 0
 
 
@@ -329,7 +331,7 @@ def build_ingestion(
         )
         cutoff = beam.pvalue.AsSingleton(bounds | "Cutoff" >> beam.Map(_time_cutoff, config))
     parts = built.examples | "Split" >> beam.Partition(
-        _split_index, len(SPLITS), config.split.kind, config.split.eval_fraction, cutoff=cutoff
+        _split_index, len(SPLITS), config.split, cutoff=cutoff
     )
 
     count_rows = [
@@ -337,6 +339,12 @@ def build_ingestion(
         dead | "CountBad" >> beam.Map(lambda d: ("bad:" + d["reason"], 1)),
         built[_COUNTS],
     ]
+    if config.split.cold_item_fraction:
+        count_rows.append(
+            parts[SPLITS.index("eval")]
+            | "CountCold" >> beam.Filter(lambda r: config.split.is_cold_item(r[2]))
+            | "ColdCounts" >> beam.Map(lambda _: ("examples_eval_cold_items", 1))
+        )
     for index, name in enumerate(SPLITS):
         count_rows.append(
             parts[index] | f"Count[{name}]" >> beam.Map(lambda _, n=name: (f"examples_{n}", 1))
@@ -349,7 +357,7 @@ def build_ingestion(
         | "WriteReport" >> beam.Map(_write_report, os.path.join(output_uri, REPORT_FILE))
     )
     return {
-        name: parts[i] | f"Serialized[{name}]" >> beam.Map(lambda r: r[2])
+        name: parts[i] | f"Serialized[{name}]" >> beam.Map(lambda r: r[3])
         for i, name in enumerate(SPLITS)
     }
 

@@ -101,6 +101,25 @@ def test_explicit_split_timestamp_and_random_split(logdir, tmp_path):
     assert ids(first["eval"]) == ids(again["eval"]) and 0 < len(first["eval"]) < 20
 
 
+def test_cold_items_are_held_out_of_training_entirely(logdir, tmp_path):
+    write_jsonl(str(logdir / "events" / "a.jsonl"), _good_events())
+    # sha256 puts item "c" alone under 0.2 (a: 0.79, b: 0.24, c: 0.18).
+    split = SplitConfig(kind="time", eval_fraction=0.25, cold_item_fraction=0.2)
+    assert [split.is_cold_item(i) for i in "abc"] == [False, False, True]
+    examples, report, _ = ingest(logdir, LogConfig(split=split), tmp_path / "out")
+    items = {name: [_value(e, F.ITEM_ID) for e in rows] for name, rows in examples.items()}
+    assert "c" not in items["train"] and items["eval"].count("c") == 4  # i = 2 of each user
+    warm, _, _ = ingest(logdir, LogConfig(split=SplitConfig(eval_fraction=0.25)), tmp_path / "w")
+    warm_eval = [e for e in warm["eval"] if _value(e, F.ITEM_ID) != "c"]
+    assert len(examples["eval"]) == len(warm_eval) + 4  # the time cut is unchanged for the rest
+    assert report["examples_eval_cold_items"] == 4 and report["examples_train"] == 20 - 4 - len(
+        warm_eval
+    )
+    for bad in (-0.1, 1.0, 2.0):
+        with pytest.raises(ValueError, match="cold_item_fraction"):
+            SplitConfig(cold_item_fraction=bad)
+
+
 def test_every_bad_row_is_counted_and_dead_lettered_and_good_rows_kept(logdir, tmp_path):
     good = _good_events()
     bad_lines = {
