@@ -53,6 +53,13 @@ def request_string(value: object) -> str:
     return str(value or "")
 
 
+def _as_list(value: object) -> List[str]:
+    """Item ids given as a list or as one "a | b" string -> a list."""
+    if isinstance(value, (list, tuple, set)):
+        return [str(v) for v in value]
+    return [v.strip() for v in str(value or "").split(F.HISTORY_SEPARATOR.strip()) if v.strip()]
+
+
 def make_example(features: Mapping[str, object]) -> bytes:
     """A serialized tf.Example of raw serving features (strings, or a list for lists)."""
     unknown = sorted(set(features) - set(F.SERVING_FEATURES))
@@ -166,10 +173,15 @@ class RecommenderClient:
         }
 
     def retrieve(
-        self, user: Mapping[str, object], version: Optional[int] = None
+        self,
+        user: Mapping[str, object],
+        version: Optional[int] = None,
+        exclude: Iterable[str] = (),
     ) -> List[Tuple[str, float]]:
         """The model's top-K (item_id, score) for a user from its ``recommend``
-        signature (two-tower retrieval over the whole catalogue)."""
+        signature (two-tower retrieval over the whole catalogue), leaving out
+        the user's ``history_item_ids`` and ``exclude``."""
+        user = {**user, C.EXCLUDE_ITEM_IDS: [*_as_list(user.get(C.EXCLUDE_ITEM_IDS)), *exclude]}
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
         request.model_spec.signature_name = C.RECOMMEND
@@ -182,7 +194,7 @@ class RecommenderClient:
         response = self._predict.Predict(request, timeout=self.timeout)
         ids = tf.make_ndarray(response.outputs[C.ITEM_IDS])[0]
         scores = tf.make_ndarray(response.outputs[C.SCORES])[0]
-        return [(i.decode("utf-8"), float(s)) for i, s in zip(ids, scores)]
+        return [(i.decode("utf-8"), float(s)) for i, s in zip(ids, scores) if i]
 
     def recommend(
         self,
@@ -201,7 +213,7 @@ class RecommenderClient:
         candidates = [item for item in catalog if str(item["item_id"]) not in excluded]
         if retrieve_first:
             by_id = {str(item["item_id"]): item for item in candidates}
-            candidates = [by_id[i] for i, _ in self.retrieve(user) if i in by_id]
+            candidates = [by_id[i] for i, _ in self.retrieve(user, exclude=excluded) if i in by_id]
         scores: List[float] = []
         for start in range(0, len(candidates), batch_size):
             scores.extend(self.score(user, candidates[start : start + batch_size])[task].tolist())
@@ -240,6 +252,11 @@ def main(argv=None) -> None:
             "--history", default="", help='titles of recently clicked items, joined by " | "'
         )
         c.add_argument("--profile", default="", help="user profile text")
+        c.add_argument(
+            "--history-item-ids",
+            default="",
+            help='ids of recently clicked items, "a | b", newest last',
+        )
     sub.choices["score"].add_argument("--item-id", action="append", required=True)
     sub.choices["recommend"].add_argument("--k", type=int, default=10)
     sub.choices["recommend"].add_argument(
@@ -264,6 +281,7 @@ def main(argv=None) -> None:
             F.USER_ID: args.user_id,
             F.HISTORY_TITLES: args.history,
             F.USER_PROFILE: args.profile,
+            F.HISTORY_ITEM_IDS: args.history_item_ids,
         }
         if args.command == "score":
             by_id = {str(i["item_id"]): i for i in catalog}
@@ -278,7 +296,10 @@ def main(argv=None) -> None:
                 )
         else:
             titles = {str(i["item_id"]): i.get("title", "") for i in catalog}
-            top = client.recommend(user, catalog, args.k, retrieve_first=args.retrieve_first)
+            seen = _as_list(args.history_item_ids)  # already consumed: never recommended
+            top = client.recommend(
+                user, catalog, args.k, exclude=seen, retrieve_first=args.retrieve_first
+            )
             for rank, (item_id, score) in enumerate(top, 1):
                 print(f"{rank:>3}. {item_id:<10} {score:.4f}  {titles[item_id]}")
 

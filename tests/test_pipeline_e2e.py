@@ -153,6 +153,7 @@ SCORE_SCRIPT = textwrap.dedent("""
             return [i.encode() for i in value.split(" | ") if i]
         return [value.encode()]
     def example(row):
+        row = {k: v for k, v in row.items() if k != "exclude"}  # recommend's only
         feature = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=values(k, v)))
                    for k, v in row.items()}
         return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
@@ -165,7 +166,8 @@ SCORE_SCRIPT = textwrap.dedent("""
     recommend = model.signatures["recommend"](
         user_id=tf.constant([r["user_id"] for r in rows]), user_profile=tf.constant(["", "", ""]),
         history_titles=tf.constant([r["history_titles"] for r in rows]),
-        history_item_ids=tf.constant([r.get("history_item_ids", "") for r in rows]))
+        history_item_ids=tf.constant([r.get("history_item_ids", "") for r in rows]),
+        exclude_item_ids=tf.constant([r.get("exclude", "") for r in rows]))
     recommend = {k: [[x.decode() if isinstance(x, bytes) else x for x in row] for row in v]
                  for k, v in as_lists(recommend).items()}
     evaluate = model.signatures["evaluate"](examples=tf.constant([example(r) for r in rows]))
@@ -203,6 +205,7 @@ def test_pushed_model_signatures_work_in_a_fresh_process(run, small_logs):
             F.ITEM_DESCRIPTION: "invest market",
             F.ITEM_CATEGORY: "finance",
             F.HISTORY_TITLES: "",
+            "exclude": "i00001 | i00007",  # recommend's exclude_item_ids
         },
     ]
     # Catalogue items carry the catalogue's text and category, as ExampleGen joins them.
@@ -250,9 +253,11 @@ def test_pushed_model_signatures_work_in_a_fresh_process(run, small_logs):
     }
     ids, scores = result["recommend"]["item_ids"], result["recommend"]["scores"]
     assert len(ids) == len(rows)
-    for user_ids, user_scores in zip(ids, scores):
+    for row, user_ids, user_scores in zip(rows, ids, scores):
         assert len(user_ids) == 100 and len(set(user_ids)) == 100 and set(user_ids) <= catalogue
         assert user_scores == sorted(user_scores, reverse=True)
+        seen = {*row.get("history_item_ids", "").split(" | "), *row.get("exclude", "").split(" | ")}
+        assert not seen & set(user_ids)  # already consumed or excluded: never recommended
     # evaluate (what TFMA scores): the task outputs, plus retrieval hits that
     # agree with the recommend index for the catalogue items.
     hits = result["evaluate"]

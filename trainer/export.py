@@ -7,7 +7,6 @@ from typing import Dict, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
 
 from trainer import features as F
@@ -61,14 +60,16 @@ def _complete(raw: Mapping[str, tf.Tensor], batch_size: tf.Tensor) -> Dict[str, 
 def history_ids_from_string(joined: tf.Tensor) -> tf.SparseTensor:
     """``predict``/``recommend``'s ``history_item_ids`` ("a | b", newest last)
     -> the varlen feature Transform reads [batch, None]."""
-    ids = tf.strings.split(tf.reshape(joined, [-1]), F.HISTORY_SEPARATOR.strip())
-    ids = ids.with_flat_values(tf.strings.strip(ids.flat_values))
-    return tf.ragged.boolean_mask(ids, ids != "").to_sparse()
+    return _split_ids(joined).to_sparse()
 
 
 def _raw_requests(features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     """Named string inputs [batch] -> raw features as Transform parses them."""
-    raw = {n: tf.reshape(v, [-1, 1]) for n, v in features.items() if n != F.HISTORY_ITEM_IDS}
+    raw = {
+        n: tf.reshape(v, [-1, 1])
+        for n, v in features.items()
+        if n not in (F.HISTORY_ITEM_IDS, C.EXCLUDE_ITEM_IDS)
+    }
     if F.HISTORY_ITEM_IDS in features:
         raw[F.HISTORY_ITEM_IDS] = history_ids_from_string(features[F.HISTORY_ITEM_IDS])
     return _complete(raw, tf.shape(features[F.USER_ID])[0])
@@ -200,16 +201,33 @@ def _retrieval_hits(
     }
 
 
+def _split_ids(joined: tf.Tensor) -> tf.RaggedTensor:
+    """Strings "a | b" [batch] -> their non-empty item ids [batch, None]."""
+    ids = tf.strings.split(tf.reshape(joined, [-1]), F.HISTORY_SEPARATOR.strip())
+    ids = ids.with_flat_values(tf.strings.strip(ids.flat_values))
+    return tf.ragged.boolean_mask(ids, ids != "")
+
+
+def _excluded(scores: tf.Tensor, ids: tf.RaggedTensor, rows: tf.lookup.StaticHashTable):
+    """``scores`` [batch, items] with each row's ``ids`` set to the lowest float."""
+    row = rows.lookup(ids.flat_values)
+    known = row >= 0
+    indices = tf.stack([tf.boolean_mask(ids.value_rowids(), known), tf.boolean_mask(row, known)], 1)
+    lowest = tf.fill(tf.shape(indices)[:1], C.EXCLUDED_SCORE)
+    return tf.tensor_scatter_nd_update(scores, indices, lowest)
+
+
 def _recommend_signature(network: tf.keras.Model, catalog: Mapping[str, np.ndarray], k: int):
-    k = min(k, len(catalog[F.ITEM_ID]))
-    index = tfrs.layers.factorized_top_k.BruteForce(k=k, name="recommend_index")
-    index.index(
-        network.catalog_embeddings,
-        identifiers=tf.constant(
-            [i.decode() if isinstance(i, bytes) else i for i in catalog[F.ITEM_ID]]
-        ),
+    """Top-``k`` catalogue items by the two-tower score, never one of the
+    request's ``history_item_ids`` or ``exclude_item_ids`` (fewer left: the
+    tail is item id "" with score ``EXCLUDED_SCORE``). Core TF ops only."""
+    ids = [i.decode() if isinstance(i, bytes) else i for i in catalog[F.ITEM_ID]]
+    k = min(k, len(ids))
+    network.recommend_item_ids = tf.Variable(ids, trainable=False, name="recommend_item_ids")
+    network.recommend_rows = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(ids), tf.range(len(ids), dtype=tf.int64)),
+        default_value=-1,
     )
-    network.recommend_index = index
 
     @tf.function(
         input_signature=[
@@ -222,10 +240,19 @@ def _recommend_signature(network: tf.keras.Model, catalog: Mapping[str, np.ndarr
             transformed[F.HISTORY_ITEM_IDS_XF]
         )
         user = network.user_model({name: transformed[name] for name in USER_INPUTS}, training=False)
-        scores, item_ids = network.recommend_index(tf.cast(user["embedding"], tf.float32))
+        scores = tf.matmul(
+            tf.cast(user["embedding"], tf.float32), network.catalog_embeddings, transpose_b=True
+        )
+        seen = tf.concat(
+            [_split_ids(features[F.HISTORY_ITEM_IDS]), _split_ids(features[C.EXCLUDE_ITEM_IDS])],
+            axis=1,
+        )
+        top_scores, top_rows = tf.math.top_k(_excluded(scores, seen, network.recommend_rows), k)
+        kept = top_scores > C.EXCLUDED_SCORE
+        item_ids = tf.where(kept, tf.gather(network.recommend_item_ids, top_rows), "")
         return {
             C.ITEM_IDS: tf.identity(item_ids, name=C.ITEM_IDS),
-            C.SCORES: tf.identity(scores, name=C.SCORES),
+            C.SCORES: tf.identity(top_scores, name=C.SCORES),
         }
 
     recommend(**{"features": {name: tf.constant(["warmup"]) for name in C.RECOMMEND_FEATURES}})

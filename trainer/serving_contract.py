@@ -35,6 +35,10 @@ ITEM_IDS = "item_ids"  # recommend's outputs
 SCORES = "scores"
 
 DEFAULT_RECOMMEND_K = 100  # items ``recommend`` returns
+# ``recommend`` never returns these items ("a | b"), nor the history's; with
+# fewer items left, the tail is item id "" scored EXCLUDED_SCORE.
+EXCLUDE_ITEM_IDS = "exclude_item_ids"
+EXCLUDED_SCORE = -3.4028234663852886e38  # the lowest float32
 DEFAULT_RETRIEVAL_KS = (10, 100)  # recall cut-offs of ``evaluate`` and validation
 
 # Inputs of ``predict`` (one string per example each) and ``recommend`` (the
@@ -47,6 +51,7 @@ RECOMMEND_FEATURES: Tuple[str, ...] = (
     F.HISTORY_TITLES,
     F.USER_PROFILE,
     F.HISTORY_ITEM_IDS,
+    EXCLUDE_ITEM_IDS,
 )
 
 # ``transform_features`` outputs besides each task's label and weight:
