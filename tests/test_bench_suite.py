@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from bench import suite
@@ -68,12 +69,12 @@ def test_quick_suite_measures_every_section_and_writes_the_tables(tmp_path):
     ):
         assert section in text
     if os.path.exists(os.path.join(MOVIELENS, "u.data")):
-        quality = results["quality"]
-        for model in ("pipeline", "tfrs_tutorial_baseline"):
-            assert set(quality[model]) == {
-                "rating_rmse",
-                "recall_at_10",
-                "recall_at_100",
-                "click_auc",
-            }
-        assert "## Model quality" in text
+        models = results["quality"]["models"]
+        assert set(models) == {"pipeline", "global_mean", "popularity", "biases", "mf", "ease",
+                               "tfidf_profile"}  # fmt: skip
+        assert set(models["pipeline"]["all"]) == {
+            "rating_rmse", "recall_at_10", "recall_at_100", "click_auc", "conversion_auc", "rows"
+        }  # fmt: skip
+        for values in models.values():
+            assert all(v is None or np.isfinite(v) for v in values["all"].values())
+        assert "## Model quality" in text and "| ease |" in text
