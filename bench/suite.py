@@ -159,7 +159,7 @@ def plain_keras(run: Dict[str, object]) -> Dict[str, float]:
         if config.pretrained_text_encoder
         else {}
     )
-    text_features = load_text_features(config, embeddings)
+    text_features = load_text_features(config, embeddings, tf.distribute.get_strategy())
     sizes = vocab_sizes(graph, text_features.dim)
     spec = graph.transformed_feature_spec()
     dataset = (

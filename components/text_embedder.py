@@ -113,11 +113,19 @@ def _split_cache(joined: Tuple[bytes, Dict[str, list]]):
         return
     if groups["cached"]:
         beam.metrics.Metrics.counter(_NAMESPACE, "cache_hits").inc(len(items))
-        for item, _ in items:
-            yield beam.pvalue.TaggedOutput("hits", (item, groups["cached"][0]))
+        for item, text in items:
+            yield beam.pvalue.TaggedOutput("hits", (item, (groups["cached"][0], text)))
     else:
         beam.metrics.Metrics.counter(_NAMESPACE, "embedded").inc()
         yield beam.pvalue.TaggedOutput("misses", (key, (items[0][1], [i for i, _ in items])))
+
+
+def _new_rows(joined: Tuple[bytes, Dict[str, list]]):
+    """One newly embedded text -> (item, (vector, text)) for each of its items."""
+    _, groups = joined
+    text, items = groups["items"][0]
+    for item in items:
+        yield item, (groups["vector"][0], text)
 
 
 def build_embedding_pipeline(
@@ -160,16 +168,16 @@ def build_embedding_pipeline(
         | "CacheRecords" >> beam.MapTuple(table.encode)
         | "WriteCache" >> beam.io.WriteToTFRecord(cache_prefix, file_name_suffix=table.SHARD_SUFFIX)
     )
-    item_ids = split.misses | "ItemsOfText" >> beam.Map(lambda kv: (kv[0], kv[1][1]))
+    item_ids = split.misses | "ItemsOfText" >> beam.Map(lambda kv: (kv[0], kv[1]))
     new_rows = (
         {"vector": embedded, "items": item_ids}
         | "JoinNew" >> beam.CoGroupByKey()
-        | "NewRows" >> beam.FlatMap(lambda kv: [(i, kv[1]["vector"][0]) for i in kv[1]["items"][0]])
+        | "NewRows" >> beam.FlatMap(_new_rows)
     )
     _ = (
         (split.hits, new_rows)
         | "AllRows" >> beam.Flatten()
-        | "TableRecords" >> beam.MapTuple(lambda item, vector: table.encode(item.encode(), vector))
+        | "TableRecords" >> beam.MapTuple(lambda item, row: table.encode(item.encode(), *row))
         | "WriteTable" >> beam.io.WriteToTFRecord(table_prefix, file_name_suffix=table.SHARD_SUFFIX)
     )
 

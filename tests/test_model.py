@@ -47,6 +47,7 @@ def _batch(n=16, seed=0, rated=0.5):
         F.HISTORY_TOKENS_XF: tokens(F.HISTORY_TEXT_LENGTH),
         F.ITEM_TEXT_VECTOR: _unit(np.random.default_rng(100), 13)[items],
         F.HISTORY_TEXT_VECTOR: _unit(rng, n),
+        F.ITEM_TEXT_TOKEN_IDS: np.zeros((n, 0), np.int64),  # the encoder is frozen
         F.CLICK: rng.integers(0, 2, n).astype("float32"),
         F.PURCHASE: (rng.random(n) < 0.2).astype("float32"),
         F.RATING: rng.integers(1, 6, n).astype("float32"),
@@ -72,6 +73,7 @@ def _catalog():
         F.ITEM_CATEGORY_XF: np.arange(13) % NUM_CATEGORIES,
         F.ITEM_TOKENS_XF: rng.integers(0, 50, (13, F.ITEM_TEXT_LENGTH)),
         F.ITEM_TEXT_VECTOR: _unit(np.random.default_rng(100), 13),
+        F.ITEM_TEXT_TOKEN_IDS: np.zeros((13, 0), np.int64),
     }
 
 

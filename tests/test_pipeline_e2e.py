@@ -302,22 +302,10 @@ def test_an_item_never_seen_in_training_is_scored_from_its_text_over_grpc(run, t
     try:
         line = proc.stdout.readline()
         assert line.startswith("serving "), (line, open(tmp_path / "server.log").read()[-3000:])
-        known = json.loads(open(os.path.join(config.data_dir, "items.jsonl")).readline())
-        # The same words to the lexical encoder ("!" and "?" are stripped), not to WordPiece.
-        rows = [
-            ("never-seen-item", "Jazz piano!"),
-            ("never-seen-item", "Jazz piano?"),
-            (known["item_id"], "Jazz piano!"),
-            (known["item_id"], "Jazz piano?"),
-        ]
         request = predict_pb2.PredictRequest()
         request.model_spec.name = config.model_name
         request.model_spec.signature_name = "predict"
-        features = {name: [""] * len(rows) for name in _predict_inputs(summary)}
-        features[F.USER_ID] = ["u00001"] * len(rows)
-        features[F.ITEM_ID] = [item for item, _ in rows]
-        features[F.ITEM_TITLE] = [title for _, title in rows]
-        features[F.ITEM_CATEGORY] = [known["category"]] * len(rows)
+        features = _unknown_and_known_items(config, _predict_inputs(summary))
         for name, values in features.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
         with grpc.insecure_channel(line.split()[-1]) as channel:
@@ -332,6 +320,25 @@ def test_an_item_never_seen_in_training_is_scored_from_its_text_over_grpc(run, t
     assert abs(retrieval[0] - retrieval[1]) > 1e-6, retrieval  # embedded from the text
     np.testing.assert_allclose(retrieval[2], retrieval[3], atol=1e-6)  # the catalogue's vector
     np.testing.assert_allclose(click[2], click[3], atol=1e-6)
+
+
+def _unknown_and_known_items(config, input_names) -> dict:
+    """``predict`` features of an unknown and a known item, each with two
+    titles that are the same words to the lexical encoder ("!" and "?" are
+    stripped) but not to WordPiece."""
+    known = json.loads(open(os.path.join(config.data_dir, "items.jsonl")).readline())
+    rows = [
+        ("never-seen-item", "Jazz piano!"),
+        ("never-seen-item", "Jazz piano?"),
+        (known["item_id"], "Jazz piano!"),
+        (known["item_id"], "Jazz piano?"),
+    ]
+    features = {name: [""] * len(rows) for name in input_names}
+    features[F.USER_ID] = ["u00001"] * len(rows)
+    features[F.ITEM_ID] = [item for item, _ in rows]
+    features[F.ITEM_TITLE] = [title for _, title in rows]
+    features[F.ITEM_CATEGORY] = [known["category"]] * len(rows)
+    return features
 
 
 def _predict_inputs(summary) -> list:
@@ -401,18 +408,12 @@ def one_more_task(monkeypatch):
     return task
 
 
-def test_a_new_task_is_one_task_record(run, one_more_task, tmp_path):
-    """The Trainer trains and exports it, the serving signatures and the TFMA
-    config carry it with its threshold; no source file knows its name."""
-    import tensorflow_model_analysis as tfma
+def _trainer_args(config, tmp_path, custom_config, train_steps=1):
+    """``run_fn``'s arguments over the module run's Transform outputs."""
     from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
     from tfx.components.util import tfxio_utils
     from tfx.types import standard_artifacts
 
-    from pipeline import eval_config as eval_config_lib
-    from trainer import task as trainer_task
-
-    config, _ = run
     (examples_dir,) = glob.glob(
         os.path.join(config.pipeline_root, "Transform", "transformed_examples", "*")
     )
@@ -421,20 +422,36 @@ def test_a_new_task_is_one_task_record(run, one_more_task, tmp_path):
     )
     examples = standard_artifacts.Examples()
     examples.uri, examples.split_names = examples_dir, '["train", "eval"]'
-    fn_args = FnArgs(
+    return FnArgs(
         train_files=[os.path.join(examples_dir, "Split-train", "*")],
         eval_files=[os.path.join(examples_dir, "Split-eval", "*")],
         transform_output=transform_dir,
         serving_model_dir=str(tmp_path / "serving_model"),
         model_run_dir=str(tmp_path / "model_run"),
-        train_steps=1,
+        train_steps=train_steps,
         eval_steps=1,
         data_accessor=DataAccessor(
             tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
             record_batch_factory=None,
             data_view_decode_fn=None,
         ),
-        custom_config={
+        custom_config=custom_config,
+    )
+
+
+def test_a_new_task_is_one_task_record(run, one_more_task, tmp_path):
+    """The Trainer trains and exports it, the serving signatures and the TFMA
+    config carry it with its threshold; no source file knows its name."""
+    import tensorflow_model_analysis as tfma
+
+    from pipeline import eval_config as eval_config_lib
+    from trainer import task as trainer_task
+
+    config, _ = run
+    fn_args = _trainer_args(
+        config,
+        tmp_path,
+        {
             trainer_task.CONFIG_KEY: {
                 "epochs": 1,
                 "batch_size": 32,
@@ -464,6 +481,47 @@ def test_a_new_task_is_one_task_record(run, one_more_task, tmp_path):
     (spec,) = [s for s in overridden.metrics_specs if list(s.output_names) == ["purchase_direct"]]
     (gated,) = [m for m in spec.metrics if m.per_slice_thresholds]
     assert gated.per_slice_thresholds[0].threshold.value_threshold.lower_bound.value == 0.7
+
+
+def test_a_fine_tuned_encoder_trains_exports_and_reads_unknown_items(run, tmp_path):
+    """``fine_tune_text_encoder`` (on by default with a GPU) on CPU, two steps
+    with MiniLM's top layer training: the SavedModel loads in stock TF
+    Serving's op set, the fine-tuned encoder is in it, and an unknown item
+    is scored from its text while a known one keeps its catalogue text."""
+    import tensorflow as tf
+
+    from trainer import task as trainer_task
+    from trainer.config import TEXT_EMBEDDINGS_URI
+
+    config, _ = run
+    (embeddings,) = glob.glob(
+        os.path.join(config.pipeline_root, "TextEmbedder", "text_embeddings", "*")
+    )
+    model_config = {
+        "epochs": 1,
+        "batch_size": 8,
+        "fine_tune_text_encoder": True,
+        "fine_tune_layers": 1,
+    }
+    fn_args = _trainer_args(
+        config,
+        tmp_path,
+        {trainer_task.CONFIG_KEY: model_config, TEXT_EMBEDDINGS_URI: embeddings},
+        train_steps=2,
+    )
+    trainer_task.run_fn(fn_args)
+    assert tf_serving_ops.unsupported_ops(fn_args.serving_model_dir) == []
+
+    model = tf.saved_model.load(fn_args.serving_model_dir)
+    predict = model.signatures["predict"]
+    features = _unknown_and_known_items(config, predict.structured_input_signature[1])
+    outputs = predict(**{name: tf.constant(values) for name, values in features.items()})
+    retrieval = outputs["retrieval"].numpy().ravel()
+    assert np.all(np.isfinite(retrieval))
+    assert abs(retrieval[0] - retrieval[1]) > 1e-6, retrieval  # read from the text
+    np.testing.assert_allclose(retrieval[2], retrieval[3], atol=1e-6)  # the catalogue's text
+    variables = {v.name for v in model.variables}
+    assert any("catalogue_token_ids" in name for name in variables)
 
 
 def test_every_signature_of_the_pushed_model_survives_fuzzed_requests(run):

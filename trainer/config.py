@@ -48,6 +48,14 @@ class ModelConfig:
     # turns it off (the from-scratch encoder alone).
     pretrained_text_encoder: Optional[str] = MINILM
     pretrained_text_length: int = 128  # WordPiece tokens per item text
+    # Fine-tune the pretrained encoder inside the item tower (its top
+    # ``fine_tune_layers`` transformer layers; more than it has: all of it,
+    # embeddings included) at ``fine_tune_learning_rate``: True, False, or
+    # None for on when a GPU is present. The user side keeps the frozen
+    # catalogue vectors of its history items.
+    fine_tune_text_encoder: Optional[bool] = None
+    fine_tune_layers: int = 2
+    fine_tune_learning_rate: float = 5e-5
     # Names of the tasks to train and serve; None means every task in features.TASKS.
     tasks: Optional[Tuple[str, ...]] = None
     early_stopping_patience: int = 2  # epochs without a better val_loss; 0 turns it off
@@ -85,6 +93,10 @@ class ModelConfig:
             raise ValueError("recommend_k and every retrieval_ks value must be >= 1")
         if self.pretrained_text_encoder is not None:
             check_encoder_source(self.pretrained_text_encoder)
+        if self.fine_tune_text_encoder and self.pretrained_text_encoder is None:
+            raise ValueError("fine_tune_text_encoder needs a pretrained_text_encoder")
+        if self.fine_tune_layers < 1 or self.fine_tune_learning_rate <= 0:
+            raise ValueError("fine_tune_layers must be >= 1 and fine_tune_learning_rate > 0")
         if self.pretrained_text_length < 3:
             raise ValueError("pretrained_text_length must be >= 3 ([CLS] text [SEP])")
         unknown = sorted(set(self.task_weights) - {t.name for t in F.TASKS})
@@ -93,6 +105,12 @@ class ModelConfig:
         object.__setattr__(
             self, "task_weights", {n: float(w) for n, w in dict(self.task_weights).items()}
         )
+
+    def fine_tunes(self, gpu: bool) -> bool:
+        """Whether this run fine-tunes the encoder (``gpu``: a GPU is present)."""
+        if self.pretrained_text_encoder is None:
+            return False
+        return gpu if self.fine_tune_text_encoder is None else bool(self.fine_tune_text_encoder)
 
     def active_tasks(self) -> Tuple[F.Task, ...]:
         """The tasks switched on, in features.TASKS order."""

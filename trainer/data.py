@@ -18,9 +18,16 @@ MODEL_INPUTS = (
     F.HISTORY_TOKENS_XF,
     F.ITEM_TEXT_VECTOR,
     F.HISTORY_TEXT_VECTOR,
+    F.ITEM_TEXT_TOKEN_IDS,
 )
 USER_INPUTS = (F.USER_ID_XF, F.HISTORY_TOKENS_XF, F.HISTORY_TEXT_VECTOR)
-ITEM_INPUTS = (F.ITEM_ID_XF, F.ITEM_CATEGORY_XF, F.ITEM_TOKENS_XF, F.ITEM_TEXT_VECTOR)
+ITEM_INPUTS = (
+    F.ITEM_ID_XF,
+    F.ITEM_CATEGORY_XF,
+    F.ITEM_TOKENS_XF,
+    F.ITEM_TEXT_VECTOR,
+    F.ITEM_TEXT_TOKEN_IDS,
+)
 # A 62-bit hash of the raw item id: tells items apart for retrieval (accidental
 # hits, recall@k) even when they share the OOV id, and stays numeric for XLA.
 ITEM_KEY = "item_key"

@@ -2,37 +2,38 @@
 ``tf.train.Example`` {key: bytes, embedding: floats}, plus a JSON report.
 
 The catalogue embedding step writes two of them: the item table (key = item
-id) in its output artifact, and the cache (key = hash of model and text)
-that re-runs read so that only new or changed texts are embedded.
+id, with the item's ``text``: a fine-tuned encoder re-reads it) in its output
+artifact, and the cache (key = hash of model and text) that re-runs read so
+that only new or changed texts are embedded.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 KEY = "key"
 EMBEDDING = "embedding"
+TEXT = "text"
 SHARD_SUFFIX = ".tfrecord.gz"
 TABLE_PREFIX = "embeddings"
 REPORT_FILE = "embedding_report.json"
 
 
-def encode(key: bytes, vector: np.ndarray) -> bytes:
-    return tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[key])),
-                EMBEDDING: tf.train.Feature(
-                    float_list=tf.train.FloatList(value=np.asarray(vector, np.float32).ravel())
-                ),
-            }
-        )
-    ).SerializeToString()
+def encode(key: bytes, vector: np.ndarray, text: Optional[str] = None) -> bytes:
+    feature = {
+        KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[key])),
+        EMBEDDING: tf.train.Feature(
+            float_list=tf.train.FloatList(value=np.asarray(vector, np.float32).ravel())
+        ),
+    }
+    if text is not None:
+        feature[TEXT] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 def decode(record: bytes) -> Tuple[bytes, np.ndarray]:
@@ -66,6 +67,22 @@ def read_table(directory: str) -> Tuple[np.ndarray, np.ndarray]:
         np.array([k.decode("utf-8") for k in keys], dtype=object),
         np.stack([rows[k] for k in keys]),
     )
+
+
+def read_texts(directory: str) -> Dict[str, str]:
+    """Item id -> the text its table row was embedded from."""
+    texts = {}
+    for path in shards(directory, TABLE_PREFIX):
+        for record in tf.data.TFRecordDataset(path, compression_type="GZIP").as_numpy_iterator():
+            feature = tf.train.Example.FromString(record).features.feature
+            if TEXT not in feature:
+                raise ValueError(
+                    f"{path}: table rows without their text (written before fine-tuning "
+                    "existed): re-run the TextEmbedder"
+                )
+            key = feature[KEY].bytes_list.value[0].decode("utf-8")
+            texts[key] = feature[TEXT].bytes_list.value[0].decode("utf-8")
+    return texts
 
 
 def write_report(directory: str, report: Dict[str, Any]) -> None:

@@ -83,6 +83,10 @@ HISTORY_ITEM_IDS_XF = transformed_name(HISTORY_ITEM_IDS)  # raw ids, newest last
 # the mean over the user's history items. Zero-width with the encoder off.
 ITEM_TEXT_VECTOR = "item_text_vector"
 HISTORY_TEXT_VECTOR = "history_text_vector"
+# The item text's WordPiece ids, for an encoder fine-tuned in the item tower
+# (``ModelConfig.fine_tune_text_encoder``); zero-width otherwise. The item's
+# vector is then computed in the network and ITEM_TEXT_VECTOR is zero-width.
+ITEM_TEXT_TOKEN_IDS = "item_text_token_ids"
 # Labels computed by TF Transform.
 HISTORY_CATEGORIES_XF = transformed_name(HISTORY_CATEGORIES)  # category ids, varlen
 INTEREST_WEIGHT = "interest_weight"  # 1 when the user has a history, else 0

@@ -8,7 +8,7 @@ nothing, and static or learned (uncertainty) task weights combine them.
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Optional
 
 import tensorflow as tf
 
@@ -16,6 +16,7 @@ from trainer import features as F
 from trainer import task_kinds
 from trainer.config import ModelConfig
 from trainer.data import ITEM_INPUTS, MODEL_INPUTS, USER_INPUTS
+from trainer.sentence_encoder import FineTunedTextEncoder, train_top_layers
 from trainer.text_encoder import MaskedMeanPooling, build_text_encoder  # noqa: F401  (re-export)
 
 keras = tf.keras
@@ -23,14 +24,24 @@ keras = tf.keras
 _EPSILON = 1e-9
 
 
-# ``vocab_sizes`` key: the pretrained text vectors' width (0: the encoder is off).
+# ``vocab_sizes`` keys: the pretrained text vectors' width (0: the encoder is
+# off) and the item text's WordPiece length when the encoder is fine-tuned
+# (0: it is frozen and the item's vector is an input).
 PRETRAINED_TEXT_DIM = "pretrained_text_dim"
+PRETRAINED_TEXT_LENGTH = "pretrained_text_length"
 _VECTORS = (F.ITEM_TEXT_VECTOR, F.HISTORY_TEXT_VECTOR)
 
 
-def _inputs(names, pretrained_dim: int) -> Dict[str, keras.Input]:
-    lengths = {F.ITEM_TOKENS_XF: F.ITEM_TEXT_LENGTH, F.HISTORY_TOKENS_XF: F.HISTORY_TEXT_LENGTH}
-    lengths.update({name: pretrained_dim for name in _VECTORS})
+def _inputs(names, vocab_sizes: Mapping[str, int]) -> Dict[str, keras.Input]:
+    pretrained_dim = int(vocab_sizes.get(PRETRAINED_TEXT_DIM, 0))
+    token_length = int(vocab_sizes.get(PRETRAINED_TEXT_LENGTH, 0))
+    lengths = {
+        F.ITEM_TOKENS_XF: F.ITEM_TEXT_LENGTH,
+        F.HISTORY_TOKENS_XF: F.HISTORY_TEXT_LENGTH,
+        F.ITEM_TEXT_VECTOR: 0 if token_length else pretrained_dim,
+        F.HISTORY_TEXT_VECTOR: pretrained_dim,
+        F.ITEM_TEXT_TOKEN_IDS: token_length,
+    }
     return {
         name: keras.Input(
             shape=(lengths[name],) if name in lengths else (),
@@ -47,7 +58,11 @@ def _l2_normalize(name: str) -> keras.layers.Layer:
     )
 
 
-def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.Model:
+def build_network(
+    config: ModelConfig,
+    vocab_sizes: Mapping[str, int],
+    text_backbone: Optional[keras.Model] = None,
+) -> keras.Model:
     """Transformed features -> {task name: output} for the active tasks.
 
     The model carries ``user_model`` and ``item_model`` (the towers, returning
@@ -58,7 +73,11 @@ def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.
       config: the hyperparameters and the active tasks.
       vocab_sizes: embedding table sizes by transformed id feature name,
         ``F.TEXT_VOCAB`` for the lexical encoder's vocabulary and
-        ``PRETRAINED_TEXT_DIM`` for the pretrained text vectors (0 or absent: off).
+        ``PRETRAINED_TEXT_DIM`` for the pretrained text vectors (0 or absent: off)
+        and ``PRETRAINED_TEXT_LENGTH`` (> 0: the encoder is fine-tuned).
+      text_backbone: the pretrained backbone to fine-tune in the item tower
+        (``sentence_encoder.train_top_layers`` decides which layers train);
+        required with ``PRETRAINED_TEXT_LENGTH``.
     """
     max_length = max(F.ITEM_TEXT_LENGTH, F.HISTORY_TEXT_LENGTH)
     text_encoder = build_text_encoder(
@@ -79,12 +98,19 @@ def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.
         else keras.layers.Identity(name="pretrained_text_off")
     )
 
+    fine_tuned = int(vocab_sizes.get(PRETRAINED_TEXT_LENGTH, 0)) > 0
+    if fine_tuned and text_backbone is None:
+        raise ValueError("a fine-tuned text encoder needs its text_backbone")
+    fine_tuned_encoder = (
+        FineTunedTextEncoder(text_backbone, name="fine_tuned_text_encoder") if fine_tuned else None
+    )
+
     def embedding(inputs, name: str) -> tf.Tensor:
         return keras.layers.Embedding(
             vocab_sizes[name], config.embedding_dim, name=f"{name}_embedding"
         )(inputs[name])
 
-    user_in = _inputs(USER_INPUTS, pretrained_dim)
+    user_in = _inputs(USER_INPUTS, vocab_sizes)
     user_vector = keras.layers.Dense(config.tower_dim, activation="relu", name="user_tower")(
         keras.layers.Concatenate(name="user_features")(
             [
@@ -101,15 +127,20 @@ def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.
         user_in, {"vector": user_vector, "embedding": user_embedding}, name="user_model"
     )
 
-    item_in = _inputs(ITEM_INPUTS, pretrained_dim)
+    item_in = _inputs(ITEM_INPUTS, vocab_sizes)
     item_text = text_encoder(item_in[F.ITEM_TOKENS_XF])
+    item_pretrained = (
+        fine_tuned_encoder(item_in[F.ITEM_TEXT_TOKEN_IDS])
+        if fine_tuned_encoder is not None
+        else item_in[F.ITEM_TEXT_VECTOR]
+    )
     item_vector = keras.layers.Dense(config.tower_dim, activation="relu", name="item_tower")(
         keras.layers.Concatenate(name="item_features")(
             [
                 embedding(item_in, F.ITEM_ID_XF),
                 embedding(item_in, F.ITEM_CATEGORY_XF),
                 item_text,
-                adapter(item_in[F.ITEM_TEXT_VECTOR]),
+                adapter(item_pretrained),
             ]
         )
     )
@@ -122,7 +153,7 @@ def build_network(config: ModelConfig, vocab_sizes: Mapping[str, int]) -> keras.
         name="item_model",
     )
 
-    inputs = _inputs(MODEL_INPUTS, pretrained_dim)
+    inputs = _inputs(MODEL_INPUTS, vocab_sizes)
     user = user_model({name: inputs[name] for name in USER_INPUTS})
     item = item_model({name: inputs[name] for name in ITEM_INPUTS})
     joint = keras.layers.Concatenate(name="user_item")(
@@ -187,12 +218,25 @@ class TaskWeighting(keras.layers.Layer):
 class MultiTaskRecommender(keras.Model):
     """Trains ``build_network``'s heads jointly; ``network`` is what gets exported."""
 
-    def __init__(self, config: ModelConfig, vocab_sizes: Mapping[str, int], **kwargs):
+    def __init__(
+        self,
+        config: ModelConfig,
+        vocab_sizes: Mapping[str, int],
+        text_backbone: Optional[keras.Model] = None,
+        **kwargs,
+    ):
         super().__init__(name="multitask_trainer", **kwargs)
         self.config = config
         self.vocab_sizes = dict(vocab_sizes)
         self.tasks = config.active_tasks()
-        self.network = build_network(config, vocab_sizes)
+        # The fine-tuned encoder's variables get their own (lower) learning rate.
+        self.encoder_variables = (
+            train_top_layers(text_backbone, config.fine_tune_layers)
+            if text_backbone is not None
+            else []
+        )
+        self.encoder_optimizer = None
+        self.network = build_network(config, vocab_sizes, text_backbone)
         self.weighting = TaskWeighting(
             [t.name for t in self.tasks],
             config.effective_task_weights(),
@@ -273,7 +317,7 @@ class MultiTaskRecommender(keras.Model):
             regularization = tf.add_n(self.losses) if self.losses else 0.0
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             loss = (total + regularization) / replicas
-        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        self._apply_gradients(loss, tape)
         logs = self._update_metrics(step, losses, present, total)
         if self.weighting.learned:
             logs.update(
@@ -283,6 +327,24 @@ class MultiTaskRecommender(keras.Model):
                 }
             )
         return logs
+
+    def _apply_gradients(self, loss: tf.Tensor, tape: tf.GradientTape) -> None:
+        """One optimizer step; a fine-tuned encoder's variables take theirs
+        from ``encoder_optimizer``. Under mixed precision the main optimizer
+        scales the loss and skips non-finite steps; the encoder's gradients
+        are zeroed on such steps."""
+        if self.encoder_optimizer is None:
+            self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+            return
+        encoder = {id(v) for v in self.encoder_variables}
+        pairs = self.optimizer.compute_gradients(loss, self.trainable_variables, tape=tape)
+        rest = [(g, v) for g, v in pairs if id(v) not in encoder]
+        tuned = [(g, v) for g, v in pairs if id(v) in encoder and g is not None]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g, _ in tuned])
+        self.optimizer.apply_gradients(rest)
+        self.encoder_optimizer.apply_gradients(
+            [(tf.where(finite, g, tf.zeros_like(g)), v) for g, v in tuned]
+        )
 
     def test_step(self, data):
         inputs, labels, weights = data
@@ -308,6 +370,7 @@ def build_model(
     vocab_sizes: Mapping[str, int],
     jit_compile: bool = False,
     mixed_precision: bool = False,
+    text_backbone: Optional[keras.Model] = None,
 ) -> MultiTaskRecommender:
     """The compiled trainer model (call it, fit it; export ``model.network``).
 
@@ -321,12 +384,16 @@ def build_model(
       vocab_sizes: embedding table sizes (see ``build_network``).
       jit_compile: compile the training step with XLA.
       mixed_precision: float16 compute with float32 heads and losses.
+      text_backbone: the pretrained backbone to fine-tune (see ``build_network``);
+        its variables train at ``config.fine_tune_learning_rate``.
     """
     previous = keras.mixed_precision.global_policy()
     if mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model = MultiTaskRecommender(config, vocab_sizes)
+        model = MultiTaskRecommender(config, vocab_sizes, text_backbone)
+        if text_backbone is not None:
+            model.encoder_optimizer = keras.optimizers.Adam(config.fine_tune_learning_rate)
         # Losses and metrics live in the model's own steps; weighted_metrics=[]
         # tells Keras the (inputs, labels, weights) triples are intended.
         model.compile(

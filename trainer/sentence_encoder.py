@@ -112,6 +112,48 @@ def load_backbone(preset: str) -> keras.Model:
     return backbone
 
 
+def sentence_embeddings(backbone: keras.Model, token_ids: tf.Tensor, training: bool) -> tf.Tensor:
+    """Packed token ids [batch, length] (0 = padding) -> the backbone's
+    L2-normalised mean over the real tokens, float32 [batch, hidden]."""
+    token_ids = tf.cast(token_ids, tf.int32)
+    mask = tf.not_equal(token_ids, 0)
+    sequence = backbone(
+        {"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids), "padding_mask": mask},
+        training=training,
+    )["sequence_output"]
+    weights = tf.cast(mask, sequence.dtype)[..., tf.newaxis]
+    pooled = tf.reduce_sum(sequence * weights, axis=1) / tf.maximum(
+        tf.reduce_sum(weights, axis=1), 1e-9
+    )
+    return tf.math.l2_normalize(tf.cast(pooled, tf.float32), axis=-1)
+
+
+def train_top_layers(backbone: keras.Model, layers: int) -> list:
+    """Makes the top ``layers`` transformer layers of a keras-nlp backbone
+    trainable (all of it, embeddings included, when it has no more than
+    that) and the rest frozen; returns the trainable variables."""
+    blocks = [layer for layer in backbone.layers if layer.name.startswith("transformer_layer_")]
+    top = {layer.name for layer in blocks[-layers:]}
+    everything = layers >= len(blocks)
+    backbone.trainable = True
+    for layer in backbone.layers:
+        layer.trainable = everything or layer.name in top
+    return backbone.trainable_variables
+
+
+class FineTunedTextEncoder(keras.layers.Layer):
+    """The item tower's fine-tuned encoder: token ids [batch, length] ->
+    ``sentence_embeddings`` (the same pooling as the frozen encoder, so it
+    starts from the catalogue vectors' space)."""
+
+    def __init__(self, backbone: keras.Model, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.backbone = backbone
+
+    def call(self, token_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return sentence_embeddings(self.backbone, token_ids, training=training)
+
+
 class SentenceEncoder(tf.Module):
     """Text [batch] -> embeddings [batch, dim]: WordPiece, backbone, masked mean, L2."""
 
@@ -130,16 +172,7 @@ class SentenceEncoder(tf.Module):
         # Trailing columns that are padding in every row change nothing: drop them.
         length = tf.reduce_max(tf.reduce_sum(tf.cast(token_ids != 0, tf.int32), axis=1))
         token_ids = token_ids[:, : tf.maximum(length, 1)]
-        mask = tf.not_equal(token_ids, 0)
-        sequence = self.backbone(
-            {"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids), "padding_mask": mask},
-            training=False,
-        )["sequence_output"]
-        weights = tf.cast(mask, sequence.dtype)[..., tf.newaxis]
-        pooled = tf.reduce_sum(sequence * weights, axis=1) / tf.maximum(
-            tf.reduce_sum(weights, axis=1), 1e-9
-        )
-        return tf.math.l2_normalize(tf.cast(pooled, tf.float32), axis=-1)
+        return sentence_embeddings(self.backbone, token_ids, training=False)
 
     def token_ids(self, text: tf.Tensor) -> tf.Tensor:
         return self.tokenizer(text, self.max_length)

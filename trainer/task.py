@@ -22,7 +22,7 @@ from trainer import data, embedding_table, export, plots
 from trainer import features as F
 from trainer import transform as transform_lib
 from trainer.config import CONFIG_KEY, TEXT_EMBEDDINGS_URI, ModelConfig
-from trainer.model import PRETRAINED_TEXT_DIM, build_model
+from trainer.model import PRETRAINED_TEXT_DIM, PRETRAINED_TEXT_LENGTH, build_model
 from trainer.pretrained_text import PretrainedTextFeatures, no_pretrained_text
 from trainer.sentence_encoder import SentenceEncoder, resolve_preset
 
@@ -90,22 +90,29 @@ def reproducible(config: ModelConfig) -> Iterator[None]:
 
 
 def vocab_sizes(
-    tf_transform_output: tft.TFTransformOutput, pretrained_dim: int = 0
+    tf_transform_output: tft.TFTransformOutput, pretrained_dim: int = 0, token_length: int = 0
 ) -> Dict[str, int]:
-    """Embedding table sizes: id vocabularies + OOV, the text vocabulary and
-    the pretrained text vectors' width."""
+    """Embedding table sizes: id vocabularies + OOV, the text vocabulary, the
+    pretrained text vectors' width and (fine-tuning) the item text's length."""
     sizes = {
         F.transformed_name(raw): transform_lib.id_vocab_size(tf_transform_output, raw)
         for raw in F.ID_VOCABS
     }
     sizes[F.TEXT_VOCAB] = transform_lib.text_vocab_size(tf_transform_output)
     sizes[PRETRAINED_TEXT_DIM] = pretrained_dim
+    sizes[PRETRAINED_TEXT_LENGTH] = token_length
     return sizes
 
 
-def load_text_features(config: ModelConfig, custom_config: Dict) -> PretrainedTextFeatures:
+def load_text_features(
+    config: ModelConfig,
+    custom_config: Dict,
+    strategy: tf.distribute.Strategy,
+    fine_tune: bool = False,
+) -> PretrainedTextFeatures:
     """The TextEmbedder's table as model features, with the encoder that made
-    it (for items first seen at serving); zero-width when the encoder is off."""
+    it (for items first seen at serving, and the backbone a fine-tuned run
+    trains: built in ``strategy``'s scope); zero-width when the encoder is off."""
     if config.pretrained_text_encoder is None:
         return no_pretrained_text()
     uri = (custom_config or {}).get(TEXT_EMBEDDINGS_URI)
@@ -116,7 +123,10 @@ def load_text_features(config: ModelConfig, custom_config: Dict) -> PretrainedTe
         )
     report = embedding_table.read_report(uri)
     item_ids, vectors = embedding_table.read_table(uri)
-    encoder = SentenceEncoder(resolve_preset(config.pretrained_text_encoder), report["max_length"])
+    with strategy.scope():
+        encoder = SentenceEncoder(
+            resolve_preset(config.pretrained_text_encoder), report["max_length"]
+        )
     if encoder.fingerprint != report["fingerprint"]:
         raise ValueError(
             f"{uri}: embedded by encoder {report['fingerprint']} ({report['preset']}), but "
@@ -124,9 +134,17 @@ def load_text_features(config: ModelConfig, custom_config: Dict) -> PretrainedTe
             f"{encoder.fingerprint}: re-run the TextEmbedder"
         )
     logging.info(
-        "Pretrained text features: %d items x %d from %s.", len(item_ids), encoder.dim, uri
+        "Pretrained text features: %d items x %d from %s (encoder %s).",
+        len(item_ids),
+        encoder.dim,
+        uri,
+        f"fine-tuned, top {config.fine_tune_layers} layers" if fine_tune else "frozen",
     )
-    return PretrainedTextFeatures(item_ids, vectors, encoder)
+    texts = None
+    if fine_tune:
+        by_id = embedding_table.read_texts(uri)
+        texts = [by_id[i] for i in item_ids]
+    return PretrainedTextFeatures(item_ids, vectors, encoder, fine_tune_texts=texts)
 
 
 def run_fn(fn_args: FnArgs) -> None:
@@ -140,8 +158,10 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
     """The body of ``run_fn``."""
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     tasks = config.active_tasks()
-    text_features = load_text_features(config, fn_args.custom_config)
-    sizes = vocab_sizes(tf_transform_output, text_features.dim)
+    strategy, jit_compile, mixed_precision = accelerator_setup(config)
+    fine_tune = config.fine_tunes(gpu=bool(tf.config.list_physical_devices("GPU")))
+    text_features = load_text_features(config, fn_args.custom_config, strategy, fine_tune)
+    sizes = vocab_sizes(tf_transform_output, text_features.dim, text_features.token_length)
     num_categories = sizes[F.ITEM_CATEGORY_XF]
     train = data.input_fn(
         fn_args.train_files,
@@ -170,9 +190,14 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
         text_features=text_features,
     )
     logging.info("Catalogue for retrieval: %d items.", len(catalog[F.ITEM_ID]))
-    strategy, jit_compile, mixed_precision = accelerator_setup(config)
     with strategy.scope():
-        model = build_model(config, sizes, jit_compile=jit_compile, mixed_precision=mixed_precision)
+        model = build_model(
+            config,
+            sizes,
+            jit_compile=jit_compile,
+            mixed_precision=mixed_precision,
+            text_backbone=text_features.encoder.backbone if fine_tune else None,
+        )
     model.set_candidates(catalog_lib.catalog_dataset(catalog), len(catalog[F.ITEM_ID]))
     model.network.summary(print_fn=logging.info)
 
