@@ -27,6 +27,13 @@ def _unit(rng, n):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def _history(rng, n):
+    """Item indices, oldest first, -1 padded, 0 to HISTORY_IDS_LENGTH items per user."""
+    lengths = rng.integers(0, F.HISTORY_IDS_LENGTH + 1, n)
+    index = rng.integers(0, 13, (n, F.HISTORY_IDS_LENGTH))
+    return np.where(np.arange(F.HISTORY_IDS_LENGTH) < lengths[:, None], index, -1)
+
+
 def _batch(n=16, seed=0, rated=0.5):
     rng = np.random.default_rng(seed)
 
@@ -48,6 +55,7 @@ def _batch(n=16, seed=0, rated=0.5):
         F.ITEM_TEXT_VECTOR: _unit(np.random.default_rng(100), 13)[items],
         F.HISTORY_TEXT_VECTOR: _unit(rng, n),
         F.ITEM_TEXT_TOKEN_IDS: np.zeros((n, 0), np.int64),  # the encoder is frozen
+        F.HISTORY_ITEM_INDEX_XF: _history(rng, n),
         F.CLICK: rng.integers(0, 2, n).astype("float32"),
         F.PURCHASE: (rng.random(n) < 0.2).astype("float32"),
         F.RATING: rng.integers(1, 6, n).astype("float32"),
@@ -280,3 +288,59 @@ def test_op_determinism_is_on_while_training_and_off_after():
         assert not framework_config.is_op_determinism_enabled()
         assert (tf.random.uniform([3]).numpy() == first).all()
     assert not framework_config.is_op_determinism_enabled()
+
+
+def _history_vector(encoder, rows):
+    return encoder(tf.constant(rows, tf.int64)).numpy()
+
+
+def test_the_history_encoder_reads_order_and_ignores_padding():
+    from trainer.history_encoder import HistoryEncoder, recency
+
+    np.testing.assert_array_equal(
+        recency(tf.constant([[4, -1, 7, 2, -1], [-1, -1, -1, -1, -1]])).numpy(),
+        [[2, -1, 1, 0, -1], [-1] * 5],
+    )
+    tf.keras.utils.set_random_seed(0)
+    embedding = tf.keras.layers.Embedding(13, 8)
+    encoder = HistoryEncoder(embedding, length=4, heads=2, layers=1, intermediate_dim=16, dropout=0)
+    rng = np.random.default_rng(5)
+    for _ in range(20):  # generated histories of 1..4 distinct items in 6 slots
+        items = rng.choice(13, rng.integers(1, 5), replace=False)
+        slots = np.sort(rng.choice(6, len(items), replace=False))
+        row = np.full(6, -1)
+        row[slots] = items
+        packed = np.concatenate([items, np.full(6 - len(items), -1)])
+        got = _history_vector(encoder, [row, packed])
+        np.testing.assert_allclose(got[0], got[1], atol=1e-5)  # padding placement: no change
+        if len(items) > 1:
+            swapped = packed.copy()
+            swapped[[0, len(items) - 1]] = swapped[[len(items) - 1, 0]]
+            assert np.abs(_history_vector(encoder, [swapped])[0] - got[1]).max() > 1e-4
+    # Only the newest `length` items count; an empty history is zeros.
+    older = _history_vector(encoder, [[9, 1, 2, 3, 4, -1], [5, 1, 2, 3, 4, -1]])
+    np.testing.assert_allclose(older[0], older[1], atol=1e-6)
+    assert not _history_vector(encoder, [[-1] * 6]).any()
+
+
+def test_the_user_tower_shares_the_item_id_embedding_with_the_history():
+    network = build_model(ModelConfig(), VOCABS).network
+    item_embedding = network.item_model.get_layer(f"{F.ITEM_ID_XF}_embedding")
+    history = network.user_model.get_layer("history_encoder")
+    assert history.item_embedding is item_embedding
+    inputs, _, _ = _split(_batch(4, seed=3))
+    before = network.user_model({n: inputs[n] for n in network.user_model.input})["embedding"]
+    inputs[F.HISTORY_ITEM_INDEX_XF] = tf.reverse(inputs[F.HISTORY_ITEM_INDEX_XF], axis=[1])
+    after = network.user_model({n: inputs[n] for n in network.user_model.input})["embedding"]
+    assert np.abs(before.numpy() - after.numpy()).max() > 1e-5  # the order reaches the tower
+
+
+def test_item_id_dropout_maps_ids_to_the_unknown_id_in_training_only():
+    from trainer.model import IdDropout
+
+    layer = IdDropout(0.3, oov_index=99)
+    ids = tf.range(20_000, dtype=tf.int64)
+    dropped = layer(ids, training=True).numpy()
+    assert set(dropped[dropped != ids.numpy()]) == {99}
+    assert 0.28 < np.mean(dropped == 99) < 0.32
+    np.testing.assert_array_equal(layer(ids, training=False).numpy(), ids.numpy())

@@ -29,6 +29,7 @@ class StandInNetwork(tf.Module):
             F.USER_ID_XF: tf.cast(tf.strings.length(user_id), tf.float32),
             F.HISTORY_TOKENS_XF: tf.zeros_like(user_id, tf.int64),
             F.HISTORY_ITEM_IDS_XF: tf.fill(tf.stack([tf.size(user_id), 1]), ""),
+            F.HISTORY_ITEM_INDEX_XF: tf.fill(tf.stack([tf.size(user_id), 1]), -1),
         }
 
     def user_model(self, inputs, training=False):

@@ -26,6 +26,13 @@ class ModelConfig:
     text_layers: int = 1
     text_intermediate_dim: int = 64
     tower_dim: int = 64
+    # The user's newest history items (by id, sharing the item tower's id
+    # embeddings) through a transformer sequence encoder; 0 turns it off.
+    history_length: int = 50
+    history_layers: int = 1
+    # Share of training examples whose item id is replaced by the unknown id,
+    # so the towers also learn to score items from text (cold items).
+    item_id_dropout: float = 0.1
     dropout: float = 0.1
     learning_rate: float = 3e-3
     batch_size: int = 128
@@ -36,6 +43,8 @@ class ModelConfig:
     # homoscedastic-uncertainty weights (Kendall et al., 2018) on top of them.
     loss_weighting: str = "static"
     retrieval_temperature: float = 0.1  # softmax temperature over L2-normalised embeddings
+    # Subtract log(item's share of training impressions) from in-batch scores.
+    logq_correction: bool = True
     retrieval_ks: Tuple[int, ...] = (
         C.DEFAULT_RETRIEVAL_KS
     )  # recall cut-offs (validation, ``evaluate``)
@@ -93,6 +102,13 @@ class ModelConfig:
             raise ValueError("recommend_k and every retrieval_ks value must be >= 1")
         if self.pretrained_text_encoder is not None:
             check_encoder_source(self.pretrained_text_encoder)
+        if not 0 <= self.history_length <= F.HISTORY_IDS_LENGTH or self.history_layers < 0:
+            raise ValueError(
+                f"history_length must be 0 (off) .. {F.HISTORY_IDS_LENGTH} (the ids Transform "
+                f"keeps) and history_layers >= 0, not {self.history_length}, {self.history_layers}"
+            )
+        if not 0 <= self.item_id_dropout < 1:
+            raise ValueError(f"item_id_dropout must be in [0, 1), not {self.item_id_dropout}")
         if self.fine_tune_text_encoder and self.pretrained_text_encoder is None:
             raise ValueError("fine_tune_text_encoder needs a pretrained_text_encoder")
         if self.fine_tune_layers < 1 or self.fine_tune_learning_rate <= 0:

@@ -19,8 +19,9 @@ MODEL_INPUTS = (
     F.ITEM_TEXT_VECTOR,
     F.HISTORY_TEXT_VECTOR,
     F.ITEM_TEXT_TOKEN_IDS,
+    F.HISTORY_ITEM_INDEX_XF,
 )
-USER_INPUTS = (F.USER_ID_XF, F.HISTORY_TOKENS_XF, F.HISTORY_TEXT_VECTOR)
+USER_INPUTS = (F.USER_ID_XF, F.HISTORY_TOKENS_XF, F.HISTORY_TEXT_VECTOR, F.HISTORY_ITEM_INDEX_XF)
 ITEM_INPUTS = (
     F.ITEM_ID_XF,
     F.ITEM_CATEGORY_XF,
@@ -67,9 +68,13 @@ def split_labels(
     """
     from trainer.task_kinds import kind_of
 
+    from trainer.item_frequency import ITEM_PROBABILITY
+
     inputs = {name: batch[name] for name in MODEL_INPUTS}
     if F.ITEM_ID in batch:
         inputs[ITEM_KEY] = item_key(batch[F.ITEM_ID])
+    if ITEM_PROBABILITY in batch:  # the retrieval task's logQ correction
+        inputs[ITEM_PROBABILITY] = batch[ITEM_PROBABILITY]
     labels, weights = {}, {}
     for task in F.TASKS if tasks is None else tasks:
         labels[task.name] = kind_of(task).label(batch, num_categories)
@@ -86,10 +91,13 @@ def transformed_dataset(
     num_epochs: int | None = None,
     seed: int | None = None,
     text_features=None,
+    item_frequencies=None,
 ) -> tf.data.Dataset:
     """Batches of transformed feature dicts (shuffled by ``seed`` when given),
     with the pretrained text vectors of ``text_features``
-    (``pretrained_text.PretrainedTextFeatures``; None: the encoder is off)."""
+    (``pretrained_text.PretrainedTextFeatures``; None: the encoder is off) and
+    each item's sampling probability from ``item_frequencies``
+    (``item_frequency.ItemFrequencies``; None: no logQ correction)."""
     from trainer.pretrained_text import no_pretrained_text
 
     text_features = text_features or no_pretrained_text()
@@ -100,7 +108,10 @@ def transformed_dataset(
         ),
         tf_transform_output.transformed_metadata.schema,
     )
-    return dataset.map(text_features.add_to, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(text_features.add_to, num_parallel_calls=tf.data.AUTOTUNE)
+    if item_frequencies is not None:
+        dataset = dataset.map(item_frequencies.add_to, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset
 
 
 def input_fn(
@@ -113,6 +124,7 @@ def input_fn(
     num_categories: int | None = None,
     seed: int | None = None,
     text_features=None,
+    item_frequencies=None,
 ) -> tf.data.Dataset:
     """Batched, repeated dataset of (inputs, labels, weights) for Keras."""
     dataset = transformed_dataset(
@@ -123,6 +135,7 @@ def input_fn(
         shuffle,
         seed=seed,
         text_features=text_features,
+        item_frequencies=item_frequencies,
     )
     return dataset.map(
         lambda batch: split_labels(batch, tasks, num_categories),

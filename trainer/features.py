@@ -78,6 +78,9 @@ ITEM_CATEGORY_XF = transformed_name(ITEM_CATEGORY)
 ITEM_TOKENS_XF = "item_tokens_xf"
 HISTORY_TOKENS_XF = "history_tokens_xf"
 HISTORY_ITEM_IDS_XF = transformed_name(HISTORY_ITEM_IDS)  # raw ids, newest last, "" padded
+# The same ids as item-vocabulary indices (ITEM_ID_XF's space), -1 padded: the
+# user tower's sequence encoder (``trainer/history_encoder.py``) reads them.
+HISTORY_ITEM_INDEX_XF = "history_item_index_xf"
 # The frozen pretrained encoder's features (``trainer/pretrained_text.py``),
 # looked up by raw item id in the catalogue's text embeddings: the item's, and
 # the mean over the user's history items. Zero-width with the encoder off.
@@ -109,7 +112,8 @@ ID_VOCABS: Dict[str, str] = {
 
 ITEM_TEXT_LENGTH = 32
 HISTORY_TEXT_LENGTH = 48
-HISTORY_IDS_LENGTH = 20  # history item ids the user side reads
+# The newest history item ids Transform keeps (``ModelConfig.history_length`` <= it).
+HISTORY_IDS_LENGTH = 50
 
 
 TASK_KINDS = ("retrieval", "binary", "regression", "multiclass", "multilabel")

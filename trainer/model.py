@@ -16,6 +16,7 @@ from trainer import features as F
 from trainer import task_kinds
 from trainer.config import ModelConfig
 from trainer.data import ITEM_INPUTS, MODEL_INPUTS, USER_INPUTS
+from trainer.history_encoder import HistoryEncoder
 from trainer.sentence_encoder import FineTunedTextEncoder, train_top_layers
 from trainer.text_encoder import MaskedMeanPooling, build_text_encoder  # noqa: F401  (re-export)
 
@@ -41,6 +42,7 @@ def _inputs(names, vocab_sizes: Mapping[str, int]) -> Dict[str, keras.Input]:
         F.ITEM_TEXT_VECTOR: 0 if token_length else pretrained_dim,
         F.HISTORY_TEXT_VECTOR: pretrained_dim,
         F.ITEM_TEXT_TOKEN_IDS: token_length,
+        F.HISTORY_ITEM_INDEX_XF: F.HISTORY_IDS_LENGTH,
     }
     return {
         name: keras.Input(
@@ -56,6 +58,22 @@ def _l2_normalize(name: str) -> keras.layers.Layer:
     return keras.layers.Lambda(
         lambda x: tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1), dtype="float32", name=name
     )
+
+
+class IdDropout(keras.layers.Layer):
+    """In training, replaces each id by the out-of-vocabulary index with
+    probability ``rate``: the towers learn to score an item from its text and
+    category alone, as they must for items first seen after training."""
+
+    def __init__(self, rate: float, oov_index: int, **kwargs):
+        super().__init__(**kwargs)
+        self.rate, self.oov_index = float(rate), int(oov_index)
+
+    def call(self, ids: tf.Tensor, training: bool = False) -> tf.Tensor:
+        if not training or self.rate <= 0:
+            return ids
+        dropped = tf.random.uniform(tf.shape(ids)) < self.rate
+        return tf.where(dropped, tf.cast(self.oov_index, ids.dtype), ids)
 
 
 def build_network(
@@ -105,20 +123,36 @@ def build_network(
         FineTunedTextEncoder(text_backbone, name="fine_tuned_text_encoder") if fine_tuned else None
     )
 
-    def embedding(inputs, name: str) -> tf.Tensor:
-        return keras.layers.Embedding(
+    embeddings = {
+        name: keras.layers.Embedding(
             vocab_sizes[name], config.embedding_dim, name=f"{name}_embedding"
-        )(inputs[name])
+        )
+        for name in (F.USER_ID_XF, F.ITEM_ID_XF, F.ITEM_CATEGORY_XF)
+    }
+
+    def embedding(inputs, name: str) -> tf.Tensor:
+        return embeddings[name](inputs[name])
 
     user_in = _inputs(USER_INPUTS, vocab_sizes)
-    user_vector = keras.layers.Dense(config.tower_dim, activation="relu", name="user_tower")(
-        keras.layers.Concatenate(name="user_features")(
-            [
-                embedding(user_in, F.USER_ID_XF),
-                text_encoder(user_in[F.HISTORY_TOKENS_XF]),
-                adapter(user_in[F.HISTORY_TEXT_VECTOR]),
-            ]
+    user_features = [
+        embedding(user_in, F.USER_ID_XF),
+        text_encoder(user_in[F.HISTORY_TOKENS_XF]),
+        adapter(user_in[F.HISTORY_TEXT_VECTOR]),
+    ]
+    if config.history_length:
+        user_features.append(
+            HistoryEncoder(
+                embeddings[F.ITEM_ID_XF],
+                config.history_length,
+                config.text_heads,
+                config.history_layers,
+                config.text_intermediate_dim,
+                config.dropout,
+                name="history_encoder",
+            )(user_in[F.HISTORY_ITEM_INDEX_XF])
         )
+    user_vector = keras.layers.Dense(config.tower_dim, activation="relu", name="user_tower")(
+        keras.layers.Concatenate(name="user_features")(user_features)
     )
     user_embedding = _l2_normalize("user_embedding")(
         keras.layers.Dense(config.embedding_dim, name="user_projection")(user_vector)
@@ -137,7 +171,13 @@ def build_network(
     item_vector = keras.layers.Dense(config.tower_dim, activation="relu", name="item_tower")(
         keras.layers.Concatenate(name="item_features")(
             [
-                embedding(item_in, F.ITEM_ID_XF),
+                embeddings[F.ITEM_ID_XF](
+                    IdDropout(
+                        config.item_id_dropout,
+                        oov_index=vocab_sizes[F.ITEM_ID_XF] - 1,
+                        name="item_id_dropout",
+                    )(item_in[F.ITEM_ID_XF])
+                ),
                 embedding(item_in, F.ITEM_CATEGORY_XF),
                 item_text,
                 adapter(item_pretrained),

@@ -62,6 +62,7 @@ _TRANSFORMED_OUTPUTS: Dict[str, Tuple[str, Tuple[Optional[int], ...]]] = {
     F.ITEM_CATEGORY_XF: ("int64", ()),
     F.ITEM_TOKENS_XF: ("int64", (F.ITEM_TEXT_LENGTH,)),
     F.HISTORY_TOKENS_XF: ("int64", (F.HISTORY_TEXT_LENGTH,)),
+    F.HISTORY_ITEM_INDEX_XF: ("int64", (F.HISTORY_IDS_LENGTH,)),
     F.RETRIEVAL_POSITIVE_WEIGHT: ("float32", ()),
 }
 

@@ -22,6 +22,7 @@ from trainer import data, embedding_table, export, plots
 from trainer import features as F
 from trainer import transform as transform_lib
 from trainer.config import CONFIG_KEY, TEXT_EMBEDDINGS_URI, ModelConfig
+from trainer.item_frequency import ItemFrequencies
 from trainer.model import PRETRAINED_TEXT_DIM, PRETRAINED_TEXT_LENGTH, build_model
 from trainer.pretrained_text import PretrainedTextFeatures, no_pretrained_text
 from trainer.sentence_encoder import SentenceEncoder, resolve_preset
@@ -163,6 +164,16 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
     text_features = load_text_features(config, fn_args.custom_config, strategy, fine_tune)
     sizes = vocab_sizes(tf_transform_output, text_features.dim, text_features.token_length)
     num_categories = sizes[F.ITEM_CATEGORY_XF]
+    catalog = catalog_lib.collect_catalog(
+        [fn_args.train_files, fn_args.eval_files],
+        fn_args.data_accessor,
+        tf_transform_output,
+        text_features=text_features,
+    )
+    logging.info("Catalogue for retrieval: %d items.", len(catalog[F.ITEM_ID]))
+    frequencies = (
+        ItemFrequencies(catalog_lib.train_impressions(catalog)) if config.logq_correction else None
+    )
     train = data.input_fn(
         fn_args.train_files,
         fn_args.data_accessor,
@@ -172,6 +183,7 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
         num_categories=num_categories,
         seed=config.seed,
         text_features=text_features,
+        item_frequencies=frequencies,
     )
     evaluation = data.input_fn(
         fn_args.eval_files,
@@ -182,14 +194,8 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
         tasks=tasks,
         num_categories=num_categories,
         text_features=text_features,
+        item_frequencies=frequencies,
     )
-    catalog = catalog_lib.collect_catalog(
-        [fn_args.train_files, fn_args.eval_files],
-        fn_args.data_accessor,
-        tf_transform_output,
-        text_features=text_features,
-    )
-    logging.info("Catalogue for retrieval: %d items.", len(catalog[F.ITEM_ID]))
     with strategy.scope():
         model = build_model(
             config,

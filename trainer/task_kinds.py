@@ -295,8 +295,10 @@ class Retrieval(TaskKind):
         self.loss: Optional[tfrs.tasks.Retrieval] = None
         self.top_k: Optional[RecallAtK] = None
         self.ks: Tuple[int, ...] = ()
+        self.logq_correction = False
 
     def prepare_training(self, config) -> None:
+        self.logq_correction = config.logq_correction
         self.loss = tfrs.tasks.Retrieval(
             loss=keras.losses.CategoricalCrossentropy(
                 from_logits=True, reduction=keras.losses.Reduction.NONE
@@ -329,11 +331,18 @@ class Retrieval(TaskKind):
             {n: step.inputs[n] for n in ITEM_INPUTS}, training=step.training
         )
         step.cache[f"{self.task.name}_query"] = user["embedding"]
+        from trainer.item_frequency import ITEM_PROBABILITY
+
         ids = step.inputs[ITEM_KEY] if ITEM_KEY in step.inputs else step.inputs[F.ITEM_ID_XF]
         return self.loss(
             user["embedding"],
             item["embedding"],
             candidate_ids=ids,
+            # logQ: popular items are in-batch negatives more often; subtracting
+            # log(p) keeps the softmax from learning to demote them for it.
+            candidate_sampling_probability=(
+                step.inputs.get(ITEM_PROBABILITY) if self.logq_correction else None
+            ),
             compute_metrics=False,
             compute_batch_metrics=False,
         )

@@ -72,7 +72,13 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[s
     outputs[F.ITEM_TOKENS_XF] = _token_ids(item_tokens, vocab, F.ITEM_TEXT_LENGTH)
     outputs[F.HISTORY_TOKENS_XF] = _token_ids(history_tokens, vocab, F.HISTORY_TEXT_LENGTH)
     # The newest history item ids, raw: the pretrained text features look them up.
-    outputs[F.HISTORY_ITEM_IDS_XF] = newest_ids(inputs[F.HISTORY_ITEM_IDS], F.HISTORY_IDS_LENGTH)
+    history_ids = newest_ids(inputs[F.HISTORY_ITEM_IDS], F.HISTORY_IDS_LENGTH)
+    outputs[F.HISTORY_ITEM_IDS_XF] = history_ids
+    # ... and as item-vocabulary indices for the sequence encoder (-1: padding).
+    history_index = tft.apply_vocabulary(history_ids, id_vocabs[F.ITEM_ID], num_oov_buckets=1)
+    outputs[F.HISTORY_ITEM_INDEX_XF] = tf.where(
+        history_ids == "", tf.constant(-1, tf.int64), history_index
+    )
 
     # Interest label: the categories of the user's history items as category
     # ids (multi-hot in the trainer); users without a history carry weight 0.
