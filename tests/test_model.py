@@ -212,7 +212,7 @@ def test_training_callbacks_checkpoint_and_stop_early(tmp_path):
     from trainer.task import accelerator_setup, training_callbacks
 
     names = [type(c).__name__ for c in training_callbacks(ModelConfig(), str(tmp_path))]
-    assert names == ["TensorBoard", "ModelCheckpoint", "EarlyStopping"]
+    assert names == ["TaskSelection", "TensorBoard", "ModelCheckpoint", "EarlyStopping"]
     assert "EarlyStopping" not in [
         type(c).__name__
         for c in training_callbacks(ModelConfig(early_stopping_patience=0), str(tmp_path))

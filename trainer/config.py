@@ -67,7 +67,10 @@ class ModelConfig:
     fine_tune_learning_rate: float = 5e-5
     # Names of the tasks to train and serve; None means every task in features.TASKS.
     tasks: Optional[Tuple[str, ...]] = None
-    early_stopping_patience: int = 2  # epochs without a better val_loss; 0 turns it off
+    early_stopping_patience: int = 2  # epochs without a better selection metric; 0: off
+    # What picks the kept epoch and stops early: "tasks" (every task's own
+    # validation metric, ``trainer/selection.py``), "val_loss", or one logged metric.
+    selection_metric: str = "tasks"
     mixed_precision: bool = True  # on GPU only
     xla: bool = True  # on GPU only
     # Seeds weights, dropout and the shuffle of the training data; with
@@ -106,6 +109,11 @@ class ModelConfig:
             raise ValueError(
                 f"history_length must be 0 (off) .. {F.HISTORY_IDS_LENGTH} (the ids Transform "
                 f"keeps) and history_layers >= 0, not {self.history_length}, {self.history_layers}"
+            )
+        if self.selection_metric != "tasks" and not self.selection_metric.startswith("val_"):
+            raise ValueError(
+                f"selection_metric must be 'tasks' or a validation log key (val_...), "
+                f"not {self.selection_metric!r}"
             )
         if not 0 <= self.item_id_dropout < 1:
             raise ValueError(f"item_id_dropout must be in [0, 1), not {self.item_id_dropout}")

@@ -18,7 +18,7 @@ from tensorflow.python.framework import (
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from trainer import catalog as catalog_lib
-from trainer import data, embedding_table, export, plots
+from trainer import data, embedding_table, export, plots, selection
 from trainer import features as F
 from trainer import transform as transform_lib
 from trainer.config import CONFIG_KEY, TEXT_EMBEDDINGS_URI, ModelConfig
@@ -48,14 +48,21 @@ def accelerator_setup(config: ModelConfig) -> Tuple[tf.distribute.Strategy, bool
 def training_callbacks(
     config: ModelConfig, model_run_dir: str
 ) -> List[tf.keras.callbacks.Callback]:
-    """TensorBoard logs, best-so-far checkpoints and early stopping on val_loss."""
+    """The tasks' selection score, TensorBoard logs, best-so-far checkpoints
+    and early stopping, both on ``config.selection_metric``."""
+    key, mode = selection.monitor(config.selection_metric)
     callbacks: List[tf.keras.callbacks.Callback] = [
+        selection.TaskSelection(
+            selection.task_metrics(config.active_tasks(), config.retrieval_ks),
+            os.path.join(model_run_dir, "best_epochs.json"),
+        ),
         tf.keras.callbacks.TensorBoard(
             log_dir=os.path.join(model_run_dir, "tensorboard"), update_freq="epoch"
         ),
         tf.keras.callbacks.ModelCheckpoint(
             os.path.join(model_run_dir, "checkpoints", "best.weights.h5"),
-            monitor="val_loss",
+            monitor=key,
+            mode=mode,
             save_best_only=True,
             save_weights_only=True,
         ),
@@ -63,7 +70,8 @@ def training_callbacks(
     if config.early_stopping_patience > 0:
         callbacks.append(
             tf.keras.callbacks.EarlyStopping(
-                monitor="val_loss",
+                monitor=key,
+                mode=mode,
                 patience=config.early_stopping_patience,
                 restore_best_weights=True,
                 verbose=1,

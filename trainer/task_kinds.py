@@ -114,6 +114,11 @@ class TaskKind:
         """Metrics beyond ``keras_metric`` that validation fills (reset each epoch)."""
         return []
 
+    def selection_metric(self, retrieval_ks: Sequence[int]) -> Optional[Tuple[str, bool]]:
+        """(logged metric name, higher is better) that picks this task's best epoch."""
+        metric = self.keras_metric()
+        return (metric.name, self.higher_is_better) if metric is not None else None
+
     def validation_logs(self, step: Step) -> Dict[str, tf.Tensor]:
         """Updates ``validation_metrics`` and returns their values for the logs."""
         return {}
@@ -364,6 +369,9 @@ class Retrieval(TaskKind):
 
     def validation_metrics(self) -> List[keras.metrics.Metric]:
         return [self.top_k] if self.top_k is not None else []
+
+    def selection_metric(self, retrieval_ks: Sequence[int]) -> Optional[Tuple[str, bool]]:
+        return (f"{self.task.name}_recall_at_{max(retrieval_ks)}", True)
 
     def validation_logs(self, step: Step) -> Dict[str, tf.Tensor]:
         query = step.cache.get(f"{self.task.name}_query")
