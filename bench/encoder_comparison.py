@@ -48,7 +48,9 @@ def spread(values: List[float]) -> str:
 
 def tables(result: Dict) -> List[str]:
     lines = []
-    for subset in (quality.SUBSET_ALL, quality.SUBSET_COLD):
+    for subset in quality.SUBSETS:
+        if not all(subset in r["scores"] for r in result["runs"]):
+            continue  # no held-out items in this split
         lines += [
             "",
             f"{subset} (mean ± half-range over seeds {result['seeds']}):",

@@ -38,7 +38,8 @@ from trainer import features as F
 
 # Benchmarks measure; they do not gate: every model is blessed and pushed.
 NO_GATES = no_gates()
-SUBSET_ALL, SUBSET_COLD = "all", "cold_items"
+SUBSET_ALL, SUBSET_WARM, SUBSET_COLD = "all", "warm_items", "cold_items"
+SUBSETS = (SUBSET_ALL, SUBSET_WARM, SUBSET_COLD)
 
 
 def read_split(examples_uri: str, split: str) -> Dict[str, np.ndarray]:
@@ -122,7 +123,8 @@ def eval_protocol(examples_uri: str, split: SplitConfig) -> protocol.EvalProtoco
     train, test = read_split(examples_uri, "train"), read_split(examples_uri, "eval")
     subsets = {SUBSET_ALL: np.ones(len(test[F.USER_ID]), bool)}
     if split.cold_item_fraction:
-        subsets[SUBSET_COLD] = np.array([split.is_cold_item(i) for i in test[F.ITEM_ID]])
+        cold = np.array([split.is_cold_item(i) for i in test[F.ITEM_ID]])
+        subsets[SUBSET_WARM], subsets[SUBSET_COLD] = ~cold, cold
     return protocol.EvalProtocol(train, test, subsets)
 
 
@@ -195,7 +197,7 @@ def describe_split(split: SplitConfig) -> str:
 
 def print_table(result: Dict) -> None:
     print(f"\n{result['dataset']}: {result['split']}, eval examples {result['eval_examples']}")
-    for subset in (SUBSET_ALL, SUBSET_COLD):
+    for subset in SUBSETS:
         rows = [(n, m[subset]) for n, m in result["models"].items() if subset in m]
         if not rows:
             continue
