@@ -4,7 +4,10 @@ Every model here is fitted on the train split's impressions and scored on the
 eval split with the protocol of ``bench.protocol``: rating RMSE over rated
 eval impressions, click AUC over all eval impressions, and recall@K over
 clicked eval impressions, ranking the whole catalogue with the items the user
-clicked before that impression excluded.
+clicked before that impression excluded. The ranking baselines score a user
+from the items they clicked before the impression (``history_scores``: the
+same history the pipeline's model reads), folded in at scoring time as a
+production deployment of them would, not from their training rows alone.
 
 * ``global_mean``: the mean train rating (ratings only).
 * ``popularity``: train clicks per item.
@@ -65,6 +68,11 @@ class Baseline:
 
     def user_scores(self, users: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def history_scores(self, histories: np.ndarray) -> np.ndarray:
+        """[rows, items] 0/1 of the items clicked before each impression ->
+        [rows, items] scores; by default the scores do not depend on the user."""
+        return self.user_scores(np.full(len(histories), -1))
 
     def rating(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -129,6 +137,18 @@ class Biases(Baseline):
         return np.tile(self.item_bias, (len(users), 1))
 
 
+def als_solve(fixed: np.ndarray, rows: np.ndarray, reg: float, alpha: float) -> np.ndarray:
+    """Implicit ALS's least-squares step: each 0/1 row's factors given the
+    other side's ``fixed`` factors (also the fold-in of a new user's history)."""
+    factors = fixed.shape[1]
+    gram, eye = fixed.T @ fixed, reg * np.eye(factors)
+    out = np.zeros((rows.shape[0], factors))
+    for r in range(rows.shape[0]):
+        f = fixed[np.flatnonzero(rows[r])]
+        out[r] = np.linalg.solve(gram + alpha * f.T @ f + eye, (1.0 + alpha) * f.sum(axis=0))
+    return out
+
+
 def implicit_als(
     clicks: np.ndarray, factors: int, reg: float, alpha: float, sweeps: int, seed: int
 ) -> tuple:
@@ -137,21 +157,9 @@ def implicit_als(
     n_users, n_items = clicks.shape
     x = rng.normal(0, 0.01, (n_users, factors))
     y = rng.normal(0, 0.01, (n_items, factors))
-    eye = reg * np.eye(factors)
-
-    def solve(fixed: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        gram = fixed.T @ fixed
-        out = np.zeros((rows.shape[0], factors))
-        for r in range(rows.shape[0]):
-            seen = np.flatnonzero(rows[r])
-            f = fixed[seen]
-            a = gram + alpha * f.T @ f + eye
-            out[r] = np.linalg.solve(a, (1.0 + alpha) * f.sum(axis=0))
-        return out
-
     for _ in range(sweeps):
-        x = solve(y, clicks)
-        y = solve(x, clicks.T)
+        x = als_solve(y, clicks, reg, alpha)
+        y = als_solve(x, clicks.T, reg, alpha)
     return x, y
 
 
@@ -185,8 +193,14 @@ class MatrixFactorization(Baseline):
         self.mean, self.bu, self.bi, self.p, self.q = explicit_als(
             data, factors=factors, reg=10.0, bias_reg=bias_reg, sweeps=8, seed=seed
         )
+        self.implicit_reg, self.alpha = 1.0, 10.0
         self.x, self.y = implicit_als(
-            data.click_matrix(), factors=factors, reg=1.0, alpha=10.0, sweeps=8, seed=seed
+            data.click_matrix(),
+            factors=factors,
+            reg=self.implicit_reg,
+            alpha=self.alpha,
+            sweeps=8,
+            seed=seed,
         )
 
     def rating(self, users, items):
@@ -198,6 +212,9 @@ class MatrixFactorization(Baseline):
 
     def user_scores(self, users):
         return np.where(users[:, None] >= 0, self.x[np.maximum(users, 0)] @ self.y.T, 0.0)
+
+    def history_scores(self, histories):
+        return als_solve(self.y, histories, self.implicit_reg, self.alpha) @ self.y.T
 
 
 class Ease(Baseline):
@@ -215,23 +232,32 @@ class Ease(Baseline):
         rows = np.where(users[:, None] >= 0, self.clicks[np.maximum(users, 0)], 0.0)
         return rows @ self.weights
 
+    def history_scores(self, histories):
+        return histories @ self.weights
+
 
 class TfidfProfile(Baseline):
     name, rates = "tfidf_profile", False
 
     def __init__(self, data: Interactions, item_texts: Mapping[str, str]):
         from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.preprocessing import normalize
 
         texts = [item_texts.get(item, "") for item in data.items]
         self.vectors = TfidfVectorizer(sublinear_tf=True, min_df=1).fit_transform(texts)
-        clicks = data.click_matrix()
+        self.profiles = self._profiles(data.click_matrix())
+
+    def _profiles(self, clicks: np.ndarray) -> np.ndarray:
+        from sklearn.preprocessing import normalize
+
         counts = np.maximum(clicks.sum(axis=1, keepdims=True), 1.0)
-        self.profiles = normalize(np.asarray((clicks / counts) @ self.vectors.toarray()))
+        return normalize(np.asarray(self.vectors.T @ (clicks / counts).T).T)
 
     def user_scores(self, users):
         rows = np.where(users[:, None] >= 0, self.profiles[np.maximum(users, 0)], 0.0)
         return np.asarray(self.vectors @ rows.T).T
+
+    def history_scores(self, histories):
+        return np.asarray(self.vectors @ self._profiles(histories).T).T
 
 
 BASELINES: Dict[str, Callable[..., Baseline]] = {

@@ -135,23 +135,33 @@ def table_rows(models: Mapping[str, Mapping[str, Optional[float]]], metrics: Seq
 
 
 def score_baseline(model, protocol: EvalProtocol, data) -> Dict[str, Dict[str, Optional[float]]]:
-    """A ``bench.baselines`` model under the protocol."""
+    """A ``bench.baselines`` model under the protocol; a ranking model scores
+    each eval row from the items its user clicked before it (``history_scores``)."""
     test = protocol.test
     users = data.users_of(test[F.USER_ID])
     items = data.items_of(test[F.ITEM_ID])
     rating = model.rating(users, items) if model.rates else None
     click = hits = None
     if model.ranks:
+
+        def scores_of(rows: np.ndarray) -> np.ndarray:
+            histories = np.zeros((len(rows), len(data.items)), np.float32)
+            for j, row in enumerate(rows):
+                seen = [
+                    data.item_index[i] for i in protocol.seen_before(row) if i in data.item_index
+                ]
+                histories[j, seen] = 1.0
+            return model.history_scores(histories)
+
         click = np.zeros(len(users))
-        for start in range(0, len(users), 2048):
-            part = slice(start, start + 2048)
-            scores = model.user_scores(users[part])
+        for part in _chunks(np.arange(len(users)), 2048):
+            scores = scores_of(part)
             picked = np.where(items[part] >= 0, items[part], 0)
             own = scores[np.arange(len(picked)), picked]
             click[part] = np.where(items[part] >= 0, own, scores.min(axis=1) - 1)
         hits = np.concatenate(
             [
-                protocol.rank_hits(rows, model.user_scores(users[rows]), data.item_index)
+                protocol.rank_hits(rows, scores_of(rows), data.item_index)
                 for rows in _chunks(protocol.positives, 2048)
             ]
             or [np.zeros((0, len(KS)))]

@@ -67,6 +67,8 @@ def test_ease_weights_by_hand():
     ease = B.Ease(interactions(), reg=1.0)
     np.testing.assert_allclose(ease.weights, [[0, 1 / 3, 0], [1 / 2, 0, 0], [0, 0, 0]], atol=1e-9)
     np.testing.assert_allclose(ease.user_scores(np.array([0, 1])), [[0.5, 1 / 3, 0], [0, 1 / 3, 0]])
+    # A history is folded in: a user unseen in training who clicked "a" scores like u2.
+    np.testing.assert_allclose(ease.history_scores(np.array([[1.0, 0, 0]])), [[0, 1 / 3, 0]])
 
 
 def test_tfidf_profile_by_hand():
@@ -74,6 +76,8 @@ def test_tfidf_profile_by_hand():
     jazz, other = np.log(4 / 3) + 1, np.log(2) + 1
     scores = B.TfidfProfile(interactions(), TEXTS).user_scores(np.array([1]))
     np.testing.assert_allclose(scores, [[1.0, 0.0, jazz**2 / (jazz**2 + other**2)]], atol=1e-6)
+    folded = B.TfidfProfile(interactions(), TEXTS).history_scores(np.array([[1.0, 0, 0]]))
+    np.testing.assert_allclose(folded, scores, atol=1e-6)
 
 
 def test_recall_leaves_out_what_the_user_clicked_before_and_ties_count_half():
@@ -96,7 +100,7 @@ def test_recall_leaves_out_what_the_user_clicked_before_and_ties_count_half():
 
 
 def test_every_baseline_scores_every_metric_and_cold_items_are_scored_by_text_only():
-    test = split([("u2", "b", 5, 1, 3.0), ("u2", "c", 6, 1, 4.0), ("u1", "c", 7, 0, None)])
+    test = split([("u2", "a", 5, 1, 3.0), ("u2", "c", 6, 1, 4.0), ("u1", "c", 7, 0, None)])
     cold = test[F.ITEM_ID] == "c"
     protocol = EvalProtocol(TRAIN, test, {"all": np.ones(3, bool), "cold_items": cold})
     data = B.Interactions(TRAIN, protocol.catalogue, protocol.users)
@@ -110,6 +114,7 @@ def test_every_baseline_scores_every_metric_and_cold_items_are_scored_by_text_on
     assert results["global_mean"]["all"]["rating_rmse"] == pytest.approx(
         np.sqrt(((3 - 11 / 3) ** 2 + (4 - 11 / 3) ** 2) / 2)
     )
-    # u2's only click "jazz piano" is nearer "jazz guitar" than u1's mean of it and "tennis match".
+    # Before "c", u2 clicked only "jazz piano" (twice), nearer "jazz guitar" than u1's
+    # mean of it and "tennis match".
     assert results["tfidf_profile"]["cold_items"]["click_auc"] == 1.0
     assert auc(np.array([1, 1]), np.array([0.1, 0.2])) is None
