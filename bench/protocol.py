@@ -143,29 +143,25 @@ def score_baseline(model, protocol: EvalProtocol, data) -> Dict[str, Dict[str, O
     rating = model.rating(users, items) if model.rates else None
     click = hits = None
     if model.ranks:
-
-        def scores_of(rows: np.ndarray) -> np.ndarray:
-            histories = np.zeros((len(rows), len(data.items)), np.float32)
-            for j, row in enumerate(rows):
+        click, hits = np.zeros(len(users)), np.zeros((len(protocol.positives), len(KS)))
+        positive = np.full(len(users), -1)
+        positive[protocol.positives] = np.arange(len(protocol.positives))
+        for part in _chunks(np.arange(len(users)), 2048):
+            histories = np.zeros((len(part), len(data.items)), np.float32)
+            for j, row in enumerate(part):
                 seen = [
                     data.item_index[i] for i in protocol.seen_before(row) if i in data.item_index
                 ]
                 histories[j, seen] = 1.0
-            return model.history_scores(histories)
-
-        click = np.zeros(len(users))
-        for part in _chunks(np.arange(len(users)), 2048):
-            scores = scores_of(part)
+            scores = model.history_scores(histories)
             picked = np.where(items[part] >= 0, items[part], 0)
             own = scores[np.arange(len(picked)), picked]
             click[part] = np.where(items[part] >= 0, own, scores.min(axis=1) - 1)
-        hits = np.concatenate(
-            [
-                protocol.rank_hits(rows, scores_of(rows), data.item_index)
-                for rows in _chunks(protocol.positives, 2048)
-            ]
-            or [np.zeros((0, len(KS)))]
-        )
+            clicked = positive[part] >= 0
+            if clicked.any():
+                hits[positive[part][clicked]] = protocol.rank_hits(
+                    part[clicked], scores[clicked], data.item_index
+                )
     elif rating is not None:
         click = rating
     return protocol.metrics(hits, click=click, rating=rating)

@@ -97,7 +97,7 @@ def test_a_rerun_embeds_only_the_changed_item(tmp_path, tiny_encoder):
     )
     assert (second["items"], second["texts_embedded"], second["cache_hits"]) == (12, 1, 11)
 
-    ids, vectors = embedding_table.read_table(str(tmp_path / "b"))
+    ids, vectors, _ = embedding_table.read_table(str(tmp_path / "b"))
     texts = {item: text_embedder.item_text(t, d) for item, t, d in changed}
     expected = SentenceEncoder(resolve_preset(tiny_encoder), 16)(
         tf.constant([texts[i] for i in ids])
@@ -146,7 +146,7 @@ def test_serving_embeds_an_unknown_item_as_the_embedding_step_did(tmp_path, tiny
 
     files = [_write_examples(tmp_path / "x.gz", ITEMS)]
     text_embedder.embed_items(files, tiny_encoder, str(tmp_path / "c"), str(tmp_path / "o"), 16)
-    ids, vectors = embedding_table.read_table(str(tmp_path / "o"))
+    ids, vectors, _ = embedding_table.read_table(str(tmp_path / "o"))
     encoder = SentenceEncoder(resolve_preset(tiny_encoder), 16)
     features = PretrainedTextFeatures(ids, vectors, encoder)
     known = list(ids).index("item3")

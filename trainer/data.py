@@ -9,6 +9,7 @@ import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
 from trainer import features as F
+from trainer.item_frequency import ITEM_PROBABILITY
 
 MODEL_INPUTS = (
     F.USER_ID_XF,
@@ -67,8 +68,6 @@ def split_labels(
     plus OOV) sizes the multi-hot interest label. ``tasks`` defaults to ``F.TASKS``.
     """
     from trainer.task_kinds import kind_of
-
-    from trainer.item_frequency import ITEM_PROBABILITY
 
     inputs = {name: batch[name] for name in MODEL_INPUTS}
     if F.ITEM_ID in batch:

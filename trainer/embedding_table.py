@@ -37,10 +37,18 @@ def encode(key: bytes, vector: np.ndarray, text: Optional[str] = None) -> bytes:
 
 
 def decode(record: bytes) -> Tuple[bytes, np.ndarray]:
+    key, vector, _ = decode_row(record)
+    return key, vector
+
+
+def decode_row(record: bytes) -> Tuple[bytes, np.ndarray, Optional[str]]:
+    """(key, embedding, text or None) of one record."""
     features = tf.train.Example.FromString(record).features.feature
+    text = features[TEXT].bytes_list.value[0].decode("utf-8") if TEXT in features else None
     return (
         features[KEY].bytes_list.value[0],
         np.asarray(features[EMBEDDING].float_list.value, np.float32),
+        text,
     )
 
 
@@ -48,41 +56,27 @@ def shards(directory: str, prefix: str = "") -> list:
     return sorted(tf.io.gfile.glob(os.path.join(directory, f"{prefix}*{SHARD_SUFFIX}")))
 
 
-def records(directory: str, prefix: str = "") -> Iterator[Tuple[bytes, np.ndarray]]:
+def records(directory: str, prefix: str = "") -> Iterator[Tuple[bytes, np.ndarray, Optional[str]]]:
     for path in shards(directory, prefix):
         for record in tf.data.TFRecordDataset(path, compression_type="GZIP").as_numpy_iterator():
-            yield decode(record)
+            yield decode_row(record)
 
 
-def read_table(directory: str) -> Tuple[np.ndarray, np.ndarray]:
-    """(keys as str [n], embeddings [n, dim]) of an item table, sorted by key."""
-    rows = dict(records(directory, TABLE_PREFIX))
+def read_table(directory: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(keys as str [n], embeddings [n, dim], texts [n]: None where a row was
+    written without its text) of an item table, sorted by key."""
+    rows = {key: (vector, text) for key, vector, text in records(directory, TABLE_PREFIX)}
     if not rows:
         raise ValueError(f"{directory}: no text embeddings (no {TABLE_PREFIX}*{SHARD_SUFFIX})")
     keys = sorted(rows)
-    dims = {rows[k].shape for k in keys}
+    dims = {rows[k][0].shape for k in keys}
     if len(dims) != 1:
         raise ValueError(f"{directory}: embeddings of different sizes {sorted(dims)}")
     return (
         np.array([k.decode("utf-8") for k in keys], dtype=object),
-        np.stack([rows[k] for k in keys]),
+        np.stack([rows[k][0] for k in keys]),
+        np.array([rows[k][1] for k in keys], dtype=object),
     )
-
-
-def read_texts(directory: str) -> Dict[str, str]:
-    """Item id -> the text its table row was embedded from."""
-    texts = {}
-    for path in shards(directory, TABLE_PREFIX):
-        for record in tf.data.TFRecordDataset(path, compression_type="GZIP").as_numpy_iterator():
-            feature = tf.train.Example.FromString(record).features.feature
-            if TEXT not in feature:
-                raise ValueError(
-                    f"{path}: table rows without their text (written before fine-tuning "
-                    "existed): re-run the TextEmbedder"
-                )
-            key = feature[KEY].bytes_list.value[0].decode("utf-8")
-            texts[key] = feature[TEXT].bytes_list.value[0].decode("utf-8")
-    return texts
 
 
 def write_report(directory: str, report: Dict[str, Any]) -> None:

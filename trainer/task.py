@@ -131,7 +131,7 @@ def load_text_features(
             "wire the TextEmbedder's output into components.trainer.Trainer"
         )
     report = embedding_table.read_report(uri)
-    item_ids, vectors = embedding_table.read_table(uri)
+    item_ids, vectors, texts = embedding_table.read_table(uri)
     with strategy.scope():
         encoder = SentenceEncoder(
             resolve_preset(config.pretrained_text_encoder), report["max_length"]
@@ -149,11 +149,14 @@ def load_text_features(
         uri,
         f"fine-tuned, top {config.fine_tune_layers} layers" if fine_tune else "frozen",
     )
-    texts = None
-    if fine_tune:
-        by_id = embedding_table.read_texts(uri)
-        texts = [by_id[i] for i in item_ids]
-    return PretrainedTextFeatures(item_ids, vectors, encoder, fine_tune_texts=texts)
+    if fine_tune and any(text is None for text in texts):
+        raise ValueError(
+            f"{uri}: table rows without their text (written before fine-tuning existed): "
+            "re-run the TextEmbedder"
+        )
+    return PretrainedTextFeatures(
+        item_ids, vectors, encoder, fine_tune_texts=list(texts) if fine_tune else None
+    )
 
 
 def run_fn(fn_args: FnArgs) -> None:
