@@ -344,3 +344,26 @@ def test_item_id_dropout_maps_ids_to_the_unknown_id_in_training_only():
     assert set(dropped[dropped != ids.numpy()]) == {99}
     assert 0.28 < np.mean(dropped == 99) < 0.32
     np.testing.assert_array_equal(layer(ids, training=False).numpy(), ids.numpy())
+
+
+def test_generated_values_of_the_new_config_keys_are_taken_or_named_in_the_error():
+    rng = np.random.default_rng(11)
+    bounds = {
+        "history_length": lambda v: 0 <= v <= F.HISTORY_IDS_LENGTH,
+        "history_layers": lambda v: v >= 0,
+        "item_id_dropout": lambda v: 0 <= v < 1,
+        "fine_tune_layers": lambda v: v >= 1,
+        "fine_tune_learning_rate": lambda v: v > 0,
+    }
+    for _ in range(200):
+        key = list(bounds)[rng.integers(len(bounds))]
+        value = (
+            float(rng.uniform(-2, 2))
+            if key in ("item_id_dropout", "fine_tune_learning_rate")
+            else int(rng.integers(-5, 80))
+        )
+        if bounds[key](value):
+            assert getattr(ModelConfig.from_dict({key: value}), key) == value
+        else:
+            with pytest.raises(ValueError, match=key):
+                ModelConfig.from_dict({key: value})
