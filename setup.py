@@ -22,6 +22,7 @@ REQUIRED = [
     "keras-nlp==0.12.1",
     "tensorflow-text==2.16.1",
     "tensorflow-recommenders==0.7.3",
+    "keras-tuner==1.4.8",  # the TFX Tuner's search (trainer/tuning.py); already in the lock
     "matplotlib",
     "psutil",  # the model server's memory ceiling
     "kfp-pipeline-spec==0.7.0",  # compiling for Kubeflow Pipelines / Vertex

@@ -524,6 +524,44 @@ def test_a_fine_tuned_encoder_trains_exports_and_reads_unknown_items(run, tmp_pa
     assert any("catalogue_token_ids" in name for name in variables)
 
 
+def test_the_tuner_searches_the_model_and_the_trainer_takes_its_best_values(run, tmp_path):
+    """``tuner_fn`` on the run's Transform output: two random trials of the
+    real model, each scored; the best values go to ``run_fn`` as TFX's
+    Trainer hands them (``HyperParameters.get_config()``) and train there."""
+    import attr
+
+    from trainer import task as trainer_task
+    from trainer import tuning
+
+    config, _ = run
+    model_config = {"epochs": 1, "batch_size": 32, "pretrained_text_encoder": None}
+    space = {"tower_dim": {"type": "choice", "values": [16, 32]}}
+    fn_args = _trainer_args(
+        config,
+        tmp_path,
+        {
+            trainer_task.CONFIG_KEY: model_config,
+            tuning.TUNING_KEY: {
+                "max_trials": 2,
+                "algorithm": "random",
+                "search_space": space,
+                "hyperparameters": ["tower_dim", "learning_rate"],
+            },
+        },
+        train_steps=2,
+    )
+    fn_args = attr.evolve(fn_args, working_dir=str(tmp_path / "tuner"))
+    result = tuning.tuner_fn(fn_args)
+    result.tuner.search(**result.fit_kwargs)
+    trials = result.tuner.oracle.get_best_trials(2)
+    assert len(trials) == 2 and all(np.isfinite(t.score) for t in trials)
+    best = result.tuner.get_best_hyperparameters()[0]
+    assert best.values["tower_dim"] in (16, 32) and 1e-3 <= best.values["learning_rate"] <= 1e-2
+
+    trainer_task.run_fn(attr.evolve(fn_args, hyperparameters=best.get_config()))
+    assert os.path.exists(os.path.join(fn_args.serving_model_dir, "saved_model.pb"))
+
+
 def test_every_signature_of_the_pushed_model_survives_fuzzed_requests(run):
     """Fuzzed requests (empty, invalid UTF-8 and long strings, junk examples,
     broken shapes and dtypes) against every signature of the real model,

@@ -44,13 +44,22 @@ def monitor(selection_metric: str) -> Tuple[str, str]:
 
 class TaskSelection(tf.keras.callbacks.Callback):
     """Adds ``SCORE`` to the epoch logs (put it before the callbacks that read
-    it) and writes each task's best epoch to ``path`` (JSON) after training."""
+    it) and writes each task's best epoch to ``path`` (JSON) after training.
 
-    def __init__(self, metrics: Mapping[str, Tuple[str, bool]], path: Optional[str] = None):
+    ``reference``: the first values that changes are relative to, shared
+    between runs so their scores compare (the Tuner's trials); filled from
+    the first epoch that has them."""
+
+    def __init__(
+        self,
+        metrics: Mapping[str, Tuple[str, bool]],
+        path: Optional[str] = None,
+        reference: Optional[Dict[str, float]] = None,
+    ):
         super().__init__()
         self.metrics = dict(metrics)
         self.path = path
-        self.first: Dict[str, float] = {}
+        self.first: Dict[str, float] = {} if reference is None else reference
         self.best: Dict[str, Dict[str, float]] = {}
 
     def score(self, logs: Mapping[str, float]) -> float:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 
 from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)
 
@@ -25,6 +26,7 @@ from trainer.config import CONFIG_KEY, TEXT_EMBEDDINGS_URI, ModelConfig
 from trainer.item_frequency import ItemFrequencies
 from trainer.model import PRETRAINED_TEXT_DIM, PRETRAINED_TEXT_LENGTH, build_model
 from trainer.pretrained_text import PretrainedTextFeatures, no_pretrained_text
+from trainer.search_space import apply_hyperparameters
 from trainer.sentence_encoder import SentenceEncoder, resolve_preset
 
 
@@ -159,15 +161,52 @@ def load_text_features(
     )
 
 
+def tuned_values(hyperparameters: Optional[Mapping]) -> Dict[str, object]:
+    """The values of a Tuner's ``best_hyperparameters`` (KerasTuner's
+    ``HyperParameters.get_config()``: ``{"space": ..., "values": ...}``)."""
+    if not hyperparameters:
+        return {}
+    values = hyperparameters.get("values") if isinstance(hyperparameters, Mapping) else None
+    if not isinstance(values, Mapping):
+        raise ValueError(
+            "the Trainer's hyperparameters are not KerasTuner's HyperParameters config "
+            f"(a 'values' object): {str(hyperparameters)[:200]}"
+        )
+    return dict(values)
+
+
 def run_fn(fn_args: FnArgs) -> None:
     """Trains on the transformed train split, validates on eval, exports."""
     config = ModelConfig.from_dict((fn_args.custom_config or {}).get(CONFIG_KEY))
+    tuned = tuned_values(fn_args.hyperparameters)
+    if tuned:
+        logging.info("Hyperparameters from the Tuner: %s", tuned)
+        config = apply_hyperparameters(config, tuned)
     with reproducible(config):
         train_and_export(fn_args, config)
 
 
-def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
-    """The body of ``run_fn``."""
+@dataclasses.dataclass
+class TrainingInputs:
+    """What every model trained on one Transform output shares: the data, the
+    catalogue, the text features and the device setup (one per Trainer run,
+    one for all of a Tuner's trials)."""
+
+    tf_transform_output: tft.TFTransformOutput
+    strategy: tf.distribute.Strategy
+    jit_compile: bool
+    mixed_precision: bool
+    fine_tune: bool
+    text_features: PretrainedTextFeatures
+    sizes: Dict[str, int]
+    catalog: Dict
+    train: tf.data.Dataset
+    evaluation: tf.data.Dataset
+
+
+def prepare_inputs(fn_args: FnArgs, config: ModelConfig) -> TrainingInputs:
+    """Reads the transformed splits, the catalogue and the text features for
+    ``config``'s tasks, batch size and encoder."""
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     tasks = config.active_tasks()
     strategy, jit_compile, mixed_precision = accelerator_setup(config)
@@ -185,50 +224,84 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
     frequencies = (
         ItemFrequencies(catalog_lib.train_impressions(catalog)) if config.logq_correction else None
     )
-    train = data.input_fn(
-        fn_args.train_files,
-        fn_args.data_accessor,
+    datasets = [
+        data.input_fn(
+            files,
+            fn_args.data_accessor,
+            tf_transform_output,
+            config.batch_size,
+            shuffle=shuffle,
+            tasks=tasks,
+            num_categories=num_categories,
+            seed=config.seed,
+            text_features=text_features,
+            item_frequencies=frequencies,
+        )
+        for files, shuffle in ((fn_args.train_files, True), (fn_args.eval_files, False))
+    ]
+    return TrainingInputs(
         tf_transform_output,
-        config.batch_size,
-        tasks=tasks,
-        num_categories=num_categories,
-        seed=config.seed,
-        text_features=text_features,
-        item_frequencies=frequencies,
+        strategy,
+        jit_compile,
+        mixed_precision,
+        fine_tune,
+        text_features,
+        sizes,
+        catalog,
+        *datasets,
     )
-    evaluation = data.input_fn(
-        fn_args.eval_files,
-        fn_args.data_accessor,
-        tf_transform_output,
-        config.batch_size,
-        shuffle=False,
-        tasks=tasks,
-        num_categories=num_categories,
-        text_features=text_features,
-        item_frequencies=frequencies,
-    )
-    with strategy.scope():
+
+
+def build_trainable(config: ModelConfig, inputs: TrainingInputs):
+    """The compiled model for ``config`` on ``inputs``, its candidates set."""
+    with inputs.strategy.scope():
         model = build_model(
             config,
-            sizes,
-            jit_compile=jit_compile,
-            mixed_precision=mixed_precision,
-            text_backbone=text_features.encoder.backbone if fine_tune else None,
+            inputs.sizes,
+            jit_compile=inputs.jit_compile,
+            mixed_precision=inputs.mixed_precision,
+            text_backbone=inputs.text_features.encoder.backbone if inputs.fine_tune else None,
         )
-    model.set_candidates(catalog_lib.catalog_dataset(catalog), len(catalog[F.ITEM_ID]))
-    model.network.summary(print_fn=logging.info)
+    model.set_candidates(
+        catalog_lib.catalog_dataset(inputs.catalog), len(inputs.catalog[F.ITEM_ID])
+    )
+    return model
 
+
+def fit(
+    model,
+    config: ModelConfig,
+    inputs: TrainingInputs,
+    train_steps: int,
+    eval_steps: int,
+    callbacks: List[tf.keras.callbacks.Callback],
+) -> tf.keras.callbacks.History:
+    """Trains ``train_steps`` steps over ``config.epochs`` epochs, validating
+    ``eval_steps`` steps after each."""
     epochs = max(1, config.epochs)
-    steps_per_epoch = max(1, fn_args.train_steps // epochs)
-    eval_steps = max(1, fn_args.eval_steps or 1)
-    history = model.fit(
-        train,
+    return model.fit(
+        inputs.train,
         epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=evaluation,
-        validation_steps=eval_steps,
+        steps_per_epoch=max(1, train_steps // epochs),
+        validation_data=inputs.evaluation,
+        validation_steps=max(1, eval_steps or 1),
         verbose=2,
-        callbacks=training_callbacks(config, fn_args.model_run_dir),
+        callbacks=callbacks,
+    )
+
+
+def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
+    """The body of ``run_fn``."""
+    inputs = prepare_inputs(fn_args, config)
+    model = build_trainable(config, inputs)
+    model.network.summary(print_fn=logging.info)
+    history = fit(
+        model,
+        config,
+        inputs,
+        fn_args.train_steps,
+        fn_args.eval_steps,
+        training_callbacks(config, fn_args.model_run_dir),
     )
 
     tf.io.gfile.makedirs(fn_args.model_run_dir)
@@ -239,11 +312,11 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
     )
     export.export_serving_model(
         model.network,
-        tf_transform_output,
+        inputs.tf_transform_output,
         fn_args.serving_model_dir,
-        catalog=catalog,
+        catalog=inputs.catalog,
         recommend_k=config.recommend_k,
         retrieval_ks=config.retrieval_ks,
-        text_features=text_features,
+        text_features=inputs.text_features,
     )
     logging.info("Exported the serving model to %s", fn_args.serving_model_dir)
