@@ -7,7 +7,7 @@ TFX's ``GenericExecutor``, which it hands the artifact's URI through
 else (``run_fn``, train/eval args, outputs, caching) is the stock Trainer's.
 """
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from tfx import types
 from tfx.components.trainer import executor as trainer_executor
@@ -30,8 +30,24 @@ class TrainerWithTextEmbeddingsSpec(standard_component_specs.TrainerSpec):
     }
 
 
-class Executor(trainer_executor.GenericExecutor):
-    """GenericExecutor, with the text embeddings' URI in ``custom_config``."""
+def with_text_embeddings_uri(
+    input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]
+) -> Tuple[Dict[str, List[types.Artifact]], Dict[str, Any]]:
+    """The stock executor's inputs: ``text_embeddings`` taken out of
+    ``input_dict`` and its URI put in ``custom_config[TEXT_EMBEDDINGS_URI]``."""
+    input_dict = dict(input_dict)
+    embeddings = input_dict.pop(TEXT_EMBEDDINGS_KEY, None) or []
+    if embeddings:
+        key = standard_component_specs.CUSTOM_CONFIG_KEY
+        custom = json_utils.loads(exec_properties.get(key) or "null") or {}
+        custom[TEXT_EMBEDDINGS_URI] = embeddings[0].uri
+        exec_properties = {**exec_properties, key: json_utils.dumps(custom)}
+    return input_dict, exec_properties
+
+
+class TextEmbeddingsUri:
+    """Executor mixin: runs the stock executor's ``Do`` with the text
+    embeddings' URI in ``custom_config`` (``with_text_embeddings_uri``)."""
 
     def Do(
         self,
@@ -39,14 +55,12 @@ class Executor(trainer_executor.GenericExecutor):
         output_dict: Dict[str, List[types.Artifact]],
         exec_properties: Dict[str, Any],
     ) -> None:
-        input_dict = dict(input_dict)
-        embeddings = input_dict.pop(TEXT_EMBEDDINGS_KEY, None) or []
-        if embeddings:
-            key = standard_component_specs.CUSTOM_CONFIG_KEY
-            custom = json_utils.loads(exec_properties.get(key) or "null") or {}
-            custom[TEXT_EMBEDDINGS_URI] = embeddings[0].uri
-            exec_properties = {**exec_properties, key: json_utils.dumps(custom)}
+        input_dict, exec_properties = with_text_embeddings_uri(input_dict, exec_properties)
         super().Do(input_dict, output_dict, exec_properties)
+
+
+class Executor(TextEmbeddingsUri, trainer_executor.GenericExecutor):
+    """GenericExecutor, with the text embeddings' URI in ``custom_config``."""
 
 
 class Trainer(base_component.BaseComponent):
@@ -65,8 +79,10 @@ class Trainer(base_component.BaseComponent):
         eval_args: trainer_pb2.EvalArgs,
         custom_config: Optional[Dict[str, Any]] = None,
         text_embeddings: Optional[types.BaseChannel] = None,
+        hyperparameters: Optional[types.BaseChannel] = None,
     ):
-        """Args are the stock Trainer's, and the TextEmbedder's output (None: off)."""
+        """Args are the stock Trainer's, the TextEmbedder's output (None: off)
+        and the Tuner's ``best_hyperparameters`` (None: the ModelConfig's own)."""
         spec = TrainerWithTextEmbeddingsSpec(
             examples=examples,
             transform_graph=transform_graph,
@@ -76,6 +92,7 @@ class Trainer(base_component.BaseComponent):
             run_fn=run_fn,
             custom_config=json_utils.dumps(custom_config),
             text_embeddings=text_embeddings,
+            hyperparameters=hyperparameters,
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun),
         )

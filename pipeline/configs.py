@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import schemas
 from components.log_config import LogConfig
+from trainer.search_space import TuningConfig
 
 PIPELINE_NAME = "recsys"
 MODEL_NAME = "recommender"
@@ -44,6 +45,9 @@ class RunConfig:
     model_config: Dict[str, Any] = dataclasses.field(default_factory=dict)
     eval_thresholds: Optional[Dict[str, float]] = None
     enable_cache: bool = True
+    # TuningConfig settings (trainer/search_space.py): adds the TFX Tuner,
+    # whose best hyperparameters the Trainer takes. None: no tuning.
+    tuning: Optional[Dict[str, Any]] = None
     # Orchestrated runs (Kubeflow, Airflow).
     runner: str = "local"
     pipeline_name: str = PIPELINE_NAME
@@ -75,6 +79,10 @@ class RunConfig:
         for field in ("train_steps", "eval_steps"):
             if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
                 raise ValueError(f"{field} {getattr(self, field)!r}: expected a positive integer")
+        if self.tuning is not None:
+            if not isinstance(self.tuning, dict):
+                raise ValueError(f"tuning {self.tuning!r}: expected an object of tuning settings")
+            TuningConfig.from_dict(self.tuning)  # refuses bad settings by name
         if isinstance(self.log_config, dict):
             self.log_config = LogConfig.from_dict(self.log_config)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from trainer.config import CONFIG_KEY
+from trainer.config import CONFIG_KEY, TUNING_KEY
 
 
 def transform_config(code_version: str) -> Dict[str, Any]:
@@ -19,3 +19,10 @@ def transform_config(code_version: str) -> Dict[str, Any]:
 def trainer_config(model_config: Optional[dict], code_version: str) -> Dict[str, Any]:
     """The Trainer's: the ModelConfig overrides and the code version."""
     return {CONFIG_KEY: model_config or {}, "code_version": code_version}
+
+
+def tuner_config(
+    model_config: Optional[dict], tuning: Dict[str, Any], code_version: str
+) -> Dict[str, Any]:
+    """The Tuner's: the base ModelConfig overrides, the TuningConfig and the code version."""
+    return {CONFIG_KEY: model_config or {}, TUNING_KEY: tuning, "code_version": code_version}

@@ -20,13 +20,16 @@ from components.log_config import LogConfig
 from components.log_example_gen import InteractionLogExampleGen
 from components.text_embedder import TextEmbedder
 from components.trainer import Trainer
+from components.tuner import Tuner
 from pipeline import custom_configs, fingerprint
 from pipeline import eval_config as eval_config_lib
 from trainer.config import ModelConfig
+from trainer.search_space import TuningConfig
 
 PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
 TEXT_EMBEDDING_CACHE = "text_embedding_cache"  # under the pipeline root
 RUN_FN = "trainer.task.run_fn"
+TUNER_FN = "trainer.tuning.tuner_fn"
 
 
 def create_pipeline(
@@ -43,6 +46,7 @@ def create_pipeline(
     metadata_connection_config=None,
     enable_cache: bool = True,
     schema_path: str = schemas.SCHEMA_PATH,
+    tuning: Optional[dict] = None,
 ) -> tfx_pipeline.Pipeline:
     """ExampleGen -> statistics -> schema check -> Transform and TextEmbedder ->
     Trainer -> Evaluator -> Pusher.
@@ -60,6 +64,8 @@ def create_pipeline(
       metadata_connection_config: ML Metadata connection (None: the runner's).
       enable_cache: reuse outputs of components whose inputs did not change.
       schema_path: the curated schema the data must match.
+      tuning: ``TuningConfig`` settings as a dict: adds the Tuner, whose best
+        hyperparameters the Trainer takes (None: no Tuner, the ModelConfig's own).
     """
     model_settings = ModelConfig.from_dict(model_config)
     trainer_code = fingerprint.source_fingerprint(["trainer"])  # Transform's and Trainer's
@@ -100,6 +106,23 @@ def create_pipeline(
             code_version=trainer_code,
         )
         text_embedder.add_upstream_node(anomalies_gate)
+    embeddings = text_embedder.outputs["text_embeddings"] if text_embedder else None
+    # A KerasTuner search over the model's main hyperparameters (optional).
+    tuner = None
+    if tuning is not None:
+        tuning_settings = TuningConfig.from_dict(tuning)
+        tuner = Tuner(
+            tuner_fn=TUNER_FN,
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            train_args=tfx.proto.TrainArgs(num_steps=tuning_settings.trial_steps),
+            eval_args=tfx.proto.EvalArgs(num_steps=tuning_settings.eval_steps),
+            custom_config=custom_configs.tuner_config(
+                model_config, tuning_settings.to_dict(), trainer_code
+            ),
+            text_embeddings=embeddings,
+        )
     # The multi-task model, trained and exported with every serving signature.
     trainer = Trainer(
         run_fn=RUN_FN,
@@ -109,7 +132,8 @@ def create_pipeline(
         train_args=tfx.proto.TrainArgs(num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
         custom_config=custom_configs.trainer_config(model_config, trainer_code),
-        text_embeddings=text_embedder.outputs["text_embeddings"] if text_embedder else None,
+        text_embeddings=embeddings,
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
     )
     # The latest blessed model, the Evaluator's baseline.
     model_resolver = tfx.dsl.Resolver(
@@ -146,6 +170,7 @@ def create_pipeline(
             anomalies_gate,
             transform,
             *([text_embedder] if text_embedder else []),
+            *([tuner] if tuner else []),
             trainer,
             model_resolver,
             evaluator,

@@ -31,6 +31,7 @@ def pipeline_for(config: configs.RunConfig, schema_file: str, metadata_connectio
         beam_pipeline_args=config.beam_args or [],
         metadata_connection_config=metadata_connection_config,
         enable_cache=config.enable_cache,
+        tuning=config.tuning,
     )
 
 

@@ -33,6 +33,20 @@ def test_environment_files_load(name):
     assert config.runner in configs.RUNNERS and config.beam_args
 
 
+def test_the_tuning_environment_adds_a_tuner_whose_best_values_the_trainer_takes(tmp_path):
+    tuning = os.path.join(configs.ENVIRONMENTS_DIR, "tuning.json")
+    config = configs.RunConfig.from_sources({"data_dir": str(tmp_path)}, tuning)
+    nodes = {n.id: n for n in runners.pipeline_for(config, config.schema_path).components}
+    assert nodes["Trainer"].inputs["hyperparameters"].producer_component_id == "Tuner"
+    assert nodes["Tuner"].inputs["text_embeddings"].producer_component_id == "TextEmbedder"
+    train_args = json.loads(nodes["Tuner"].exec_properties["train_args"])
+    assert int(train_args["num_steps"]) == config.tuning["trial_steps"]
+    plain = configs.RunConfig(data_dir=str(tmp_path), work_dir=str(tmp_path))
+    assert "Tuner" not in {n.id for n in runners.pipeline_for(plain, plain.schema_path).components}
+    with pytest.raises(ValueError, match="max_trials"):
+        configs.RunConfig(data_dir=str(tmp_path), tuning={"max_trials": -1})
+
+
 def test_unknown_environment_setting_is_named(tmp_path):
     path = tmp_path / "env.json"
     path.write_text(json.dumps({"data_dir": "x", "pipeline_rooot": "y"}))
@@ -325,3 +339,29 @@ def test_the_pipeline_definition_imports_no_model_code(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_trainer_and_tuner_executors_hand_the_text_embeddings_uri_to_the_stock_executor():
+    from unittest import mock
+
+    from components import trainer, tuner
+    from components.text_embedder import TextEmbeddings
+
+    embeddings = TextEmbeddings()
+    embeddings.uri = "/runs/TextEmbedder/text_embeddings/7"
+    for executor, stock in (
+        (trainer.Executor, "tfx.components.trainer.executor.GenericExecutor.Do"),
+        (tuner.Executor, "tfx.components.tuner.executor.Executor.Do"),
+    ):
+        with mock.patch(stock) as do:
+            executor().Do(
+                {"examples": [], "text_embeddings": [embeddings]},
+                {},
+                {"custom_config": json.dumps({"model_config": {"epochs": 1}})},
+            )
+        inputs, _, properties = do.call_args[0]
+        assert sorted(inputs) == ["examples"]
+        assert json.loads(properties["custom_config"]) == {
+            "model_config": {"epochs": 1},
+            "text_embeddings_uri": embeddings.uri,
+        }

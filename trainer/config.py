@@ -11,6 +11,8 @@ from trainer.preset_files import MINILM, check_encoder_source
 
 # The Trainer's custom_config key that carries the ModelConfig (as a dict).
 CONFIG_KEY = "model_config"
+# The Tuner's custom_config key that carries the TuningConfig (as a dict).
+TUNING_KEY = "tuning"
 # The Trainer's custom_config key that carries the TextEmbedder output's URI
 # (set by ``components.trainer``'s executor from its ``text_embeddings`` input).
 TEXT_EMBEDDINGS_URI = "text_embeddings_uri"

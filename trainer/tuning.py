@@ -22,11 +22,9 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx.components.tuner.component import TunerFnResult
 
 from trainer import selection, task
-from trainer.config import CONFIG_KEY, ModelConfig
+from trainer.config import CONFIG_KEY, TUNING_KEY, ModelConfig
 from trainer.search_space import TuningConfig, apply_hyperparameters
 
-# The Tuner's custom_config key that carries the TuningConfig (as a dict).
-TUNING_KEY = "tuning"
 PROJECT = "recsys_tuning"
 
 
