@@ -76,6 +76,38 @@ class IdDropout(keras.layers.Layer):
         return tf.where(dropped, tf.cast(self.oov_index, ids.dtype), ids)
 
 
+class IdBias(keras.layers.Layer):
+    """A learned scalar per id, starting at 0, L2-penalised over the table.
+
+    The table holds bias / ``scale``: Adam moves each weight by about the
+    learning rate per step, so the scale lets a bias reach its size (tenths
+    of a star) in the few dozen steps an id is seen in one pass."""
+
+    def __init__(self, vocab_size: int, l2: float, scale: float = 10.0, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.vocab_size, self.l2, self.scale = int(vocab_size), float(l2), float(scale)
+
+    def build(self, input_shape) -> None:
+        self.table = self.add_weight(
+            name="table",
+            shape=(self.vocab_size, 1),
+            initializer="zeros",
+            regularizer=keras.regularizers.l2(self.l2) if self.l2 else None,
+            trainable=True,
+        )
+
+    def call(self, ids: tf.Tensor) -> tf.Tensor:
+        return self.scale * tf.gather(self.table, tf.reshape(ids, [-1]))
+
+    def get_config(self) -> Dict[str, object]:
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "l2": self.l2,
+            "scale": self.scale,
+        }
+
+
 def build_network(
     config: ModelConfig,
     vocab_sizes: Mapping[str, int],
@@ -202,7 +234,17 @@ def build_network(
     joint = keras.layers.Dropout(config.dropout)(joint)
     joint = keras.layers.Dense(config.tower_dim, activation="relu", name="interaction")(joint)
 
-    towers = task_kinds.Towers(user, item, joint, vocab_sizes[F.ITEM_CATEGORY_XF])
+    id_biases = (
+        keras.layers.Add(dtype="float32", name="id_biases")(
+            [
+                IdBias(vocab_sizes[name], config.rating_bias_l2, name=f"{name}_bias")(inputs[name])
+                for name in (F.USER_ID_XF, F.ITEM_ID_XF)
+            ]
+        )
+        if config.rating_biases
+        else None
+    )
+    towers = task_kinds.Towers(user, item, joint, vocab_sizes[F.ITEM_CATEGORY_XF], id_biases)
     outputs: Dict[str, tf.Tensor] = {}
     # Heads compute in float32 even under mixed precision.
     for task in config.active_tasks():

@@ -39,6 +39,8 @@ class Towers:
     item: Mapping[str, tf.Tensor]  # "vector", "embedding", "text"
     joint: tf.Tensor  # the user x item interaction layer
     num_categories: int  # item-category vocabulary plus out-of-vocabulary
+    # The user's plus the item's learned bias, [batch, 1] (None: off).
+    id_biases: Optional[tf.Tensor] = None
 
 
 @dataclasses.dataclass
@@ -189,7 +191,8 @@ class Binary(TaskKind):
 
 
 class Regression(TaskKind):
-    """A rating from the joint towers, centred on the middle of the 1-5 scale."""
+    """A rating from the joint towers plus the user and item biases, centred
+    on the middle of the 1-5 scale."""
 
     kind = "regression"
     tfma_metric = "RootMeanSquaredError"
@@ -199,6 +202,10 @@ class Regression(TaskKind):
 
     def build_output(self, towers: Towers, outputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         raw = keras.layers.Dense(1, dtype="float32", name=f"{self.task.name}_raw")(towers.joint)
+        if towers.id_biases is not None:
+            raw = keras.layers.Add(dtype="float32", name=f"{self.task.name}_biased")(
+                [raw, towers.id_biases]
+            )
         return keras.layers.Rescaling(1.0, offset=3.0, dtype="float32", name=self.task.name)(raw)
 
     def per_example_loss(self, step: Step) -> tf.Tensor:
