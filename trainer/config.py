@@ -18,6 +18,16 @@ TUNING_KEY = "tuning"
 TEXT_EMBEDDINGS_URI = "text_embeddings_uri"
 
 
+def from_known_keys(cls, values: Mapping[str, Any] | None, what: str):
+    """``cls(**values)`` for a dataclass, refusing keys it has no field for by name."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; known: {sorted(known)}")
+    return cls(**values)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Everything that shapes the model and its training, in one place."""
@@ -166,9 +176,4 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> "ModelConfig":
         """Builds a config, rejecting unknown keys with a clear message."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return from_known_keys(cls, values, "model config")

@@ -77,15 +77,11 @@ class IdDropout(keras.layers.Layer):
 
 
 class IdBias(keras.layers.Layer):
-    """A learned scalar per id, starting at 0, L2-penalised over the table.
+    """A learned scalar per id, starting at 0, L2-penalised over the table."""
 
-    The table holds bias / ``scale``: Adam moves each weight by about the
-    learning rate per step, so the scale lets a bias reach its size (tenths
-    of a star) in the few dozen steps an id is seen in one pass."""
-
-    def __init__(self, vocab_size: int, l2: float, scale: float = 10.0, **kwargs):
+    def __init__(self, vocab_size: int, l2: float, **kwargs):
         super().__init__(dtype="float32", **kwargs)
-        self.vocab_size, self.l2, self.scale = int(vocab_size), float(l2), float(scale)
+        self.vocab_size, self.l2 = int(vocab_size), float(l2)
 
     def build(self, input_shape) -> None:
         self.table = self.add_weight(
@@ -97,15 +93,10 @@ class IdBias(keras.layers.Layer):
         )
 
     def call(self, ids: tf.Tensor) -> tf.Tensor:
-        return self.scale * tf.gather(self.table, tf.reshape(ids, [-1]))
+        return tf.gather(self.table, tf.reshape(ids, [-1]))
 
     def get_config(self) -> Dict[str, object]:
-        return {
-            **super().get_config(),
-            "vocab_size": self.vocab_size,
-            "l2": self.l2,
-            "scale": self.scale,
-        }
+        return {**super().get_config(), "vocab_size": self.vocab_size, "l2": self.l2}
 
 
 def build_network(

@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from trainer.config import ModelConfig
+from trainer.config import ModelConfig, from_known_keys
 
 # The main hyperparameters and their ranges. Each is a ModelConfig field that
 # shapes only the model and its optimiser, never the input data (the Tuner
@@ -115,12 +115,7 @@ class TuningConfig:
     @classmethod
     def from_dict(cls, values: Optional[Mapping[str, Any]]) -> "TuningConfig":
         """Builds a config, rejecting unknown keys by name."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown tuning keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return from_known_keys(cls, values, "tuning")
 
     def to_dict(self) -> Dict[str, Any]:
         values = dataclasses.asdict(self)
