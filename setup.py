@@ -51,7 +51,7 @@ setup(
     install_requires=REQUIRED,
     extras_require={
         # tokenizers: the reference the in-graph WordPiece tokenization is tested against.
-        "dev": ["pytest", "hypothesis", "ruff", "tokenizers"],
+        "dev": ["pytest", "pytest-xdist", "hypothesis", "ruff", "tokenizers"],
         # Airflow is large; install where the DAG is scheduled.
         "airflow": ["apache-airflow>=2.9,<3"],
     },

@@ -111,8 +111,28 @@ def write_preset(
     return directory
 
 
+def _complete(preset_dir: str) -> bool:
+    return all(os.path.isfile(os.path.join(preset_dir, f)) for f in (SOURCE_FILE, SETTINGS_FILE))
+
+
+def _publish(partial: str, preset_dir: str) -> None:
+    """Moves a finished conversion into place in one rename. When another
+    process (a Beam worker, a second test worker) published the same preset
+    first, its copy is kept: a reader never sees a directory being replaced."""
+    if _complete(preset_dir):
+        return
+    shutil.rmtree(preset_dir, ignore_errors=True)  # an incomplete leftover
+    try:
+        os.replace(partial, preset_dir)
+    except OSError:
+        if not _complete(preset_dir):
+            raise
+
+
 def convert(checkpoint_dir: str, preset_dir: str) -> str:
-    """Converts a BERT checkpoint directory into a keras-nlp preset at ``preset_dir``."""
+    """Converts a BERT checkpoint directory into a keras-nlp preset at
+    ``preset_dir`` (content-addressed by ``cached_preset``: a complete preset
+    already there is kept)."""
     checkpoint = BertCheckpoint.load(checkpoint_dir)
     partial = f"{preset_dir}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
@@ -128,8 +148,7 @@ def convert(checkpoint_dir: str, preset_dir: str) -> str:
         ).write(partial)
         with open(os.path.join(partial, SOURCE_FILE), "w") as f:
             json.dump({"checkpoint": os.path.abspath(checkpoint_dir), "activation": "gelu"}, f)
-        shutil.rmtree(preset_dir, ignore_errors=True)
-        os.replace(partial, preset_dir)
+        _publish(partial, preset_dir)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return preset_dir
@@ -145,7 +164,7 @@ def cached_preset(checkpoint_dir: str, cache_dir: str) -> str:
         stat = os.stat(path)
         digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     target = os.path.join(cache_dir, f"preset-{digest.hexdigest()[:16]}")
-    if not all(os.path.isfile(os.path.join(target, f)) for f in (SOURCE_FILE, SETTINGS_FILE)):
+    if not _complete(target):
         os.makedirs(cache_dir, exist_ok=True)
         convert(checkpoint_dir, target)
     return target
