@@ -354,13 +354,13 @@ def test_generated_values_of_the_new_config_keys_are_taken_or_named_in_the_error
         "item_id_dropout": lambda v: 0 <= v < 1,
         "fine_tune_layers": lambda v: v >= 1,
         "fine_tune_learning_rate": lambda v: v > 0,
-        "rating_bias_l2": lambda v: v >= 0,
+        "id_bias_l2": lambda v: v >= 0,
     }
     for _ in range(200):
         key = list(bounds)[rng.integers(len(bounds))]
         value = (
             float(rng.uniform(-2, 2))
-            if key in ("item_id_dropout", "fine_tune_learning_rate", "rating_bias_l2")
+            if key in ("item_id_dropout", "fine_tune_learning_rate", "id_bias_l2")
             else int(rng.integers(-5, 80))
         )
         if bounds[key](value):
@@ -370,27 +370,30 @@ def test_generated_values_of_the_new_config_keys_are_taken_or_named_in_the_error
                 ModelConfig.from_dict({key: value})
 
 
-def test_the_rating_adds_the_user_and_item_biases_and_only_the_rating():
+def test_each_scalar_head_adds_its_own_user_and_item_biases():
     network = build_model(ModelConfig(dropout=0.0), VOCABS).network
     inputs, _, _ = _split(_batch(16, seed=5))
     inputs = {name: inputs[name] for name in network.input}
     before = network(inputs)
-    user_bias = network.get_layer(f"{F.USER_ID_XF}_bias")
-    item_bias = network.get_layer(f"{F.ITEM_ID_XF}_bias")
     users, items = inputs[F.USER_ID_XF].numpy(), inputs[F.ITEM_ID_XF].numpy()
     user_table = np.linspace(-1, 1, VOCABS[F.USER_ID_XF])[:, None]
     item_table = np.linspace(0.5, -0.5, VOCABS[F.ITEM_ID_XF])[:, None]
-    user_bias.table.assign(user_table)
-    item_bias.table.assign(item_table)
+    for head in ("rating", "click"):
+        network.get_layer(f"{head}_{F.USER_ID_XF}_bias").table.assign(user_table)
+        network.get_layer(f"{head}_{F.ITEM_ID_XF}_bias").table.assign(item_table)
     after = network(inputs)
+    shift = user_table[users] + item_table[items]
+    np.testing.assert_allclose(after["rating"].numpy() - before["rating"].numpy(), shift, atol=1e-5)
+
+    def logit(p):
+        return np.log(p) - np.log1p(-p)
+
     np.testing.assert_allclose(
-        after["rating"].numpy() - before["rating"].numpy(),
-        user_table[users] + item_table[items],
-        atol=1e-5,
+        logit(after["click"].numpy()) - logit(before["click"].numpy()), shift, atol=1e-3
     )
-    for name in ("click", "retrieval", "category"):
+    for name in ("retrieval", "category", "interest"):
         np.testing.assert_allclose(after[name].numpy(), before[name].numpy(), atol=1e-6)
-    without = build_model(ModelConfig(rating_biases=False), VOCABS).network
+    without = build_model(ModelConfig(id_biases=False), VOCABS).network
     assert not [layer for layer in without.layers if layer.name.endswith("_bias")]
 
 
@@ -399,10 +402,9 @@ def test_the_item_biases_learn_which_items_are_rated_higher():
     items = batch[F.ITEM_ID_XF].numpy()
     offsets = np.linspace(-1.5, 1.5, VOCABS[F.ITEM_ID_XF])
     batch[F.RATING] = tf.constant(3.0 + offsets[items], tf.float32)
-    config = ModelConfig(tasks=("rating",), dropout=0.0, rating_bias_l2=0.0)
+    config = ModelConfig(tasks=("rating",), dropout=0.0, id_bias_l2=0.0)
     model = build_model(config, VOCABS)
     model.fit(_dataset(batch, config), steps_per_epoch=60, epochs=1, verbose=0)
-    table = model.network.get_layer(f"{F.ITEM_ID_XF}_bias")
-    learned = table.table.numpy()[:, 0]
+    learned = model.network.get_layer(f"rating_{F.ITEM_ID_XF}_bias").table.numpy()[:, 0]
     # The biases carry the items' order (the joint towers may carry some of it too).
     assert np.corrcoef(learned, offsets)[0, 1] > 0.9

@@ -47,11 +47,13 @@ class ModelConfig:
     # showed no gain on MovieLens cold items (BENCHMARKS.md).
     item_id_dropout: float = 0.0
     dropout: float = 0.1
-    # Rating heads add a learned user bias and item bias (classic biased MF)
-    # to what they read from the joint towers; ``rating_bias_l2`` is the L2
-    # penalty on the bias tables (rare ids shrink towards the global mean).
-    rating_biases: bool = True
-    rating_bias_l2: float = 1e-4
+    # Each scalar head (rating, click, conversion) adds its own learned user
+    # bias and item bias (to the rating, or to the click's logit) to what it
+    # reads from the joint towers, as biased matrix factorisation does;
+    # ``id_bias_l2`` is the L2 penalty on the bias tables (rare ids shrink
+    # towards the global level).
+    id_biases: bool = True
+    id_bias_l2: float = 1e-4
     learning_rate: float = 3e-3
     batch_size: int = 128
     epochs: int = 3
@@ -135,8 +137,8 @@ class ModelConfig:
             )
         if not 0 <= self.item_id_dropout < 1:
             raise ValueError(f"item_id_dropout must be in [0, 1), not {self.item_id_dropout}")
-        if self.rating_bias_l2 < 0:
-            raise ValueError(f"rating_bias_l2 must be >= 0, not {self.rating_bias_l2}")
+        if self.id_bias_l2 < 0:
+            raise ValueError(f"id_bias_l2 must be >= 0, not {self.id_bias_l2}")
         if self.fine_tune_text_encoder and self.pretrained_text_encoder is None:
             raise ValueError("fine_tune_text_encoder needs a pretrained_text_encoder")
         if self.fine_tune_layers < 1 or self.fine_tune_learning_rate <= 0:

@@ -225,16 +225,19 @@ def build_network(
     joint = keras.layers.Dropout(config.dropout)(joint)
     joint = keras.layers.Dense(config.tower_dim, activation="relu", name="interaction")(joint)
 
-    id_biases = (
-        keras.layers.Add(dtype="float32", name="id_biases")(
+    def id_biases(head: str) -> Optional[tf.Tensor]:
+        """The user's plus the item's learned bias for one head, [batch, 1]."""
+        if not config.id_biases:
+            return None
+        return keras.layers.Add(dtype="float32", name=f"{head}_id_biases")(
             [
-                IdBias(vocab_sizes[name], config.rating_bias_l2, name=f"{name}_bias")(inputs[name])
+                IdBias(vocab_sizes[name], config.id_bias_l2, name=f"{head}_{name}_bias")(
+                    inputs[name]
+                )
                 for name in (F.USER_ID_XF, F.ITEM_ID_XF)
             ]
         )
-        if config.rating_biases
-        else None
-    )
+
     towers = task_kinds.Towers(user, item, joint, vocab_sizes[F.ITEM_CATEGORY_XF], id_biases)
     outputs: Dict[str, tf.Tensor] = {}
     # Heads compute in float32 even under mixed precision.

@@ -39,8 +39,15 @@ class Towers:
     item: Mapping[str, tf.Tensor]  # "vector", "embedding", "text"
     joint: tf.Tensor  # the user x item interaction layer
     num_categories: int  # item-category vocabulary plus out-of-vocabulary
-    # The user's plus the item's learned bias, [batch, 1] (None: off).
-    id_biases: Optional[tf.Tensor] = None
+    # head name -> that head's own user plus item bias, [batch, 1] (None: off).
+    id_biases: Callable[[str], Optional[tf.Tensor]] = lambda head: None
+
+    def biased(self, head: str, value: tf.Tensor) -> tf.Tensor:
+        """``value`` plus the head's id biases, when they are on."""
+        bias = self.id_biases(head)
+        if bias is None:
+            return value
+        return keras.layers.Add(dtype="float32", name=f"{head}_biased")([value, bias])
 
 
 @dataclasses.dataclass
@@ -162,7 +169,8 @@ class TaskKind:
 
 
 class Binary(TaskKind):
-    """One probability per example from the joint towers; with ``esmm_parent``,
+    """One probability per example from the joint towers (plus the head's
+    user and item logit biases); with ``esmm_parent``,
     p(parent) x p(own | parent), trained on every impression (ESMM)."""
 
     kind = "binary"
@@ -173,13 +181,16 @@ class Binary(TaskKind):
     def build_output(self, towers: Towers, outputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         name, parent = self.task.name, self.task.esmm_parent
         if not parent:
-            return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=name)(
-                towers.joint
-            )
-        own = keras.layers.Dense(
-            1, activation="sigmoid", dtype="float32", name=f"{name}_given_{parent}"
-        )(towers.joint)
+            return self._probability(towers, name)
+        own = self._probability(towers, f"{name}_given_{parent}")
         return keras.layers.Multiply(name=name, dtype="float32")([outputs[parent], own])
+
+    @staticmethod
+    def _probability(towers: Towers, name: str) -> tf.Tensor:
+        logit = keras.layers.Dense(1, dtype="float32", name=f"{name}_logit")(towers.joint)
+        return keras.layers.Activation("sigmoid", dtype="float32", name=name)(
+            towers.biased(name, logit)
+        )
 
     def per_example_loss(self, step: Step) -> tf.Tensor:
         return keras.losses.binary_crossentropy(
@@ -191,8 +202,8 @@ class Binary(TaskKind):
 
 
 class Regression(TaskKind):
-    """A rating from the joint towers plus the user and item biases, centred
-    on the middle of the 1-5 scale."""
+    """A rating from the joint towers plus the head's user and item biases,
+    centred on the middle of the 1-5 scale."""
 
     kind = "regression"
     tfma_metric = "RootMeanSquaredError"
@@ -202,10 +213,7 @@ class Regression(TaskKind):
 
     def build_output(self, towers: Towers, outputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         raw = keras.layers.Dense(1, dtype="float32", name=f"{self.task.name}_raw")(towers.joint)
-        if towers.id_biases is not None:
-            raw = keras.layers.Add(dtype="float32", name=f"{self.task.name}_biased")(
-                [raw, towers.id_biases]
-            )
+        raw = towers.biased(self.task.name, raw)
         return keras.layers.Rescaling(1.0, offset=3.0, dtype="float32", name=self.task.name)(raw)
 
     def per_example_loss(self, step: Step) -> tf.Tensor:
