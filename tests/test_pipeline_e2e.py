@@ -551,7 +551,15 @@ def test_the_tuner_searches_the_model_and_the_trainer_takes_its_best_values(run,
         train_steps=2,
     )
     fn_args = attr.evolve(fn_args, working_dir=str(tmp_path / "tuner"))
-    result = tuning.tuner_fn(fn_args)
+    # What TFX's Tuner executor sets: the graph path only, no model dirs.
+    tuner_args = attr.evolve(
+        fn_args,
+        transform_output=None,
+        transform_graph_path=fn_args.transform_output,
+        serving_model_dir=None,
+        model_run_dir=None,
+    )
+    result = tuning.tuner_fn(tuner_args)
     result.tuner.search(**result.fit_kwargs)
     trials = result.tuner.oracle.get_best_trials(2)
     assert len(trials) == 2 and all(np.isfinite(t.score) for t in trials)

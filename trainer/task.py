@@ -207,7 +207,10 @@ class TrainingInputs:
 def prepare_inputs(fn_args: FnArgs, config: ModelConfig) -> TrainingInputs:
     """Reads the transformed splits, the catalogue and the text features for
     ``config``'s tasks, batch size and encoder."""
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    # TFX's Tuner sets transform_graph_path only; the Trainer sets both.
+    tf_transform_output = tft.TFTransformOutput(
+        fn_args.transform_graph_path or fn_args.transform_output
+    )
     tasks = config.active_tasks()
     strategy, jit_compile, mixed_precision = accelerator_setup(config)
     fine_tune = config.fine_tunes(gpu=bool(tf.config.list_physical_devices("GPU")))
