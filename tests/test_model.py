@@ -371,7 +371,8 @@ def test_generated_values_of_the_new_config_keys_are_taken_or_named_in_the_error
 
 
 def test_each_scalar_head_adds_its_own_user_and_item_biases():
-    network = build_model(ModelConfig(dropout=0.0), VOCABS).network
+    config = ModelConfig(dropout=0.0, id_biases=("rating", "click", "conversion"))
+    network = build_model(config, VOCABS).network
     inputs, _, _ = _split(_batch(16, seed=5))
     inputs = {name: inputs[name] for name in network.input}
     before = network(inputs)
@@ -393,8 +394,17 @@ def test_each_scalar_head_adds_its_own_user_and_item_biases():
     )
     for name in ("retrieval", "category", "interest"):
         np.testing.assert_allclose(after[name].numpy(), before[name].numpy(), atol=1e-6)
-    without = build_model(ModelConfig(id_biases=False), VOCABS).network
+    assert network.get_layer(f"conversion_given_click_{F.ITEM_ID_XF}_bias")
+    without = build_model(ModelConfig(id_biases=()), VOCABS).network
     assert not [layer for layer in without.layers if layer.name.endswith("_bias")]
+    default = build_model(ModelConfig(), VOCABS).network
+    assert {layer.name for layer in default.layers if layer.name.endswith("_bias")} == {
+        f"rating_{F.USER_ID_XF}_bias",
+        f"rating_{F.ITEM_ID_XF}_bias",
+    }
+    for name in ("retrieval", "category", "nonsense"):
+        with pytest.raises((ValueError, KeyError), match=name):
+            ModelConfig(id_biases=(name,))
 
 
 def test_the_item_biases_learn_which_items_are_rated_higher():

@@ -225,9 +225,9 @@ def build_network(
     joint = keras.layers.Dropout(config.dropout)(joint)
     joint = keras.layers.Dense(config.tower_dim, activation="relu", name="interaction")(joint)
 
-    def id_biases(head: str) -> Optional[tf.Tensor]:
-        """The user's plus the item's learned bias for one head, [batch, 1]."""
-        if not config.id_biases:
+    def id_biases(task: str, head: str) -> Optional[tf.Tensor]:
+        """The user's plus the item's learned bias for one head of ``task``, [batch, 1]."""
+        if task not in config.id_biases:
             return None
         return keras.layers.Add(dtype="float32", name=f"{head}_id_biases")(
             [

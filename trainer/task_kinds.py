@@ -39,12 +39,13 @@ class Towers:
     item: Mapping[str, tf.Tensor]  # "vector", "embedding", "text"
     joint: tf.Tensor  # the user x item interaction layer
     num_categories: int  # item-category vocabulary plus out-of-vocabulary
-    # head name -> that head's own user plus item bias, [batch, 1] (None: off).
-    id_biases: Callable[[str], Optional[tf.Tensor]] = lambda head: None
+    # (task name, head name) -> that head's own user plus item bias, [batch, 1]
+    # (None: off for the task).
+    id_biases: Callable[[str, str], Optional[tf.Tensor]] = lambda task, head: None
 
-    def biased(self, head: str, value: tf.Tensor) -> tf.Tensor:
-        """``value`` plus the head's id biases, when they are on."""
-        bias = self.id_biases(head)
+    def biased(self, task: str, head: str, value: tf.Tensor) -> tf.Tensor:
+        """``value`` plus the head's id biases, when they are on for ``task``."""
+        bias = self.id_biases(task, head)
         if bias is None:
             return value
         return keras.layers.Add(dtype="float32", name=f"{head}_biased")([value, bias])
@@ -185,11 +186,10 @@ class Binary(TaskKind):
         own = self._probability(towers, f"{name}_given_{parent}")
         return keras.layers.Multiply(name=name, dtype="float32")([outputs[parent], own])
 
-    @staticmethod
-    def _probability(towers: Towers, name: str) -> tf.Tensor:
-        logit = keras.layers.Dense(1, dtype="float32", name=f"{name}_logit")(towers.joint)
-        return keras.layers.Activation("sigmoid", dtype="float32", name=name)(
-            towers.biased(name, logit)
+    def _probability(self, towers: Towers, head: str) -> tf.Tensor:
+        logit = keras.layers.Dense(1, dtype="float32", name=f"{head}_logit")(towers.joint)
+        return keras.layers.Activation("sigmoid", dtype="float32", name=head)(
+            towers.biased(self.task.name, head, logit)
         )
 
     def per_example_loss(self, step: Step) -> tf.Tensor:
@@ -213,7 +213,7 @@ class Regression(TaskKind):
 
     def build_output(self, towers: Towers, outputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         raw = keras.layers.Dense(1, dtype="float32", name=f"{self.task.name}_raw")(towers.joint)
-        raw = towers.biased(self.task.name, raw)
+        raw = towers.biased(self.task.name, self.task.name, raw)
         return keras.layers.Rescaling(1.0, offset=3.0, dtype="float32", name=self.task.name)(raw)
 
     def per_example_loss(self, step: Step) -> tf.Tensor:
