@@ -380,8 +380,8 @@ def test_each_scalar_head_adds_its_own_user_and_item_biases():
     user_table = np.linspace(-1, 1, VOCABS[F.USER_ID_XF])[:, None]
     item_table = np.linspace(0.5, -0.5, VOCABS[F.ITEM_ID_XF])[:, None]
     for head in ("rating", "click"):
-        network.get_layer(f"{head}_{F.USER_ID_XF}_bias").table.assign(user_table)
-        network.get_layer(f"{head}_{F.ITEM_ID_XF}_bias").table.assign(item_table)
+        network.get_layer(f"{head}_{F.USER_ID_XF}_bias").embeddings.assign(user_table)
+        network.get_layer(f"{head}_{F.ITEM_ID_XF}_bias").embeddings.assign(item_table)
     after = network(inputs)
     shift = user_table[users] + item_table[items]
     np.testing.assert_allclose(after["rating"].numpy() - before["rating"].numpy(), shift, atol=1e-5)
@@ -415,7 +415,7 @@ def test_the_item_biases_learn_which_items_are_rated_higher():
     config = ModelConfig(tasks=("rating",), dropout=0.0, id_bias_l2=0.0, learning_rate=1e-2)
     model = build_model(config, VOCABS)
     model.fit(_dataset(batch, config), steps_per_epoch=60, epochs=1, verbose=0)
-    learned = model.network.get_layer(f"rating_{F.ITEM_ID_XF}_bias").table.numpy()[:, 0]
+    learned = model.network.get_layer(f"rating_{F.ITEM_ID_XF}_bias").embeddings.numpy()[:, 0]
     # The biases carry the items' order (the joint towers carry some of it too):
     # every item rated well above the mean has a higher bias than every item
     # rated well below it.

@@ -76,29 +76,6 @@ class IdDropout(keras.layers.Layer):
         return tf.where(dropped, tf.cast(self.oov_index, ids.dtype), ids)
 
 
-class IdBias(keras.layers.Layer):
-    """A learned scalar per id, starting at 0, L2-penalised over the table."""
-
-    def __init__(self, vocab_size: int, l2: float, **kwargs):
-        super().__init__(dtype="float32", **kwargs)
-        self.vocab_size, self.l2 = int(vocab_size), float(l2)
-
-    def build(self, input_shape) -> None:
-        self.table = self.add_weight(
-            name="table",
-            shape=(self.vocab_size, 1),
-            initializer="zeros",
-            regularizer=keras.regularizers.l2(self.l2) if self.l2 else None,
-            trainable=True,
-        )
-
-    def call(self, ids: tf.Tensor) -> tf.Tensor:
-        return tf.gather(self.table, tf.reshape(ids, [-1]))
-
-    def get_config(self) -> Dict[str, object]:
-        return {**super().get_config(), "vocab_size": self.vocab_size, "l2": self.l2}
-
-
 def build_network(
     config: ModelConfig,
     vocab_sizes: Mapping[str, int],
@@ -231,9 +208,15 @@ def build_network(
             return None
         return keras.layers.Add(dtype="float32", name=f"{head}_id_biases")(
             [
-                IdBias(vocab_sizes[name], config.id_bias_l2, name=f"{head}_{name}_bias")(
-                    inputs[name]
-                )
+                # A scalar per id, starting at 0, L2-penalised over the table.
+                keras.layers.Embedding(
+                    vocab_sizes[name],
+                    1,
+                    embeddings_initializer="zeros",
+                    embeddings_regularizer=keras.regularizers.l2(config.id_bias_l2),
+                    dtype="float32",
+                    name=f"{head}_{name}_bias",
+                )(inputs[name])
                 for name in (F.USER_ID_XF, F.ITEM_ID_XF)
             ]
         )
