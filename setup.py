@@ -25,6 +25,8 @@ REQUIRED = [
     "keras-tuner==1.4.8",  # the TFX Tuner's search (trainer/tuning.py); already in the lock
     "matplotlib",
     "psutil",  # the model server's memory ceiling
+    "prometheus_client",  # the model server's metrics (already in the lock)
+    "urllib3",  # the client's REST transport (already in the lock)
     "kfp-pipeline-spec==0.7.0",  # compiling for Kubeflow Pipelines / Vertex
 ]
 

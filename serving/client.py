@@ -1,6 +1,8 @@
-"""gRPC client for the recommender, over TF Serving's standard stubs.
+"""Client for the recommender, over TF Serving's gRPC stubs or its REST API.
 
-Works against the local ``serving.server`` and the real TF Serving alike.
+Works against the local ``serving.server`` and the real TF Serving alike;
+``transport="rest"`` (``--transport rest``, target ``host:8501``) talks
+TF Serving's REST JSON instead of gRPC (``transports``).
 
 Scoring uses the ``serving_default`` signature: one input, ``examples``, a
 1-D string tensor of serialized ``tf.train.Example``s holding the raw
@@ -22,18 +24,12 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from trainer import keras_env as _keras_env  # noqa: F401  (before TF)
 
-import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from serving.tls import ClientTls
+from serving.transports import GrpcTransport, RestTransport, statuses
 from trainer import features as F
 from trainer import serving_contract as C
 
@@ -90,35 +86,45 @@ class RecommenderClient:
         max_message_bytes: int = 64 * 2**20,
         tls: Optional[ClientTls] = None,
         server_name: Optional[str] = None,
+        transport: str = "grpc",
+        version_label: str = "",
     ):
         """Opens a channel to the server (requests are sent on demand).
 
         Args:
-          target: the server's ``host:port``.
+          target: the server's ``host:port`` (its REST port with ``transport="rest"``).
           model_name: the model the requests name.
           timeout: seconds each call may take (the gRPC deadline).
           max_message_bytes: largest request or response message.
           tls: talk TLS (mutual with a client certificate).
           server_name: the name the server's certificate was issued for, when
             it is not the host in ``target``.
+          transport: ``grpc`` or ``rest`` (TF Serving's REST API; no TLS).
+          version_label: requests name this label (e.g. ``stable``), unless
+            a call names a version.
         """
-        self.model_name, self.timeout = model_name, timeout
-        options = [
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ]
-        if server_name:
-            options.append(("grpc.ssl_target_name_override", server_name))
-        self._channel = (
-            grpc.secure_channel(target, tls.credentials(), options=options)
-            if tls
-            else grpc.insecure_channel(target, options=options)
-        )
-        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self.model_name, self.timeout, self.version_label = model_name, timeout, version_label
+        if transport == "grpc":
+            self._transport = GrpcTransport(target, timeout, max_message_bytes, tls, server_name)
+        elif transport == "rest":
+            if tls:
+                raise ValueError("the REST transport is plain HTTP, as TF Serving's; use gRPC")
+            self._transport = RestTransport(target, timeout)
+        else:
+            raise ValueError(f"transport must be 'grpc' or 'rest', got {transport!r}")
+        self.transport = transport
+
+    def _spec(self, request, version: Optional[int] = None, signature: str = "") -> None:
+        request.model_spec.name = self.model_name
+        if signature:
+            request.model_spec.signature_name = signature
+        if version is not None:
+            request.model_spec.version.value = version
+        elif self.version_label:
+            request.model_spec.version_label = self.version_label
 
     def close(self) -> None:
-        self._channel.close()
+        self._transport.close()
 
     def __enter__(self):
         return self
@@ -127,39 +133,39 @@ class RecommenderClient:
         self.close()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        self._transport.wait_ready(timeout)
 
     def status(self) -> List[Tuple[int, str]]:
         request = get_model_status_pb2.GetModelStatusRequest()
         request.model_spec.name = self.model_name
-        response = self._models.GetModelStatus(request, timeout=self.timeout)
-        names = get_model_status_pb2.ModelVersionStatus.State.Name
-        return [(s.version, names(s.state)) for s in response.model_version_status]
+        return statuses(self._transport.status(request))
 
-    def signatures(self) -> Dict[str, object]:
+    def signatures(self, version: Optional[int] = None) -> Dict[str, object]:
         request = get_model_metadata_pb2.GetModelMetadataRequest()
-        request.model_spec.name = self.model_name
+        self._spec(request, version)
         request.metadata_field.append("signature_def")
-        response = self._predict.GetModelMetadata(request, timeout=self.timeout)
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata["signature_def"].Unpack(signature_map)
-        return dict(signature_map.signature_def)
+        return self._transport.metadata(request)
+
+    def predict(
+        self,
+        signature: str,
+        inputs: Mapping[str, np.ndarray],
+        version: Optional[int] = None,
+    ) -> Tuple[Dict[str, np.ndarray], Optional[int]]:
+        """Runs any signature on NumPy inputs; returns (outputs, the version
+        that answered; ``None`` over REST, whose answer does not name it)."""
+        request = predict_pb2.PredictRequest()
+        self._spec(request, version, signature)
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        return self._transport.predict(request)
 
     def predict_examples(
         self, rows: Sequence[Mapping[str, object]], version: Optional[int] = None
-    ) -> Tuple[Dict[str, np.ndarray], int]:
+    ) -> Tuple[Dict[str, np.ndarray], Optional[int]]:
         """Runs ``serving_default`` on raw feature rows; returns (outputs, model version)."""
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = self.model_name
-        request.model_spec.signature_name = C.SERVING_DEFAULT
-        if version is not None:
-            request.model_spec.version.value = version
-        request.inputs[C.EXAMPLES].CopyFrom(
-            tf.make_tensor_proto([make_example(r) for r in rows], dtype=tf.string)
-        )
-        response = self._predict.Predict(request, timeout=self.timeout)
-        outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
-        return outputs, response.model_spec.version.value
+        examples = np.asarray([make_example(r) for r in rows], dtype=object)
+        return self.predict(C.SERVING_DEFAULT, {C.EXAMPLES: examples}, version)
 
     def score(
         self, user: Mapping[str, object], items: Sequence[Mapping[str, object]]
@@ -182,18 +188,12 @@ class RecommenderClient:
         signature (two-tower retrieval over the whole catalogue), leaving out
         the user's ``history_item_ids`` and ``exclude``."""
         user = {**user, C.EXCLUDE_ITEM_IDS: [*_as_list(user.get(C.EXCLUDE_ITEM_IDS)), *exclude]}
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = self.model_name
-        request.model_spec.signature_name = C.RECOMMEND
-        if version is not None:
-            request.model_spec.version.value = version
-        for name in C.RECOMMEND_FEATURES:
-            request.inputs[name].CopyFrom(
-                tf.make_tensor_proto([request_string(user.get(name))], dtype=tf.string)
-            )
-        response = self._predict.Predict(request, timeout=self.timeout)
-        ids = tf.make_ndarray(response.outputs[C.ITEM_IDS])[0]
-        scores = tf.make_ndarray(response.outputs[C.SCORES])[0]
+        inputs = {
+            name: np.asarray([request_string(user.get(name)).encode("utf-8")], dtype=object)
+            for name in C.RECOMMEND_FEATURES
+        }
+        outputs, _ = self.predict(C.RECOMMEND, inputs, version)
+        ids, scores = outputs[C.ITEM_IDS][0], outputs[C.SCORES][0]
         return [(i.decode("utf-8"), float(s)) for i, s in zip(ids, scores) if i]
 
     def recommend(
@@ -227,9 +227,11 @@ def load_catalog_jsonl(path: str) -> List[Dict[str, object]]:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Query the recommender over gRPC.")
-    p.add_argument("--target", default="127.0.0.1:8500")
+    p = argparse.ArgumentParser(description="Query the recommender over gRPC or REST.")
+    p.add_argument("--target", default=None, help="host:port (default 127.0.0.1:8500, REST 8501)")
+    p.add_argument("--transport", choices=("grpc", "rest"), default="grpc")
     p.add_argument("--model-name", default="recommender")
+    p.add_argument("--version-label", default="", help="ask for this label (e.g. stable)")
     p.add_argument("--tls", action="store_true", help="talk TLS (implied by the --tls-* flags)")
     p.add_argument(
         "--tls-ca",
@@ -270,8 +272,14 @@ def main(argv=None) -> None:
         if args.tls or args.tls_ca or args.tls_cert or args.tls_key
         else None
     )
+    target = args.target or ("127.0.0.1:8501" if args.transport == "rest" else "127.0.0.1:8500")
     with RecommenderClient(
-        args.target, args.model_name, tls=tls, server_name=args.tls_server_name
+        target,
+        args.model_name,
+        tls=tls,
+        server_name=args.tls_server_name,
+        transport=args.transport,
+        version_label=args.version_label,
     ) as client:
         if args.command == "status":
             print(json.dumps(client.status()))

@@ -1,13 +1,15 @@
 """Versions of one model in a TF Serving directory, loaded and hot-swapped.
 
-Mirrors TF Serving's default "latest version" policy: the newest valid
-integer version directory under the base path is served; a new version is
-loaded completely before it replaces the old one, so requests in flight
-finish on the version they started with. Each version runs in its own
-graph and ``tf.compat.v1.Session``, as in TF Serving, so a request's deadline
-cancels its graph run (``RunOptions.timeout_in_ms``). Directories without
-``saved_model.pb`` (still being copied) are not candidates; a version that
-fails to load is remembered and skipped until its files change.
+Mirrors TF Serving's version policies (``model_config.VersionPolicy``; by
+default the newest valid integer version directory under the base path): a
+new version is loaded, and its warmup records replayed
+(``warmup_replay``), completely before it is served and before an old one is
+unloaded, so requests in flight finish on the version they started with.
+Each version runs in its own graph and ``tf.compat.v1.Session``, as in TF
+Serving, so a request's deadline cancels its graph run
+(``RunOptions.timeout_in_ms``). Directories without ``saved_model.pb``
+(still being copied) are not candidates; a version that fails to load is
+remembered and skipped until its files change.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from serving.request_checks import InputSpec
+import grpc
+
+from serving.model_config import ServedModel
+from serving.request_checks import InputSpec, RequestError, quote
 from serving.tf_serving_ops import register_tf_serving_ops
+from serving.warmup_replay import replay_warmup
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +139,17 @@ def load_version(path: str, version: int) -> LoadedVersion:
 
 
 class ModelStore:
-    """Keeps the newest valid version of a model loaded; polls for new ones."""
+    """Keeps the versions a model's policy wants loaded; polls for new ones.
 
-    def __init__(self, name: str, base_path: str, poll_seconds: float = 1.0):
-        self.name, self.base_path, self.poll_seconds = name, base_path, poll_seconds
-        self._current: Optional[LoadedVersion] = None
+    ``resolve`` picks the version a request names (a number, a label, or
+    neither: the newest loaded). ``warmup`` replays each version's warmup
+    records before it is served.
+    """
+
+    def __init__(self, model: ServedModel, poll_seconds: float = 1.0, warmup: bool = True):
+        self.model, self.poll_seconds, self.warmup = model, poll_seconds, warmup
+        self.name, self.base_path = model.name, model.base_path
+        self._loaded: Dict[int, LoadedVersion] = {}
         self._failed: Dict[int, Tuple[Tuple[float, int], str]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -145,11 +157,44 @@ class ModelStore:
 
     @property
     def current(self) -> Optional[LoadedVersion]:
-        return self._current
+        """The newest loaded version (what a request naming no version gets)."""
+        loaded = self._loaded
+        return loaded[max(loaded)] if loaded else None
+
+    def loaded(self) -> Dict[int, LoadedVersion]:
+        """Version -> loaded version, a snapshot."""
+        return dict(self._loaded)
 
     def failures(self) -> Dict[int, str]:
         """Version -> load error, for versions that could not be loaded."""
         return {v: err for v, (_, err) in self._failed.items()}
+
+    def resolve(self, version: Optional[int] = None, label: str = "") -> LoadedVersion:
+        """The loaded version a request names; ``RequestError`` (TF Serving's codes) if none."""
+        loaded = self._loaded
+        if label:
+            if label not in self.model.labels:
+                raise RequestError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Unrecognized servable version label: {quote(label)} "
+                    f"(model {self.name!r} has {sorted(self.model.labels)})",
+                )
+            version = self.model.labels[label]
+        if version is None:
+            if not loaded:
+                raise RequestError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"model {self.name!r} has no loadable version yet under {self.base_path}",
+                )
+            return loaded[max(loaded)]
+        if version not in loaded:
+            via = f" (label {label!r})" if label else ""
+            raise RequestError(
+                grpc.StatusCode.NOT_FOUND,
+                f"Servable not found for request: model {self.name!r} version {version}{via} "
+                f"(serving versions {sorted(loaded)})",
+            )
+        return loaded[version]
 
     def candidates(self) -> List[int]:
         """Integer version directories holding a saved_model.pb, newest first."""
@@ -164,39 +209,58 @@ class ModelStore:
         ]
         return sorted(versions, reverse=True)
 
-    def poll_once(self) -> Optional[LoadedVersion]:
-        """Loads and swaps in the newest loadable version if it is not served yet."""
-        with self._lock:
-            for version in self.candidates():
-                path = os.path.join(self.base_path, str(version))
-                current = self._current
-                if current is not None and current.version == version:
-                    return current
-                try:
-                    fingerprint = _fingerprint(path)
-                except OSError:
-                    continue  # removed while we looked
-                failed = self._failed.get(version)
-                if failed and failed[0] == fingerprint:
-                    continue
-                try:
-                    loaded = load_version(path, version)
-                except Exception as e:  # a corrupt version must not stop serving
-                    log.error(
-                        "model %s version %d at %s failed to load: %s", self.name, version, path, e
+    def _load(self, version: int) -> Optional[LoadedVersion]:
+        """Loads and warms one version; ``None`` (remembered) if it fails."""
+        path = os.path.join(self.base_path, str(version))
+        try:
+            fingerprint = _fingerprint(path)
+        except OSError:
+            return None  # removed while we looked
+        failed = self._failed.get(version)
+        if failed and failed[0] == fingerprint:
+            return None
+        try:
+            loaded = load_version(path, version)
+            if self.warmup:
+                replayed = replay_warmup(path, loaded.signatures)
+                if replayed:
+                    log.info(
+                        "model %s version %d: %d warmup requests", self.name, version, replayed
                     )
-                    self._failed[version] = (fingerprint, f"{type(e).__name__}: {e}")
-                    continue
-                self._failed.pop(version, None)
-                previous, self._current = self._current, loaded
+        except Exception as e:  # a corrupt version must not stop serving
+            log.error("model %s version %d at %s failed to load: %s", self.name, version, path, e)
+            self._failed[version] = (fingerprint, f"{type(e).__name__}: {e}")
+            return None
+        self._failed.pop(version, None)
+        return loaded
+
+    def _wanted(self, on_disk: List[int]) -> Dict[int, LoadedVersion]:
+        policy = self.model.policy
+        chosen, wanted = {}, policy.wanted(on_disk)
+        for version in on_disk if wanted is None else wanted:
+            if wanted is None and len(chosen) == policy.num_versions:
+                break
+            loaded = self._loaded.get(version) or self._load(version)
+            if loaded is not None:
+                chosen[version] = loaded
+        return chosen
+
+    def poll_once(self) -> Optional[LoadedVersion]:
+        """Loads the versions the policy wants, then unloads the others;
+        returns the newest served."""
+        with self._lock:
+            chosen = self._wanted(self.candidates())
+            if not chosen:
+                return self.current  # keep serving what is loaded rather than nothing
+            if set(chosen) != set(self._loaded):
                 log.info(
-                    "model %s: serving version %d%s",
+                    "model %s: serving versions %s%s",
                     self.name,
-                    version,
-                    f" (was {previous.version})" if previous else "",
+                    sorted(chosen),
+                    f" (was {sorted(self._loaded)})" if self._loaded else "",
                 )
-                return loaded
-            return self._current
+            self._loaded = chosen
+            return self.current
 
     def start(self) -> None:
         """Loads what is there now, then polls in a background thread."""

@@ -1,17 +1,24 @@
-"""A local model server speaking TF Serving's gRPC API over a pushed directory.
+"""A local model server speaking TF Serving's gRPC and REST APIs over pushed directories.
 
 Implements ``tensorflow.serving.PredictionService`` (Predict,
 GetModelMetadata) and ``tensorflow.serving.ModelService`` (GetModelStatus)
-with TF Serving's status codes, so one client works against this server and
-the real ``tensorflow_model_server``. It serves the newest version under
-``--model_base_path`` and swaps in new ones as they appear (see
-``model_store``). Binds to 127.0.0.1 unless told otherwise; drains in-flight
-requests on SIGTERM/SIGINT. No request can knock it over: every tensor is
-checked before it is materialised (``request_checks``), and concurrency, the
-queue, each request's deadline and resident memory are bounded
-(``admission``); every failure is answered with TF Serving's status codes.
+with TF Serving's status codes on ``--port``, and TF Serving's REST API on
+``--rest_api_port`` (``rest``), so one client works against this server and
+the real ``tensorflow_model_server``. It serves the models of
+``--model_config_file`` (or ``--model_name``/``--model_base_path``) under
+their version policies and labels, replaying each version's warmup records
+before serving it, and swaps in new versions as they appear
+(``model_store``); ``--enable_batching`` merges concurrent requests
+(``batching``); ``--monitoring_config_file`` exposes Prometheus metrics on
+the REST port (``metrics``). Binds to 127.0.0.1 unless told otherwise;
+drains in-flight requests on SIGTERM/SIGINT. No request can knock it over:
+every tensor is checked before it is materialised (``request_checks``), and
+concurrency, the queue, each request's deadline and resident memory are
+bounded (``admission``); every failure is answered with TF Serving's status
+codes.
 
-    recsys-serve --model_name=recommender --model_base_path=runs/local/serving/recommender
+    recsys-serve --model_name=recommender --model_base_path=runs/local/serving/recommender \
+        --rest_api_port=8501
 """
 
 from __future__ import annotations
@@ -21,206 +28,96 @@ import concurrent.futures
 import logging
 import signal
 import threading
-from typing import Callable, Optional
+from typing import Optional, Sequence
 
 from trainer import keras_env as _keras_env  # noqa: F401  (before TF)
 
 import grpc
-import tensorflow as tf
-from google.protobuf import any_pb2
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.admission import MemoryCeiling, ServerLimits, remaining_ms
-from serving.model_store import LoadedVersion, ModelStore
-from serving.request_checks import (
-    RequestError,
-    check_inputs,
-    invalid,
-    quote,
-    quote_names,
-    to_arrays,
-)
+from serving.batching import BatchingOptions
+from serving.model_config import ServedModel, read_model_config_file
+from serving.model_store import ModelStore
+from serving.predictor import METADATA, PREDICT, STATUS, Servables
+from serving.rest import RestServer
+from serving.serving_protos import ConfigFileError, MonitoringConfig, read_text_proto
 from serving.tls import ServerTls, server_tls_from_args
-from trainer import serving_contract as C
 
 log = logging.getLogger(__name__)
-DEFAULT_SIGNATURE = C.SERVING_DEFAULT
-_MAX_ERROR_CHARS = 1000
-_STATUS_BY_CODE = {code.value[0]: code for code in grpc.StatusCode}
+ENTRYPOINT = "GRPC"
 
 
-def _answer(context: grpc.ServicerContext, rpc: str, handle: Callable[[], object]):
+def _answer(servables: Servables, context: grpc.ServicerContext, api: str, request):
     """Runs one RPC; every failure becomes a status code, none escapes."""
-    try:
-        return handle()
-    except RequestError as e:
-        error = (e.code, e.message)
-    except (
-        tf.errors.OpError
-    ) as e:  # the model refused the inputs (e.g. unparseable examples) or timed out
-        error = (_STATUS_BY_CODE.get(e.error_code, grpc.StatusCode.INTERNAL), e.message)
-    except UnicodeDecodeError:  # TF's error quoted undecodable input bytes
-        error = (
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "the inputs could not be parsed (e.g. not serialized tf.Examples)",
-        )
-    except Exception as e:  # a bug must not take the server down
-        log.exception("%s failed", rpc)
-        error = (grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
-    code, message = error
-    context.abort(code, message[:_MAX_ERROR_CHARS])
-
-
-def _refuse_labels(spec) -> None:
-    if spec.version_label:
-        raise invalid(
-            f"version label {quote(spec.version_label)}: version labels are not supported"
-        )
-
-
-def _resolve(store: ModelStore, spec) -> LoadedVersion:
-    if spec.name != store.name:
-        raise RequestError(
-            grpc.StatusCode.NOT_FOUND,
-            f"Servable not found for request: model {quote(spec.name)} "
-            f"(this server serves {store.name!r})",
-        )
-    _refuse_labels(spec)
-    loaded = store.current
-    if loaded is None:
-        raise RequestError(
-            grpc.StatusCode.UNAVAILABLE,
-            f"model {store.name!r} has no loadable version yet under {store.base_path}",
-        )
-    if spec.HasField("version") and spec.version.value != loaded.version:
-        raise RequestError(
-            grpc.StatusCode.NOT_FOUND,
-            f"Servable not found for request: model {store.name!r} "
-            f"version {spec.version.value} (serving version {loaded.version})",
-        )
-    return loaded
+    limit = servables.limits.request_timeout_ms
+    response, failure = servables.handle(
+        ENTRYPOINT, api, request, lambda: remaining_ms(context, limit)
+    )
+    if failure:
+        context.abort(*failure)
+    return response
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, store: ModelStore, limits: ServerLimits, memory: MemoryCeiling):
-        self._store, self._limits, self._memory = store, limits, memory
-        self._request_limits = limits.request
+    def __init__(self, servables: Servables):
+        self._servables = servables
 
     def Predict(self, request, context):
-        return _answer(context, "Predict", lambda: self._predict(request, context))
-
-    def _predict(self, request, context) -> predict_pb2.PredictResponse:
-        timeout_ms = remaining_ms(context, self._limits.request_timeout_ms)
-        loaded = _resolve(self._store, request.model_spec)
-        name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        signature = loaded.signatures.get(name)
-        if signature is None:
-            raise RequestError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"Serving signature key {quote(name)} not found; "
-                f"available: {sorted(loaded.signatures)}",
-            )
-        tensor_bytes = check_inputs(request.inputs, signature.inputs, self._request_limits)
-        wanted = list(dict.fromkeys(request.output_filter))
-        unknown = sorted(set(wanted) - set(signature.outputs))
-        if unknown:
-            raise invalid(
-                f"output_filter names unknown outputs {quote_names(unknown)}; "
-                f"available: {list(signature.outputs)}"
-            )
-        with self._memory.reserve(tensor_bytes):
-            outputs = signature.run(to_arrays(request.inputs), wanted or None, timeout_ms)
-            response = predict_pb2.PredictResponse()
-            response.model_spec.name = self._store.name
-            response.model_spec.version.value = loaded.version
-            response.model_spec.signature_name = name
-            for key in sorted(outputs):
-                response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
-        return response
+        return _answer(self._servables, context, PREDICT, request)
 
     def GetModelMetadata(self, request, context):
-        return _answer(context, "GetModelMetadata", lambda: self._metadata(request))
-
-    def _metadata(self, request) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        loaded = _resolve(self._store, request.model_spec)
-        fields = list(dict.fromkeys(request.metadata_field))
-        if fields != ["signature_def"]:
-            raise invalid(f"metadata_field must be ['signature_def'], got {quote_names(fields)}")
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for name, signature_def in loaded.signature_defs.items():
-            signature_map.signature_def[name].CopyFrom(signature_def)
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = self._store.name
-        response.model_spec.version.value = loaded.version
-        packed = any_pb2.Any()
-        packed.Pack(signature_map)
-        response.metadata["signature_def"].CopyFrom(packed)
-        return response
+        return _answer(self._servables, context, METADATA, request)
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, store: ModelStore):
-        self._store = store
+    def __init__(self, servables: Servables):
+        self._servables = servables
 
     def GetModelStatus(self, request, context):
-        return _answer(context, "GetModelStatus", lambda: self._status(request))
-
-    def _status(self, request) -> get_model_status_pb2.GetModelStatusResponse:
-        spec = request.model_spec
-        if spec.name != self._store.name:
-            raise RequestError(
-                grpc.StatusCode.NOT_FOUND,
-                f"Could not find any versions of model {quote(spec.name)}",
-            )
-        _refuse_labels(spec)
-        response = get_model_status_pb2.GetModelStatusResponse()
-        Status = get_model_status_pb2.ModelVersionStatus
-        loaded = self._store.current
-        entries = []
-        if loaded is not None:
-            entries.append((loaded.version, Status.AVAILABLE, ""))
-        for version, error in sorted(self._store.failures().items()):
-            entries.append((version, Status.END, error))
-        if spec.HasField("version"):
-            entries = [e for e in entries if e[0] == spec.version.value]
-        if not entries:
-            raise RequestError(grpc.StatusCode.NOT_FOUND, f"no status for model {spec.name!r}")
-        for version, state, error in entries:
-            status = response.model_version_status.add()
-            status.version, status.state = version, state
-            if error:
-                status.status.error_code = 13  # INTERNAL, as TF Serving reports failed loads
-                status.status.error_message = error
-        return response
+        return _answer(self._servables, context, STATUS, request)
 
 
 class ModelServer:
-    """The gRPC server plus its model store; ``start()``/``stop()`` or a ``with`` block.
+    """The gRPC server (and REST, with ``rest_port``) over its model stores;
+    ``start()``/``stop()`` or a ``with`` block.
 
     ``limits`` bounds everything a client can make it do (``ServerLimits``):
     beyond ``max_concurrent_requests`` running and ``max_queued_requests``
-    waiting calls, gRPC answers ``RESOURCE_EXHAUSTED`` at once.
+    waiting calls, gRPC answers ``RESOURCE_EXHAUSTED`` at once (REST: 429).
     """
 
     def __init__(
         self,
-        model_name: str,
-        model_base_path: str,
+        model_name: str = "recommender",
+        model_base_path: Optional[str] = None,
         host: str = "127.0.0.1",
         port: int = 8500,
         poll_seconds: float = 1.0,
         limits: Optional[ServerLimits] = None,
         tls: Optional[ServerTls] = None,
+        models: Optional[Sequence[ServedModel]] = None,
+        rest_port: Optional[int] = None,
+        batching: Optional[BatchingOptions] = None,
+        prometheus_path: Optional[str] = None,
+        warmup: bool = True,
     ):
+        """Serves ``models`` (or the one ``model_name`` under ``model_base_path``).
+
+        ``rest_port`` of ``None`` leaves REST off (0: any free port);
+        ``batching`` of ``None`` leaves batching off; ``prometheus_path``
+        serves metrics on the REST port; ``warmup`` replays warmup records.
+        """
+        if models is None:
+            if not model_base_path:
+                raise ValueError("give models or a model_base_path")
+            models = [ServedModel(model_name, model_base_path)]
+        if prometheus_path and rest_port is None:
+            raise ValueError("Prometheus metrics are served on the REST port: give rest_port")
         self.limits = limits or ServerLimits()
-        self.store = ModelStore(model_name, model_base_path, poll_seconds)
+        self.stores = {m.name: ModelStore(m, poll_seconds, warmup) for m in models}
         self.memory = MemoryCeiling(self.limits.max_memory_bytes)
+        self.servables = Servables(self.stores, self.limits, self.memory, batching)
         options = [
             ("grpc.max_receive_message_length", self.limits.max_message_bytes),
             ("grpc.max_send_message_length", self.limits.max_message_bytes),
@@ -233,10 +130,10 @@ class ModelServer:
             maximum_concurrent_rpcs=self.limits.max_calls,
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.store, self.limits, self.memory), self._server
+            PredictionService(self.servables), self._server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelService(self.store), self._server
+            ModelService(self.servables), self._server
         )
         self.tls = tls is not None
         self.port = (
@@ -247,24 +144,49 @@ class ModelServer:
         if not self.port:
             raise OSError(f"cannot bind {host}:{port}")
         self.address = f"{host}:{self.port}"
+        self.rest = (
+            RestServer(self.servables, host, rest_port, prometheus_path)
+            if rest_port is not None
+            else None
+        )
+
+    @property
+    def store(self) -> ModelStore:
+        """The first model's store (the only one, unless a config file lists more)."""
+        return next(iter(self.stores.values()))
 
     def start(self) -> "ModelServer":
-        self.store.start()
+        for store in self.stores.values():
+            store.start()
         self._server.start()
+        if self.rest:
+            self.rest.start()
+        for store in self.stores.values():
+            log.info(
+                "serving model %s (versions: %s, labels %s) from %s",
+                store.name,
+                store.model.policy.describe(),
+                store.model.labels or "none",
+                store.base_path,
+            )
         log.info(
-            "serving model %s from %s on %s (%s); limits %s",
-            self.store.name,
-            self.store.base_path,
+            "gRPC on %s (%s)%s; batching %s; limits %s",
             self.address,
             "TLS" if self.tls else "plaintext",
+            f", REST on {self.rest.address}" if self.rest else "",
+            "on" if self.servables.schedulers else "off",
             self.limits,
         )
         return self
 
     def stop(self, grace_seconds: float = 5.0) -> None:
         """Stops taking requests, lets in-flight ones finish, then stops polling."""
+        if self.rest:
+            self.rest.stop()
         self._server.stop(grace_seconds).wait()
-        self.store.stop()
+        self.servables.stop()
+        for store in self.stores.values():
+            store.stop()
 
     def wait(self) -> None:
         self._server.wait_for_termination()
@@ -288,18 +210,66 @@ def _limits_from_args(args: argparse.Namespace) -> ServerLimits:
     )
 
 
+def _models_from_args(args: argparse.Namespace) -> Sequence[ServedModel]:
+    if args.model_config_file:
+        if args.model_base_path:
+            raise ValueError("give --model_config_file or --model_base_path, not both")
+        return read_model_config_file(args.model_config_file)
+    if not args.model_base_path:
+        raise ValueError("give --model_base_path (with --model_name) or --model_config_file")
+    return [ServedModel(args.model_name, args.model_base_path)]
+
+
+def _prometheus_path(path: Optional[str]) -> Optional[str]:
+    """The metrics path a ``--monitoring_config_file`` enables, if any."""
+    if not path:
+        return None
+    config = read_text_proto(path, MonitoringConfig).prometheus_config
+    if not config.enable:
+        return None
+    metrics_path = config.path or "/monitoring/prometheus/metrics"
+    if not metrics_path.startswith("/") or metrics_path.startswith("/v1/"):
+        raise ConfigFileError(
+            f"{path!r}: prometheus path {metrics_path!r} must start with / and not clash with /v1/"
+        )
+    return metrics_path
+
+
 def main(argv: Optional[list] = None) -> None:
     d = ServerLimits()
-    p = argparse.ArgumentParser(description="TF Serving-compatible gRPC model server (local).")
+    p = argparse.ArgumentParser(
+        description="TF Serving-compatible gRPC and REST model server (local)."
+    )
     p.add_argument("--model_name", "--model-name", default="recommender")
     p.add_argument(
         "--model_base_path",
         "--model-base-path",
-        required=True,
         help="directory holding integer version subdirectories",
     )
+    p.add_argument(
+        "--model_config_file",
+        help="ModelServerConfig text file (models, version policies, labels), e.g. the "
+        "models.config the Pusher writes; instead of --model_name/--model_base_path",
+    )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8500)
+    p.add_argument("--port", type=int, default=8500, help="gRPC port")
+    p.add_argument(
+        "--rest_api_port", type=int, default=0, help="REST port (TF Serving: 8501); 0: no REST"
+    )
+    p.add_argument(
+        "--enable_batching", action="store_true", help="merge concurrent requests per signature"
+    )
+    p.add_argument("--batching_parameters_file", help="BatchingParameters text file")
+    p.add_argument(
+        "--monitoring_config_file",
+        help="MonitoringConfig text file: prometheus_config { enable: true path: ... }",
+    )
+    p.add_argument(
+        "--enable_model_warmup",
+        type=lambda v: v.lower() in ("1", "true", "yes"),
+        default=True,
+        help="replay assets.extra/tf_serving_warmup_requests before serving a version",
+    )
     p.add_argument("--file_system_poll_wait_seconds", "--poll-seconds", type=float, default=1.0)
     p.add_argument(
         "--max_batch_size",
@@ -356,6 +326,15 @@ def main(argv: Optional[list] = None) -> None:
     args = p.parse_args(argv)
     try:
         limits = _limits_from_args(args)
+        models = _models_from_args(args)
+        batching = (
+            BatchingOptions.from_file(args.batching_parameters_file)
+            if args.enable_batching
+            else None
+        )
+        prometheus_path = _prometheus_path(args.monitoring_config_file)
+        if prometheus_path and not args.rest_api_port:
+            raise ValueError("Prometheus metrics are served on the REST port: set --rest_api_port")
     except ValueError as e:
         p.error(str(e))
     tls = server_tls_from_args(args.tls_cert, args.tls_key, args.tls_client_ca)
@@ -363,13 +342,16 @@ def main(argv: Optional[list] = None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     server = ModelServer(
-        args.model_name,
-        args.model_base_path,
-        args.host,
-        args.port,
-        args.file_system_poll_wait_seconds,
-        limits,
+        host=args.host,
+        port=args.port,
+        poll_seconds=args.file_system_poll_wait_seconds,
+        limits=limits,
         tls=tls,
+        models=models,
+        rest_port=args.rest_api_port or None,
+        batching=batching,
+        prometheus_path=prometheus_path,
+        warmup=args.enable_model_warmup,
     )
     server.start()
     done = threading.Event()
@@ -381,7 +363,8 @@ def main(argv: Optional[list] = None) -> None:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    print(f"serving {args.model_name} on {server.address}", flush=True)
+    rest = f", REST on {server.rest.address}" if server.rest else ""
+    print(f"serving {', '.join(server.stores)} on {server.address}{rest}", flush=True)
     done.wait()
 
 
