@@ -11,7 +11,7 @@ import tensorflow_transform as tft
 
 from trainer import features as F
 from trainer import serving_contract as C
-from trainer import task_kinds
+from trainer import task_kinds, warmup
 from trainer.catalog import catalog_dataset
 from trainer.data import ITEM_INPUTS, MODEL_INPUTS, USER_INPUTS, multi_hot
 from trainer.pretrained_text import PretrainedTextFeatures, item_text, no_pretrained_text
@@ -268,7 +268,9 @@ def export_serving_model(
     retrieval_ks: Sequence[int] = C.DEFAULT_RETRIEVAL_KS,
     text_features: PretrainedTextFeatures | None = None,
 ) -> None:
-    """Saves the SavedModel with the signatures ``serving_contract`` names.
+    """Saves the SavedModel with the signatures ``serving_contract`` names,
+    and TF Serving's warmup requests for the ones clients call
+    (``trainer/warmup.py``: ``assets.extra/tf_serving_warmup_requests``).
 
     Args:
       network: the trained multi-task network (``trainer.model``).
@@ -285,3 +287,5 @@ def export_serving_model(
         network, tf_transform_output, catalog, recommend_k, retrieval_ks, text_features
     )
     network.save(export_dir, save_format="tf", signatures=signatures)
+    rows = warmup.request_rows(tf_transform_output, catalog)
+    warmup.write_warmup_requests(export_dir, warmup.warmup_requests(signatures, rows))
