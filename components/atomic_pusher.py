@@ -186,7 +186,7 @@ class Executor(pusher_executor.Executor):
         )
         if not self.CheckBlessing(input_dict):
             self._MarkNotPushed(model_push)
-            logging.info("The model is not blessed: nothing is pushed.")
+            logging.warning("The model is not blessed: nothing is pushed.")
             return
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(

@@ -386,6 +386,17 @@ def check_report(report: Dict[str, int], config: LogConfig, dead_letter_dir: str
         )
 
 
+def dead_letter_note(report: Dict[str, int], dead_letter_dir: str) -> str:
+    """One line on the bad rows that went to the dead letters ('' when none did)."""
+    bad = {k[4:]: v for k, v in sorted(report.items()) if k.startswith("bad:") and v}
+    if not bad:
+        return ""
+    reasons = ", ".join(f"{k}={v}" for k, v in bad.items())
+    return (
+        f"{sum(bad.values())} bad log rows went to the dead letters ({reasons}): {dead_letter_dir}"
+    )
+
+
 def _keep_rejected(examples_uri: str) -> str:
     """Copies dead letters and the report out of the artifact, to
     ``<component dir>/rejected/<execution id>/``; returns the dead-letter dir there."""
@@ -439,6 +450,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             # TFX removes the outputs of a failed execution: keep the evidence.
             check_report(report, config, _keep_rejected(examples.uri))  # raises, naming the copy
             raise
+        note = dead_letter_note(report, os.path.join(examples.uri, DEAD_LETTER_DIR))
+        if note:  # below max_bad_fraction, so the run goes on: the terminal shows it
+            logging.warning("%s", note)
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(
             examples, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP)

@@ -35,9 +35,12 @@ def finish_run(config: configs.RunConfig, query_served_model: bool = True) -> Di
     return summary
 
 
-def terminal_summary(summary: Dict[str, Any], config: configs.RunConfig) -> str:
-    """What a person reads at the end of a run: metrics, blessing, push, next steps."""
-    lines = [run_summary.format_summary(summary, config.work_dir)]
+def terminal_summary(
+    summary: Dict[str, Any], config: configs.RunConfig, component_times: bool = True
+) -> str:
+    """What a person reads at the end of a run: metrics, blessing, push, next steps
+    (and each component's time, unless ``component_times`` is False)."""
+    lines = [run_summary.format_summary(summary, config.work_dir, component_times)]
     if summary.get("grpc_query"):
         from serving.demo import format_recommendations
 

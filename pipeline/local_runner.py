@@ -3,6 +3,11 @@
 recsys-pipeline                         # synthetic logs, default settings
 recsys-pipeline --data-dir /path/logs   # your own logs
 recsys-pipeline --config pipeline/environments/local.json --train-steps 50
+recsys-pipeline --verbose               # every log line on the terminal, as well as in the log
+
+The terminal shows one line per component, Keras' per-epoch lines, the warnings
+that matter and the summary; the rest goes to ``<work-dir>/logs/run-<time>.log``
+(``pipeline/console.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)
 import schemas
 from components.log_config import LogConfig
 from datagen import synthetic
-from pipeline import after_run, configs
+from pipeline import configs, console
 
 DEFAULT_SYNTHETIC_DIR = "data/synthetic"
 
@@ -74,6 +79,7 @@ DEFAULTS: Dict[str, Any] = dict(
     log_config=None,
     schema=schemas.SCHEMA_PATH,
     no_cache=False,
+    verbose=False,
 )
 
 
@@ -137,14 +143,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "--schema", help=f"curated schema to validate against (default: {DEFAULTS['schema']})"
     )
     p.add_argument("--no-cache", action="store_true", help="re-run every component")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="every log line on the terminal (by default they go to <work-dir>/logs/ only)",
+    )
     given = vars(p.parse_args(argv))
     return argparse.Namespace(**{**DEFAULTS, **given}, given=set(given))
 
 
 # Flags that name a RunConfig field differently.
 _FIELD_OF_FLAG = {"pipeline_root": "pipeline_root_dir", "schema": "schema_path"}
-# Flags of the data-generation step, not of the run.
-_DATA_FLAGS = ("synthetic_impressions", "seed")
+# Flags of the data-generation step and of the terminal, not of the run.
+_NOT_RUN_FLAGS = ("synthetic_impressions", "seed", "verbose")
 
 
 def build_run_config(args: argparse.Namespace) -> configs.RunConfig:
@@ -155,7 +166,7 @@ def build_run_config(args: argparse.Namespace) -> configs.RunConfig:
     flags = {
         _FIELD_OF_FLAG.get(flag, flag): getattr(args, flag)
         for flag in given
-        if flag not in ("config", "given", "no_cache", "log_config", *_DATA_FLAGS)
+        if flag not in ("config", "given", "no_cache", "log_config", *_NOT_RUN_FLAGS)
     }
     if "no_cache" in given:
         flags["enable_cache"] = not args.no_cache
@@ -212,6 +223,7 @@ def run(config: configs.RunConfig, query_served_model: bool = True) -> dict:
     (``after_run.finish_run``: summary, report, a query of the pushed model)."""
     from tfx import v1 as tfx
 
+    from pipeline import after_run
     from trainer.config import ModelConfig
 
     if config.data_dir is None:
@@ -223,12 +235,17 @@ def run(config: configs.RunConfig, query_served_model: bool = True) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("absl").setLevel(logging.INFO)
     args = parse_args(argv)
-    config = with_data(build_run_config(args), args.synthetic_impressions, args.seed)
-    summary = run(config)
-    print(after_run.terminal_summary(summary, config), flush=True)
+    config = build_run_config(args)
+    # Before TF, TFX and Beam are imported, so that their output goes to the log too.
+    with console.QuietRun(config.work_dir, verbose=args.verbose):
+        from pipeline import after_run
+
+        config = with_data(config, args.synthetic_impressions, args.seed)
+        summary = run(config)
+        # The quiet terminal has shown each component's time already.
+        text = after_run.terminal_summary(summary, config, component_times=args.verbose)
+        print(text, flush=True)
     return 0 if summary["pushed"] else 1
 
 

@@ -155,12 +155,17 @@ def _format_metric(name: str, value: float) -> str:
     return f"{name}={int(value)}" if name == "example_count" else f"{name}={value:.4f}"
 
 
-def format_summary(summary: Dict[str, Any], work_dir: Optional[str] = None) -> str:
-    """Human-readable report of a run."""
-    lines = ["", "=== Run summary ===", "  components (wall seconds):"]
-    for row in summary.get("components", []):
-        note = "" if row["state"] == "complete" else f" ({row['state']})"
-        lines.append(f"    {row['component']:<28} {row['seconds']:>7.1f}{note}")
+def format_summary(
+    summary: Dict[str, Any], work_dir: Optional[str] = None, component_times: bool = True
+) -> str:
+    """Human-readable report of a run (with a table of the components' times
+    unless ``component_times`` is False)."""
+    lines = ["", "=== Run summary ==="]
+    if component_times:
+        lines.append("  components (wall seconds):")
+        for row in summary.get("components", []):
+            note = "" if row["state"] == "complete" else f" ({row['state']})"
+            lines.append(f"    {row['component']:<28} {row['seconds']:>7.1f}{note}")
     lines.append("  evaluation per task:")
     for task in summary["tasks"]:
         metrics = summary["metrics"].get(task, {})

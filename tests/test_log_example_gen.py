@@ -151,6 +151,11 @@ def test_every_bad_row_is_counted_and_dead_lettered_and_good_rows_kept(logdir, t
         gen.check_report(report, LogConfig(max_bad_fraction=0.05), "DL")
     assert "unparseable=1" in str(err.value) and "DL" in str(err.value)
     gen.check_report(report, LogConfig(max_bad_fraction=0.5), "DL")
+    # Below the limit the run goes on, and the terminal gets one line on them.
+    note = gen.dead_letter_note(report, "DL")
+    assert note.startswith("8 bad log rows went to the dead letters (bad_event_type=1, ")
+    assert "unparseable=1" in note and note.endswith("): DL")
+    assert gen.dead_letter_note({"good_event_rows": 20, "bad:unparseable": 0}, "DL") == ""
 
 
 def test_duplicates_removed_and_counted(logdir, tmp_path):

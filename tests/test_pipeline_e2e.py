@@ -385,9 +385,16 @@ def _assert_matches_the_contract(model_dir: str, task_names, num_categories: int
 
 
 def test_the_pushed_model_matches_the_serving_contract(run):
+    from trainer import warmup
+
     config, summary = run
     _assert_matches_the_contract(
         summary["pushed_destination"], F.TASK_NAMES, _num_categories(config)
+    )
+    # TF Serving's warmup file came through the Pusher: every client signature, every batch size.
+    requests = warmup.read_warmup_requests(summary["pushed_destination"])
+    assert sorted(r.model_spec.signature_name for r in requests) == sorted(
+        warmup.WARMUP_SIGNATURES * len(warmup.WARMUP_BATCH_SIZES)
     )
 
 
@@ -739,12 +746,31 @@ def test_a_killed_run_resumes_from_the_last_finished_component(small_logs, tmp_p
     proc.wait()
     assert not os.path.exists(os.path.join(work, "serving"))
 
+    # The same command again resumes the run; its terminal is the quiet one.
+    resumed = subprocess.run(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900
+    )
+    terminal = resumed.stdout.splitlines()
+    assert resumed.returncode == 0, resumed.stdout[-5000:]  # blessed and pushed
+    assert len(terminal) < 60, resumed.stdout
+    assert "InteractionLogExampleGen ... " in resumed.stdout and ", cached" in resumed.stdout
+    assert any(line.startswith("Trainer finished: ") for line in terminal), resumed.stdout
+    assert "Evaluator ... " in resumed.stdout and "=== Run summary ===" in resumed.stdout
+    assert terminal[0].startswith("Full log: ") and terminal[-1] == terminal[0]
+    log_path = terminal[0][len("Full log: ") :]
+    assert os.path.dirname(log_path) == os.path.join(work, "logs")
+    log = open(log_path).read()
+    assert "INFO absl" in log and "Component Trainer is finished." in log  # the detail is there
+    assert log.count("\n") > 10 * len(terminal)
+
+    from pipeline import run_summary
+
     config = configs.RunConfig(
         data_dir=small_logs,
         work_dir=work,
         **dict(FAST, eval_thresholds=None, model_config={"epochs": 2, **SCRATCH_MODEL}),
     )
-    summary = local_runner.run(config, query_served_model=False)
+    summary = run_summary.summarize(config.metadata_path)
     states = {row["component"]: row["state"] for row in summary["components"]}
     for component in ("InteractionLogExampleGen", "StatisticsGen", "Transform"):
         assert states[component] == "cached", (component, states)
@@ -755,7 +781,6 @@ def test_a_killed_run_resumes_from_the_last_finished_component(small_logs, tmp_p
     # model as the killed-and-resumed one: same data, config and seed.
     from tfx import v1 as tfx
     from tfx.orchestration import pipeline as tfx_pipeline
-    from pipeline import run_summary
 
     tfx.orchestration.LocalDagRunner().run(
         local_runner.local_pipeline(dataclasses.replace(config, enable_cache=False)),
