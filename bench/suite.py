@@ -202,11 +202,15 @@ def serving(run: Dict[str, object], seconds: float, work_dir: str) -> List[Dict[
             os.path.join(run["push_base"]),
             "--seconds",
             str(seconds),
+            "--sections",
+            "latency",
+            "--log",
+            os.path.join(work_dir, "serving.log"),
             "--json",
             path,
         ]
     )
-    return json.load(open(path))
+    return json.load(open(path))["latency"]
 
 
 def quality(source: str, work_dir: str, quick: bool) -> Optional[Dict[str, object]]:
@@ -297,7 +301,7 @@ def markdown(results: Dict[str, object], command: str) -> str:
     if results.get("serving"):
         lines += [
             "",
-            "## Serving (local gRPC server vs. in-process, 4 concurrent clients)",
+            "## Serving (local server's gRPC and REST vs. in-process, 4 concurrent clients)",
             "",
             "| path | batch | p50 ms | p99 ms | requests/s | examples/s |",
             "|---|---|---|---|---|---|",

@@ -17,8 +17,10 @@ import time
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from google.protobuf import any_pb2
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -62,6 +64,19 @@ def failure_of(e: BaseException, what: str) -> Failure:
     return code, message[:MAX_ERROR_CHARS]
 
 
+def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
+    """``proto`` := ``array``, as ``tf.make_tensor_proto`` would, without its
+    per-call Python (a tenth of the time for a small output)."""
+    array = np.asarray(array)
+    if array.dtype.kind in ("O", "S", "U"):
+        proto.CopyFrom(tf.make_tensor_proto(array))
+        return
+    proto.dtype = tf.dtypes.as_dtype(array.dtype).as_datatype_enum
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    proto.tensor_content = np.ascontiguousarray(array).tobytes()
+
+
 class Servables:
     """The models a server serves, answering TF Serving's three calls."""
 
@@ -82,6 +97,13 @@ class Servables:
                 self.schedulers[name] = BatchScheduler(
                     batching, functools.partial(self.metrics.batch, name)
                 )
+
+    @property
+    def handler_threads(self) -> int:
+        """Threads a transport needs: one per request running, or, with
+        batching, one per request admitted (waiting ones wait for a batch,
+        and ``num_batch_threads`` bound the runs)."""
+        return self.limits.max_calls if self.schedulers else self.limits.max_concurrent_requests
 
     def stop(self) -> None:
         for scheduler in self.schedulers.values():
@@ -184,7 +206,7 @@ class Servables:
             response.model_spec.version.value = loaded.version
             response.model_spec.signature_name = name
             for key in sorted(outputs):
-                response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
+                fill_tensor_proto(response.outputs[key], outputs[key])
         return response
 
     def metadata(

@@ -218,7 +218,7 @@ class _PooledHTTPServer(http.server.HTTPServer):
         limits = owner.servables.limits
         self._slots = threading.BoundedSemaphore(limits.max_calls)
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=limits.max_concurrent_requests, thread_name_prefix="rest"
+            max_workers=owner.servables.handler_threads, thread_name_prefix="rest"
         )
         self._open: set = set()
         self._open_lock = threading.Lock()
@@ -233,6 +233,7 @@ class _PooledHTTPServer(http.server.HTTPServer):
             self.shutdown_request(request)
             return
         request.settimeout(self.owner.idle_seconds)
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms delayed ACKs
         with self._open_lock:
             self._open.add(request)
         self._pool.submit(self._serve, request, client_address)

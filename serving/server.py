@@ -24,7 +24,6 @@ codes.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import logging
 import signal
 import threading
@@ -32,50 +31,17 @@ from typing import Optional, Sequence
 
 from trainer import keras_env as _keras_env  # noqa: F401  (before TF)
 
-import grpc
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-
-from serving.admission import MemoryCeiling, ServerLimits, remaining_ms
+from serving.admission import MemoryCeiling, ServerLimits
 from serving.batching import BatchingOptions
+from serving.grpc_service import GrpcService
 from serving.model_config import ServedModel, read_model_config_file
 from serving.model_store import ModelStore
-from serving.predictor import METADATA, PREDICT, STATUS, Servables
+from serving.predictor import Servables
 from serving.rest import RestServer
 from serving.serving_protos import ConfigFileError, MonitoringConfig, read_text_proto
 from serving.tls import ServerTls, server_tls_from_args
 
 log = logging.getLogger(__name__)
-ENTRYPOINT = "GRPC"
-
-
-def _answer(servables: Servables, context: grpc.ServicerContext, api: str, request):
-    """Runs one RPC; every failure becomes a status code, none escapes."""
-    limit = servables.limits.request_timeout_ms
-    response, failure = servables.handle(
-        ENTRYPOINT, api, request, lambda: remaining_ms(context, limit)
-    )
-    if failure:
-        context.abort(*failure)
-    return response
-
-
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, servables: Servables):
-        self._servables = servables
-
-    def Predict(self, request, context):
-        return _answer(self._servables, context, PREDICT, request)
-
-    def GetModelMetadata(self, request, context):
-        return _answer(self._servables, context, METADATA, request)
-
-
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, servables: Servables):
-        self._servables = servables
-
-    def GetModelStatus(self, request, context):
-        return _answer(self._servables, context, STATUS, request)
 
 
 class ModelServer:
@@ -118,31 +84,9 @@ class ModelServer:
         self.stores = {m.name: ModelStore(m, poll_seconds, warmup) for m in models}
         self.memory = MemoryCeiling(self.limits.max_memory_bytes)
         self.servables = Servables(self.stores, self.limits, self.memory, batching)
-        options = [
-            ("grpc.max_receive_message_length", self.limits.max_message_bytes),
-            ("grpc.max_send_message_length", self.limits.max_message_bytes),
-        ]
-        self._server = grpc.server(
-            concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.limits.max_concurrent_requests, thread_name_prefix="rpc"
-            ),
-            options=options,
-            maximum_concurrent_rpcs=self.limits.max_calls,
-        )
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.servables), self._server
-        )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelService(self.servables), self._server
-        )
         self.tls = tls is not None
-        self.port = (
-            self._server.add_secure_port(f"{host}:{port}", tls.credentials())
-            if tls
-            else self._server.add_insecure_port(f"{host}:{port}")
-        )
-        if not self.port:
-            raise OSError(f"cannot bind {host}:{port}")
+        self._grpc = GrpcService(self.servables, host, port, tls)
+        self.port = self._grpc.port
         self.address = f"{host}:{self.port}"
         self.rest = (
             RestServer(self.servables, host, rest_port, prometheus_path)
@@ -158,7 +102,7 @@ class ModelServer:
     def start(self) -> "ModelServer":
         for store in self.stores.values():
             store.start()
-        self._server.start()
+        self._grpc.start()
         if self.rest:
             self.rest.start()
         for store in self.stores.values():
@@ -183,13 +127,13 @@ class ModelServer:
         """Stops taking requests, lets in-flight ones finish, then stops polling."""
         if self.rest:
             self.rest.stop()
-        self._server.stop(grace_seconds).wait()
+        self._grpc.stop(grace_seconds)
         self.servables.stop()
         for store in self.stores.values():
             store.stop()
 
     def wait(self) -> None:
-        self._server.wait_for_termination()
+        self._grpc.wait()
 
     def __enter__(self):
         return self.start()

@@ -58,7 +58,7 @@ def test_quick_suite_measures_every_section_and_writes_the_tables(tmp_path):
     trainer = results["trainer"]
     assert trainer["plain_keras_examples_per_s"] > 0 and trainer["trainer_overhead_ratio"] > 0
     assert {(row["path"], row["batch"]) for row in results["serving"]} == {
-        (path, batch) for path in ("in-process", "grpc") for batch in (1, 64)
+        (path, batch) for path in ("in-process", "grpc", "rest") for batch in (1, 64)
     }
     text = markdown.read_text()
     for section in (
