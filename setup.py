@@ -49,7 +49,11 @@ setup(
             "serving",
         ]
     ),
-    package_data={"schemas": ["*.pbtxt"], "pipeline": ["environments/*.json"]},
+    package_data={
+        "schemas": ["*.pbtxt"],
+        "pipeline": ["environments/*.json"],
+        "serving": ["configs/*.config"],
+    },
     install_requires=REQUIRED,
     extras_require={
         # tokenizers: the reference the in-graph WordPiece tokenization is tested against.

@@ -137,6 +137,15 @@ def served(
         log.close()
 
 
+@contextlib.contextmanager
+def served_in_process(model_name: str, base: str) -> Iterator[Tuple[str, str]]:
+    """The server in this process (the clients' GIL and cores shared); yields its addresses."""
+    from serving.server import ModelServer
+
+    with ModelServer(model_name, base, port=0, rest_port=0) as server:
+        yield server.address, server.rest.address
+
+
 def _per_thread(make: Callable[[], RecommenderClient]) -> Callable[[], RecommenderClient]:
     local, made = threading.local(), []
 
@@ -166,10 +175,19 @@ def _header() -> None:
 
 def latency(args, signature, log_path: str) -> List[Dict[str, object]]:
     """In process, gRPC and REST at each batch size, ``args.clients`` clients."""
-    print(f"\n# latency: {args.clients} concurrent clients, {args.seconds:.0f} s per row")
+    where = "in this process" if args.server_in_process else "in its own process"
+    print(
+        f"\n# latency: {args.clients} concurrent clients, {args.seconds:.0f} s per row, "
+        f"the server {where}"
+    )
     _header()
     rows_out = []
-    with served(args.model_name, args.model_base_path, log_path=log_path) as (address, rest):
+    server = (
+        served_in_process(args.model_name, args.model_base_path)
+        if args.server_in_process
+        else served(args.model_name, args.model_base_path, log_path=log_path)
+    )
+    with server as (address, rest):
         for batch in args.batch_sizes:
             rows = request_rows(batch)
             examples = np.array([make_example(r) for r in rows], dtype=object)
@@ -298,6 +316,11 @@ def main(argv=None) -> None:
         nargs="+",
         default=["latency", "batching", "warmup"],
         choices=["latency", "batching", "warmup"],
+    )
+    p.add_argument(
+        "--server-in-process",
+        action="store_true",
+        help="latency: run the server in the benchmark's process (sharing its GIL and cores)",
     )
     p.add_argument("--log", default="bench-serving.log", help="the servers' logs go here")
     p.add_argument("--json", help="also write the results here")

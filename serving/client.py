@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
+from serving.tensors import fill_tensor_proto
 from serving.tls import ClientTls
 from serving.transports import GrpcTransport, RestTransport, statuses
 from trainer import features as F
@@ -157,7 +158,7 @@ class RecommenderClient:
         request = predict_pb2.PredictRequest()
         self._spec(request, version, signature)
         for name, value in inputs.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+            fill_tensor_proto(request.inputs[name], value)
         return self._transport.predict(request)
 
     def predict_examples(

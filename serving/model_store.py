@@ -34,16 +34,9 @@ from serving.warmup_replay import replay_warmup
 log = logging.getLogger(__name__)
 
 
-_MAX_CALLABLES = 32  # per signature: one per output selection a client asks for
-
-
 @dataclasses.dataclass(frozen=True)
 class Signature:
-    """One serving signature of a loaded version, run in its Session as TF Serving does.
-
-    Each selection of outputs runs through a ``Session.make_callable`` made
-    once (a plain ``Session.run`` re-plans its feeds and fetches every call).
-    """
+    """One serving signature of a loaded version, run in its Session as TF Serving does."""
 
     name: str
     inputs: Dict[str, InputSpec]
@@ -51,19 +44,6 @@ class Signature:
     _session: tf.compat.v1.Session
     _feeds: Dict[str, str]
     _fetches: Dict[str, str]
-    _callables: Dict[Tuple[str, ...], object] = dataclasses.field(default_factory=dict)
-
-    def _callable(self, outputs: Tuple[str, ...]):
-        made = self._callables.get(outputs)
-        if made is None:
-            made = self._session.make_callable(
-                [self._fetches[n] for n in outputs],
-                feed_list=[self._feeds[n] for n in sorted(self.inputs)],
-                accept_options=True,
-            )
-            if len(self._callables) < _MAX_CALLABLES:
-                self._callables[outputs] = made
-        return made
 
     def run(
         self,
@@ -73,12 +53,13 @@ class Signature:
     ) -> Dict[str, np.ndarray]:
         """Runs the signature on ``arrays`` (one per input); ``timeout_ms`` cancels
         it server-side (``tf.errors.DeadlineExceededError``) when it runs longer."""
-        outputs = tuple(output_names) if output_names else self.outputs
+        fetches = {name: self._fetches[name] for name in (output_names or self.outputs)}
         options = (
             tf.compat.v1.RunOptions(timeout_in_ms=max(1, int(timeout_ms))) if timeout_ms else None
         )
-        values = self._callable(outputs)(*(arrays[n] for n in sorted(self.inputs)), options=options)
-        return dict(zip(outputs, values))
+        return self._session.run(
+            fetches, {self._feeds[n]: v for n, v in arrays.items()}, options=options
+        )
 
     def __call__(self, **arrays: np.ndarray) -> Dict[str, np.ndarray]:
         return self.run(arrays)

@@ -17,10 +17,8 @@ import time
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import grpc
-import numpy as np
 import tensorflow as tf
 from google.protobuf import any_pb2
-from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -31,6 +29,7 @@ from serving.admission import MemoryCeiling, ServerLimits
 from serving.batching import BatchingOptions, BatchScheduler
 from serving.metrics import ServerMetrics
 from serving.model_store import LoadedVersion, ModelStore
+from serving.tensors import fill_tensor_proto
 from serving.request_checks import (
     RequestError,
     check_inputs,
@@ -62,19 +61,6 @@ def failure_of(e: BaseException, what: str) -> Failure:
         log.error("%s failed", what, exc_info=e)
         code, message = grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}"
     return code, message[:MAX_ERROR_CHARS]
-
-
-def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
-    """``proto`` := ``array``, as ``tf.make_tensor_proto`` would, without its
-    per-call Python (a tenth of the time for a small output)."""
-    array = np.asarray(array)
-    if array.dtype.kind in ("O", "S", "U"):
-        proto.CopyFrom(tf.make_tensor_proto(array))
-        return
-    proto.dtype = tf.dtypes.as_dtype(array.dtype).as_datatype_enum
-    for size in array.shape:
-        proto.tensor_shape.dim.add(size=size)
-    proto.tensor_content = np.ascontiguousarray(array).tobytes()
 
 
 class Servables:

@@ -23,6 +23,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
+from serving.tensors import to_ndarray
+
 DEFAULT_MAX_BATCH_SIZE = 1024
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 2**20
 DEFAULT_MAX_STRING_BYTES = 2**20
@@ -289,7 +291,7 @@ def to_arrays(inputs: Mapping[str, tensor_pb2.TensorProto]) -> Dict[str, np.ndar
     arrays = {}
     for name, proto in inputs.items():
         try:
-            arrays[name] = tf.make_ndarray(proto)
+            arrays[name] = to_ndarray(proto)
         except Exception as e:  # checked already; anything left is still the request's fault
             raise invalid(f"input {quote(name)} is not a valid tensor: {quote(str(e), 200)}") from e
     return arrays

@@ -27,6 +27,7 @@ from tensorflow_serving.apis import (
 )
 from google.protobuf import json_format
 
+from serving.tensors import to_ndarray
 from serving.request_checks import MAX_RANK, InputSpec, RequestLimits, invalid, quote, quote_names
 
 ROWS, COLUMNS = "instances", "inputs"
@@ -179,7 +180,7 @@ def _jsonable(name: str, array: np.ndarray) -> Any:
 
 
 def predict_response(response: predict_pb2.PredictResponse, fmt: str) -> Dict[str, Any]:
-    outputs = {k: tf.make_ndarray(v) for k, v in sorted(response.outputs.items())}
+    outputs = {k: to_ndarray(v) for k, v in sorted(response.outputs.items())}
     if fmt == COLUMNS:
         if len(outputs) == 1:
             ((name, value),) = outputs.items()

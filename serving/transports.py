@@ -27,6 +27,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from serving.tensors import to_ndarray
 from serving.tls import ClientTls
 
 Outputs = Dict[str, np.ndarray]
@@ -92,7 +93,7 @@ class GrpcTransport:
 
     def predict(self, request: predict_pb2.PredictRequest) -> Tuple[Outputs, Optional[int]]:
         response = self._predict.Predict(request, timeout=self.timeout)
-        outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        outputs = {name: to_ndarray(proto) for name, proto in response.outputs.items()}
         return outputs, response.model_spec.version.value
 
     def metadata(self, request) -> Dict[str, meta_graph_pb2.SignatureDef]:
@@ -176,7 +177,7 @@ class RestTransport:
         signature = request.model_spec.signature_name or "serving_default"
         body = {
             "signature_name": signature,
-            "inputs": {k: _json_values(tf.make_ndarray(v)) for k, v in request.inputs.items()},
+            "inputs": {k: _json_values(to_ndarray(v)) for k, v in request.inputs.items()},
         }
         answer = self._call("POST", _model_path(request.model_spec) + ":predict", body)
         types = self._output_types(request.model_spec, signature)

@@ -448,3 +448,38 @@ def test_server_cli_names_bad_config_files(tmp_path, capsys):
     with pytest.raises(SystemExit):
         serve_main(["--model_config_file", str(tmp_path / "missing.config")])
     assert "missing.config" in capsys.readouterr().err
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    dtype=st.sampled_from([np.float32, np.float64, np.int32, np.int64, np.bool_, object]),
+    shape=st.lists(st.integers(0, 3), max_size=3),
+    seed=st.integers(0, 2**16),
+)
+def test_fast_tensor_conversions_agree_with_tensorflows(dtype, shape, seed):
+    from serving.tensors import fill_tensor_proto, to_ndarray
+
+    rng = np.random.default_rng(seed)
+    if dtype is object:
+        flat = [bytes(rng.integers(0, 256, rng.integers(0, 5)).astype(np.uint8)) for _ in
+                range(int(np.prod(shape)))]  # fmt: skip
+        array = np.empty(len(flat), dtype=object)
+        array[:] = flat
+        array = array.reshape(shape)
+    else:
+        array = (rng.normal(size=shape) * 100).astype(dtype)
+    ours = fill_tensor_proto(tf.make_tensor_proto([]).__class__(), array)
+    np.testing.assert_array_equal(tf.make_ndarray(ours), array)
+    assert tf.make_ndarray(ours).shape == array.shape
+    theirs = to_ndarray(tf.make_tensor_proto(array))
+    np.testing.assert_array_equal(theirs, array)
+    assert theirs.shape == array.shape
+
+
+def test_the_shipped_batching_and_monitoring_configs_read():
+    from serving.server import _prometheus_path
+
+    root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "serving", "configs")
+    options = BatchingOptions.from_file(os.path.join(root, "batching.config"))
+    assert (options.max_batch_size, options.num_batch_threads) == (16, 1)
+    assert _prometheus_path(os.path.join(root, "monitoring.config")) == METRICS
