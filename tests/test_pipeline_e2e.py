@@ -630,6 +630,44 @@ def test_every_signature_of_the_pushed_model_survives_fuzzed_requests(run):
     assert report.codes["OK"] >= 10 and report.codes["INVALID_ARGUMENT"] >= 100, report.codes
 
 
+def test_the_pushed_model_answers_rest_as_grpc_with_its_warmup_replayed(run, caplog):
+    """The real model through the server's REST port and its gRPC port:
+    ``serving_default``, ``predict`` and ``recommend`` (string outputs
+    included) give the same answers, after the export's warmup records ran."""
+    from serving.client import RecommenderClient, make_example
+    from serving.server import ModelServer
+    from trainer import serving_contract as C
+
+    config, _ = run
+    row = {F.USER_ID: "u00001", F.ITEM_ID: "i00002", F.ITEM_TITLE: "Jazz piano album",
+           F.ITEM_CATEGORY: "music", F.HISTORY_ITEM_IDS: "i00003 | i00005"}  # fmt: skip
+
+    def strings(*values):
+        return np.asarray([v.encode() for v in values], dtype=object)
+
+    inputs = {
+        C.SERVING_DEFAULT: {C.EXAMPLES: np.asarray([make_example(row)] * 2, dtype=object)},
+        C.PREDICT: {name: strings(row.get(name, ""), "") for name in C.PREDICT_FEATURES},
+        C.RECOMMEND: {name: strings(row.get(name, "")) for name in C.RECOMMEND_FEATURES},
+    }
+    caplog.set_level("INFO", logger="serving.model_store")
+    with ModelServer(config.model_name, config.push_base, port=0, rest_port=0) as server:
+        assert "warmup requests" in caplog.text
+        with (
+            RecommenderClient(server.address, config.model_name) as over_grpc,
+            RecommenderClient(server.rest.address, config.model_name, transport="rest") as rest,
+        ):
+            for signature, values in inputs.items():
+                by_grpc, _ = over_grpc.predict(signature, values)
+                by_rest, _ = rest.predict(signature, values)
+                assert set(by_rest) == set(by_grpc), signature
+                for name, value in by_grpc.items():
+                    if value.dtype == object:
+                        assert by_rest[name].tolist() == value.tolist(), (signature, name)
+                    else:
+                        np.testing.assert_allclose(by_rest[name], value, rtol=1e-6, atol=1e-6)
+
+
 def test_schema_stops_a_run_on_data_that_breaks_it(small_logs, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(small_logs, data)
