@@ -17,17 +17,18 @@ import collections
 import csv
 import dataclasses
 import datetime
+import hashlib
 import io
 import json
 import math
+import random
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from components.log_config import EVENT_FIELDS, ITEM_FIELDS, LogConfig, field_map
+from components.log_config import EVENT_FIELDS, EVENT_TYPES, ITEM_FIELDS, LogConfig, field_map
 from trainer import features as F
 
-EVENT_TYPES = ("impression", "click", "purchase", "rating")
 REQUIRED_EVENT_FIELDS = ("event_id", "event_type", "user_id", "item_id", "timestamp")
 REQUIRED_ITEM_FIELDS = ("item_id", "title", "category")
 MAX_FIELD_CHARS = 10_000
@@ -142,15 +143,39 @@ def parse_timestamp(value: Any) -> int:
     raise ValueError(f"a {type(value).__name__} is not a timestamp")
 
 
+def derived_event_id(record: Mapping) -> str:
+    """An event id from a hash of every field of the row: identical rows, identical ids."""
+    text = json.dumps(record, sort_keys=True, default=str, ensure_ascii=False)
+    return "h" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+def _read_fields(record: Mapping, config: LogConfig, source: str) -> Dict[str, Any]:
+    names = field_map(config.event_field_map, EVENT_FIELDS)
+    read = ["user_id", "item_id", "session_id"]
+    if not config.derive_event_ids:
+        read.append("event_id")
+    if not config.row_implies and config.event_type_constant is None:
+        read.append("event_type")
+    event = {f: _text(record, names[f], f, source, f in REQUIRED_EVENT_FIELDS) for f in read}
+    if config.derive_event_ids:
+        event["event_id"] = derived_event_id(record)
+    if config.row_implies:
+        event["event_type"] = "rating" if "rating" in config.row_implies else "impression"
+    elif config.event_type_constant is not None:
+        event["event_type"] = config.event_type_constant
+    return event
+
+
 def normalize_event(
     record: Mapping, config: LogConfig, max_timestamp: int, source: str = ""
 ) -> Dict[str, Any]:
-    """Maps and checks one event record; raises BadRecord naming the field."""
+    """Maps and checks one event record; raises BadRecord naming the field.
+
+    With ``config.row_implies`` the record is one row of its implied events
+    (``implied_events`` spells them out); its type reads ``rating`` when a
+    rating is among them, ``impression`` otherwise."""
     names = field_map(config.event_field_map, EVENT_FIELDS)
-    event = {
-        f: _text(record, names[f], f, source, f in REQUIRED_EVENT_FIELDS)
-        for f in ("event_id", "event_type", "user_id", "item_id", "session_id")
-    }
+    event = _read_fields(record, config, source)
     if record.get(names["timestamp"]) in (None, ""):
         raise BadRecord(
             "missing_timestamp",
@@ -188,14 +213,33 @@ def normalize_event(
             rating = float(raw) if not isinstance(raw, bool) else math.nan
         except (TypeError, ValueError):
             rating = math.nan
-        if not 1.0 <= rating <= 5.0:
+        if not config.rating_min <= rating <= config.rating_max:
             raise BadRecord(
                 "bad_rating",
-                f"rating event {event['event_id']!r} has rating {raw!r}; expected a number in 1..5",
+                f"rating event {event['event_id']!r} has rating {raw!r}; expected a number in "
+                f"{config.rating_min:g}..{config.rating_max:g}",
                 source,
             )
         event["rating"] = rating
     return event
+
+
+def implied_events(event: Dict[str, Any], config: LogConfig) -> List[Dict[str, Any]]:
+    """The events one normalized row stands for (``config.row_implies``), each
+    with its own id (``<row id>:<type>``); the row itself when it implies none."""
+    if not config.row_implies:
+        return [event]
+    kinds = list(config.row_implies)
+    threshold = config.purchase_min_rating
+    if threshold is not None and event["rating"] >= threshold and "purchase" not in kinds:
+        kinds.append("purchase")
+    events = []
+    for kind in kinds:
+        implied = {**event, "event_type": kind, "event_id": f"{event['event_id']}:{kind}"}
+        if kind != "rating":
+            implied.pop("rating", None)
+        events.append(implied)
+    return events
 
 
 def normalize_item(record: Mapping, config: LogConfig, source: str = "") -> Tuple[str, CatalogItem]:
@@ -243,6 +287,47 @@ class _Impression:
     rating_weight: float = 0.0
 
 
+def sampled_negatives(
+    events: Sequence[Dict[str, Any]],
+    catalog_ids: Sequence[str],
+    config: LogConfig,
+    counts: collections.Counter,
+) -> List[Dict[str, Any]]:
+    """``config.negatives_per_positive`` unclicked impressions per implied
+    impression of one user: items drawn uniformly from ``catalog_ids`` (sorted),
+    never one the user interacted with, seeded by the user, the row and
+    ``negative_seed``. Draws the catalogue cannot give are counted as
+    ``negatives_unavailable``."""
+    wanted = config.negatives_per_positive
+    if not wanted or not catalog_ids:
+        counts["negatives_unavailable"] += wanted * sum(
+            e["event_type"] == "impression" for e in events
+        )
+        return []
+    known = {e["item_id"] for e in events}
+    negatives, done = [], set()
+    for event in events:
+        if event["event_type"] != "impression" or event["event_id"] in done:
+            continue  # a re-sent row's impression is a duplicate, not a new positive
+        done.add(event["event_id"])
+        key = f"{config.negative_seed}:{event['user_id']}:{event['event_id']}"
+        rng = random.Random(int(hashlib.sha256(key.encode()).hexdigest()[:16], 16))
+        chosen: List[str] = []
+        for _ in range(20 * wanted):
+            if len(chosen) == wanted:
+                break
+            item_id = catalog_ids[rng.randrange(len(catalog_ids))]
+            if item_id not in known and item_id not in chosen:
+                chosen.append(item_id)
+        counts["negatives_unavailable"] += wanted - len(chosen)
+        counts["sampled_negatives"] += len(chosen)
+        for n, item_id in enumerate(chosen):
+            negatives.append(
+                {**event, "item_id": item_id, "event_id": f"{event['event_id']}:negative{n}"}
+            )
+    return negatives
+
+
 def user_examples(
     events: Iterable[Dict[str, Any]],
     catalog: Mapping[str, CatalogItem],
@@ -250,6 +335,7 @@ def user_examples(
     user_profile: str = "",
     counts: Optional[collections.Counter] = None,
     duplicates: Optional[List[Dict[str, Any]]] = None,
+    catalog_ids: Sequence[str] = (),
 ) -> Iterator[Tuple[int, str, tf.train.Example]]:
     """Yields (timestamp, event_id, example) per impression of one user.
 
@@ -258,13 +344,18 @@ def user_examples(
     * purchase (conversion): a purchase of a clicked item within
       ``conversion_window_seconds`` after the click;
     * rating: a rating of the item within the conversion window, weight 1.
-    Impressions without a click are negatives. Duplicate event ids are dropped
+    Impressions without a click are negatives (with ``negatives_per_positive``,
+    sampled ones join them: ``sampled_negatives``, over ``catalog_ids``).
+    Duplicate event ids are dropped
     and counted (and appended to ``duplicates`` when given: the earliest
     copy is kept); outcomes that match no impression are counted as orphans.
     The history is the last ``history_length`` clicked items strictly before
     the impression.
     """
     counts = counts if counts is not None else collections.Counter()
+    events = list(events)
+    if config.negatives_per_positive:
+        events += sampled_negatives(events, catalog_ids, config, counts)
     ordered = sorted(
         events, key=lambda e: (e["timestamp"], _TYPE_ORDER[e["event_type"]], e["event_id"])
     )

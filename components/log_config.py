@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, Dict, Mapping, Optional
+import math
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 FORMATS = ("auto", "jsonl", "csv", "parquet")
+EVENT_TYPES = ("impression", "click", "purchase", "rating")
 SPLIT_KINDS = ("time", "random")
 
 # Canonical field names of the three inputs.
@@ -79,6 +81,26 @@ class LogConfig:
     max_future_seconds: int = 86400  # beyond "now" + this is out of range
     max_bad_fraction: float = 0.01
     split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
+    # Logs whose rows each stand for several events, all at the row's time:
+    # ("impression", "click", "rating") for explicit ratings of consumed items,
+    # ("impression", "click", "purchase") for purchases only, ("impression",
+    # "click") for plays or views only. Empty: each row is one event (its type).
+    row_implies: Tuple[str, ...] = ()
+    # With "rating" in row_implies: a rating at or above this also implies a purchase.
+    purchase_min_rating: Optional[float] = None
+    # Every row has this event type (a log without a type field).
+    event_type_constant: Optional[str] = None
+    # Event ids from a hash of the row's fields (a log without ids): a re-sent
+    # identical row gets the same id, so it is still a duplicate.
+    derive_event_ids: bool = False
+    # The ratings the log uses (e.g. 0.5..5 in halves, 1..10); others are dead-lettered.
+    rating_min: float = 1.0
+    rating_max: float = 5.0
+    # For logs without impressions (row_implies): unclicked impressions sampled
+    # per row, uniformly over the catalogue, never an item the user interacted
+    # with, the same on every run for the same seed.
+    negatives_per_positive: int = 0
+    negative_seed: int = 0
 
     def __post_init__(self):
         for name in ("events_format", "catalog_format", "users_format"):
@@ -92,6 +114,50 @@ class LogConfig:
             raise ValueError(f"max_bad_fraction {self.max_bad_fraction}: expected 0..1")
         if self.history_length < 0:
             raise ValueError("history_length must be >= 0")
+        self._check_row_shape()
+
+    def _check_row_shape(self) -> None:
+        implied = list(self.row_implies)
+        unknown = sorted(set(implied) - set(EVENT_TYPES))
+        if unknown or len(set(implied)) != len(implied):
+            raise ValueError(
+                f"row_implies {implied}: expected distinct event types from {list(EVENT_TYPES)}"
+            )
+        if implied and "impression" not in implied:
+            raise ValueError(f"row_implies {implied} must include 'impression'")
+        if implied and self.event_type_constant:
+            raise ValueError("set row_implies or event_type_constant, not both")
+        if self.event_type_constant is not None:
+            kind = self.event_type_map.get(self.event_type_constant, self.event_type_constant)
+            if kind not in EVENT_TYPES:
+                raise ValueError(
+                    f"event_type_constant {self.event_type_constant!r}: expected one of "
+                    f"{list(EVENT_TYPES)} (or a name event_type_map maps to one)"
+                )
+        if not (math.isfinite(self.rating_min) and math.isfinite(self.rating_max)) or not (
+            self.rating_min < self.rating_max
+        ):
+            raise ValueError(
+                f"rating_min {self.rating_min} and rating_max {self.rating_max}: expected "
+                "finite numbers with rating_min < rating_max"
+            )
+        if self.negatives_per_positive < 0:
+            raise ValueError(
+                f"negatives_per_positive {self.negatives_per_positive}: expected a count >= 0"
+            )
+        if self.negatives_per_positive and not implied:
+            raise ValueError(
+                "negatives_per_positive samples impressions for logs that have none: it needs "
+                "row_implies"
+            )
+        if self.purchase_min_rating is not None:
+            if "rating" not in implied:
+                raise ValueError("purchase_min_rating needs 'rating' in row_implies")
+            if not self.rating_min <= self.purchase_min_rating <= self.rating_max:
+                raise ValueError(
+                    f"purchase_min_rating {self.purchase_min_rating} is outside rating_min.."
+                    f"rating_max ({self.rating_min}..{self.rating_max})"
+                )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -105,6 +171,13 @@ class LogConfig:
             raise ValueError(f"unknown log config keys {unknown}; known: {sorted(known)}")
         if isinstance(values.get("split"), Mapping):
             values["split"] = SplitConfig(**values["split"])
+        if isinstance(values.get("row_implies"), str):
+            raise ValueError(
+                f"row_implies must be a list of event types, got the string "
+                f"{values['row_implies']!r}"
+            )
+        if values.get("row_implies") is not None:
+            values["row_implies"] = tuple(values["row_implies"])
         return cls(**values)
 
     @classmethod

@@ -165,7 +165,8 @@ class _ParseFn(beam.DoFn):
                         f"item {event['item_id']!r}, not in the catalogue",
                         source,
                     )
-                yield event["user_id"], event
+                for implied in logs.implied_events(event, self._config):
+                    yield implied["user_id"], implied
             elif self._kind == "item":
                 yield logs.normalize_item(record, self._config, source)
             else:
@@ -185,13 +186,21 @@ class _UserExamplesFn(beam.DoFn):
 
     def setup(self):
         self._config = LogConfig.from_json(self._config_json)
+        self._catalog_ids: Tuple[Any, Tuple[str, ...]] = (None, ())
+
+    def _sorted_ids(self, catalog) -> Tuple[str, ...]:
+        """The catalogue's ids in order, sorted once per side input."""
+        if self._catalog_ids[0] is not catalog:
+            self._catalog_ids = (catalog, tuple(sorted(catalog)))
+        return self._catalog_ids[1]
 
     def process(self, keyed, catalog, users):
         user_id, events = keyed
         counts: collections.Counter = collections.Counter()
         duplicates: List[Dict[str, Any]] = []
+        ids = self._sorted_ids(catalog) if self._config.negatives_per_positive else ()
         for ts, event_id, example in logs.user_examples(
-            events, catalog, self._config, users.get(user_id, ""), counts, duplicates
+            events, catalog, self._config, users.get(user_id, ""), counts, duplicates, ids
         ):
             item_id = example.features.feature[F.ITEM_ID].bytes_list.value[0].decode()
             yield ts, event_id, item_id, example.SerializeToString()
