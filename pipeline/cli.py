@@ -4,6 +4,7 @@
     recsys-pipeline compile-kubeflow --config pipeline/environments/kubeflow.json \\
         --image gcr.io/p/recsys:1.0 --pipeline-root gs://bucket/root --output recsys.json
     recsys-pipeline airflow-schedule --config pipeline/environments/airflow.json
+    recsys-pipeline infer-schema --data-dir logs/ [--log-config c.json] --output my.pbtxt
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from trainer import keras_env as _keras_env  # noqa: F401  (before TF)
 
 from pipeline import configs, local_runner
 
-COMMANDS = ("run", "compile-kubeflow", "airflow-schedule")
+COMMANDS = ("run", "compile-kubeflow", "airflow-schedule", "infer-schema")
 
 
 def _environment(path: str, runner: str, **flags) -> configs.RunConfig:
@@ -69,6 +70,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return compile_kubeflow(argv)
     if command == "airflow-schedule":
         return airflow_schedule(argv)
+    if command == "infer-schema":
+        from pipeline import infer_schema
+
+        return infer_schema.main(argv)
     return local_runner.main(argv)
 
 
