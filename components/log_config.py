@@ -12,6 +12,8 @@ import json
 import math
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from trainer import features as F
+
 FORMATS = ("auto", "jsonl", "csv", "parquet")
 EVENT_TYPES = ("impression", "click", "purchase", "rating")
 SPLIT_KINDS = ("time", "random")
@@ -94,8 +96,8 @@ class LogConfig:
     # identical row gets the same id, so it is still a duplicate.
     derive_event_ids: bool = False
     # The ratings the log uses (e.g. 0.5..5 in halves, 1..10); others are dead-lettered.
-    rating_min: float = 1.0
-    rating_max: float = 5.0
+    rating_min: float = F.DEFAULT_RATING_RANGE[0]
+    rating_max: float = F.DEFAULT_RATING_RANGE[1]
     # For logs without impressions (row_implies): unclicked impressions sampled
     # per row, uniformly over the catalogue, never an item the user interacted
     # with, the same on every run for the same seed.

@@ -25,9 +25,19 @@ SLICE_FEATURES = (F.ITEM_CATEGORY,)
 DEFAULT_RETRIEVAL_KS = C.DEFAULT_RETRIEVAL_KS
 
 
-def default_thresholds(tasks: Optional[Sequence[F.Task]] = None) -> Dict[str, float]:
-    """Each task's blessing bound (``Task.threshold``)."""
-    return {t.name: t.threshold for t in (F.TASKS if tasks is None else tasks)}
+def default_thresholds(
+    tasks: Optional[Sequence[F.Task]] = None,
+    rating_range: Sequence[float] = F.DEFAULT_RATING_RANGE,
+) -> Dict[str, float]:
+    """Each task's blessing bound (``Task.threshold``); a regression task's,
+    an error in rating points, scales with the rating range's width."""
+    width = (rating_range[1] - rating_range[0]) / (
+        F.DEFAULT_RATING_RANGE[1] - F.DEFAULT_RATING_RANGE[0]
+    )
+    return {
+        t.name: t.threshold * (width if t.kind == "regression" else 1.0)
+        for t in (F.TASKS if tasks is None else tasks)
+    }
 
 
 def no_gates(tasks: Optional[Sequence[F.Task]] = None) -> Dict[str, float]:
@@ -89,6 +99,7 @@ def build_eval_config(
     thresholds: Mapping[str, float] | None = None,
     tasks: Optional[Sequence[str]] = None,
     retrieval_ks: Sequence[int] = DEFAULT_RETRIEVAL_KS,
+    rating_range: Sequence[float] = F.DEFAULT_RATING_RANGE,
 ) -> tfma.EvalConfig:
     """Per-task metrics, overall and per item category, with absolute thresholds
     and a no-regression check against the latest blessed model (the baseline).
@@ -97,8 +108,9 @@ def build_eval_config(
       thresholds: per-task overrides of ``Task.threshold``, by task name.
       tasks: names of the active tasks; None means every task in ``F.TASKS``.
       retrieval_ks: recall cut-offs evaluated (the largest is gated).
+      rating_range: the ratings' (min, max), which scales the default RMSE bar.
     """
-    bounds = {**default_thresholds(), **_check_thresholds(thresholds or {})}
+    bounds = {**default_thresholds(None, rating_range), **_check_thresholds(thresholds or {})}
     label_keys, weight_keys = {}, {}
     metrics_specs = []
     for task in F.TASKS:

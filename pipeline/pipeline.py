@@ -67,6 +67,12 @@ def create_pipeline(
       tuning: ``TuningConfig`` settings as a dict: adds the Tuner, whose best
         hyperparameters the Trainer takes (None: no Tuner, the ModelConfig's own).
     """
+    log_config = log_config or LogConfig()
+    # The log's rating scale reaches the rating head unless the model config sets its own.
+    model_config = {
+        "rating_range": [log_config.rating_min, log_config.rating_max],
+        **(model_config or {}),
+    }
     model_settings = ModelConfig.from_dict(model_config)
     trainer_code = fingerprint.source_fingerprint(["trainer"])  # Transform's and Trainer's
 
@@ -147,7 +153,10 @@ def create_pipeline(
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=eval_config_lib.build_eval_config(
-            eval_thresholds, model_settings.active_task_names(), model_settings.retrieval_ks
+            eval_thresholds,
+            model_settings.active_task_names(),
+            model_settings.retrieval_ks,
+            model_settings.rating_range,
         ),
     ).with_id("Evaluator")
     # Copies a blessed model to <push_base>/<version> in one rename.

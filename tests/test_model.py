@@ -421,3 +421,31 @@ def test_the_item_biases_learn_which_items_are_rated_higher():
     # rated well below it.
     assert learned[offsets > 0.7].min() > learned[offsets < -0.7].max()
     assert np.corrcoef(learned, offsets)[0, 1] > 0.7
+
+
+def test_the_rating_head_spans_the_configured_rating_range():
+    inputs, _, _ = _split(_batch(8, seed=2))
+    outputs = {}
+    for rating_range in ((1.0, 5.0), (0.5, 10.0)):
+        network = build_model(ModelConfig(dropout=0.0, rating_range=rating_range), VOCABS).network
+        feed = {name: inputs[name] for name in network.input}
+        raw = network.get_layer("rating_raw")
+        raw.kernel.assign(tf.zeros_like(raw.kernel))
+        raw.bias.assign(tf.ones_like(raw.bias))  # the raw head says +1 for everyone
+        outputs[rating_range] = network(feed)["rating"].numpy()
+    np.testing.assert_allclose(outputs[(1.0, 5.0)], 4.0, atol=1e-6)  # 3 + 1: as before
+    np.testing.assert_allclose(outputs[(0.5, 10.0)], 5.25 + 9.5 / 4, atol=1e-5)
+    for bad in ((5, 1), (1, 1), (float("nan"), 5)):
+        with pytest.raises(ValueError, match="rating_range"):
+            ModelConfig.from_dict({"rating_range": bad})
+
+
+def test_the_default_rmse_bar_and_the_trainers_range_follow_the_log_config():
+    from components.log_config import LogConfig
+    from pipeline import eval_config
+
+    assert eval_config.default_thresholds()["rating"] == F.task("rating").threshold
+    wide = eval_config.default_thresholds(None, (1.0, 10.0))
+    assert wide["rating"] == pytest.approx(F.task("rating").threshold * 9 / 4)
+    assert wide["click"] == F.task("click").threshold
+    assert (LogConfig().rating_min, LogConfig().rating_max) == F.DEFAULT_RATING_RANGE

@@ -365,3 +365,17 @@ def test_trainer_and_tuner_executors_hand_the_text_embeddings_uri_to_the_stock_e
             "model_config": {"epochs": 1},
             "text_embeddings_uri": embeddings.uri,
         }
+
+
+def test_the_logs_rating_range_reaches_the_trainer_and_the_rmse_bar(tmp_path):
+    from components.log_config import LogConfig
+    from trainer import features as F
+
+    wide = LogConfig(rating_min=1.0, rating_max=10.0)
+    config = configs.RunConfig(data_dir=str(tmp_path), work_dir=str(tmp_path), log_config=wide)
+    nodes = {n.id: n for n in runners.pipeline_for(config, config.schema_path).components}
+    custom = json.loads(nodes["Trainer"].exec_properties["custom_config"])
+    assert custom["model_config"]["rating_range"] == [1.0, 10.0]
+    eval_config = nodes["Evaluator"].exec_properties["eval_config"]
+    bar = F.task("rating").threshold * 9 / 4
+    assert f'"upper_bound": {bar}' in eval_config

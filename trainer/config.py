@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from trainer import features as F
@@ -54,6 +55,9 @@ class ModelConfig:
     # towards the global level). The rating only by default: on MovieLens-100K
     # the click's biases lowered both click AUC and RMSE (BENCHMARKS.md).
     id_biases: Tuple[str, ...] = ("rating",)
+    # The ratings' (min, max): the rating head centres on its middle and spans
+    # it; the pipeline sets it from the log config's rating_min/rating_max.
+    rating_range: Tuple[float, float] = F.DEFAULT_RATING_RANGE
     id_bias_l2: float = 1e-4
     learning_rate: float = 3e-3
     batch_size: int = 128
@@ -145,6 +149,10 @@ class ModelConfig:
                     f"id_biases: task {name!r} has no scalar head (only binary and "
                     f"regression tasks take id biases)"
                 )
+        low, high = (float(v) for v in self.rating_range)
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"rating_range must be [min, max] with min < max, not {low}, {high}")
+        object.__setattr__(self, "rating_range", (low, high))
         if self.id_bias_l2 < 0:
             raise ValueError(f"id_bias_l2 must be >= 0, not {self.id_bias_l2}")
         if self.fine_tune_text_encoder and self.pretrained_text_encoder is None:

@@ -26,6 +26,9 @@ EVENT_ID = "event_id"
 CLICK = "click"
 PURCHASE = "purchase"
 RATING = "rating"
+# The rating scale when the log config names none (``LogConfig.rating_min``/``_max``);
+# the rating head centres on it and its default RMSE bar scales with its width.
+DEFAULT_RATING_RANGE = (1.0, 5.0)
 RATING_WEIGHT = "rating_weight"
 # Weight of an impression for the click task (1.0 unless logs are importance-weighted).
 IMPRESSION_WEIGHT = "impression_weight"

@@ -221,7 +221,9 @@ def build_network(
             ]
         )
 
-    towers = task_kinds.Towers(user, item, joint, vocab_sizes[F.ITEM_CATEGORY_XF], id_biases)
+    towers = task_kinds.Towers(
+        user, item, joint, vocab_sizes[F.ITEM_CATEGORY_XF], id_biases, config.rating_range
+    )
     outputs: Dict[str, tf.Tensor] = {}
     # Heads compute in float32 even under mixed precision.
     for task in config.active_tasks():

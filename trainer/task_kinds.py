@@ -42,6 +42,7 @@ class Towers:
     # (task name, head name) -> that head's own user plus item bias, [batch, 1]
     # (None: off for the task).
     id_biases: Callable[[str, str], Optional[tf.Tensor]] = lambda task, head: None
+    rating_range: Tuple[float, float] = F.DEFAULT_RATING_RANGE  # (min, max) of the ratings
 
     def biased(self, task: str, head: str, value: tf.Tensor) -> tf.Tensor:
         """``value`` plus the head's id biases, when they are on for ``task``."""
@@ -203,7 +204,8 @@ class Binary(TaskKind):
 
 class Regression(TaskKind):
     """A rating from the joint towers plus the head's user and item biases,
-    centred on the middle of the 1-5 scale."""
+    centred on the middle of the rating range and scaled to its width (on
+    1-5: offset 3, scale 1)."""
 
     kind = "regression"
     tfma_metric = "RootMeanSquaredError"
@@ -214,7 +216,12 @@ class Regression(TaskKind):
     def build_output(self, towers: Towers, outputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         raw = keras.layers.Dense(1, dtype="float32", name=f"{self.task.name}_raw")(towers.joint)
         raw = towers.biased(self.task.name, self.task.name, raw)
-        return keras.layers.Rescaling(1.0, offset=3.0, dtype="float32", name=self.task.name)(raw)
+        low, high = towers.rating_range
+        default_low, default_high = F.DEFAULT_RATING_RANGE
+        scale = (high - low) / (default_high - default_low)
+        return keras.layers.Rescaling(
+            scale, offset=(low + high) / 2, dtype="float32", name=self.task.name
+        )(raw)
 
     def per_example_loss(self, step: Step) -> tf.Tensor:
         error = step.labels[self.task.name] - step.outputs[self.task.name]
