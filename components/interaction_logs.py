@@ -26,7 +26,14 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 import tensorflow as tf
 
-from components.log_config import EVENT_FIELDS, EVENT_TYPES, ITEM_FIELDS, LogConfig, field_map
+from components.log_config import (
+    EVENT_FIELDS,
+    EVENT_TYPES,
+    ITEM_FIELDS,
+    TIMESTAMP_UNITS,
+    LogConfig,
+    field_map,
+)
 from trainer import features as F
 
 REQUIRED_EVENT_FIELDS = ("event_id", "event_type", "user_id", "item_id", "timestamp")
@@ -118,9 +125,11 @@ def _show(record: Mapping) -> str:
     return json.dumps(record, default=str)[:200]
 
 
-def parse_timestamp(value: Any) -> int:
-    """Seconds since the epoch from an int, a float, an ISO-8601 string or a
-    datetime (Parquet timestamp columns; naive ones are taken as UTC)."""
+def parse_timestamp(value: Any, unit: str = "s") -> int:
+    """Seconds since the epoch from an int, a float (or a number in a string)
+    in ``unit`` (s, ms, us), an ISO-8601 string or a datetime (Parquet
+    timestamp columns; naive ones are taken as UTC)."""
+    divisor = TIMESTAMP_UNITS[unit]
     if isinstance(value, bool):
         raise ValueError("a boolean is not a timestamp")
     if isinstance(value, datetime.datetime):
@@ -130,12 +139,18 @@ def parse_timestamp(value: Any) -> int:
     if isinstance(value, (int, float)):
         if math.isnan(value) or math.isinf(value):
             raise ValueError("not a finite number")
-        return int(value)
+        return int(value) // divisor if isinstance(value, int) else int(value / divisor)
     if isinstance(value, str):
         text = value.strip()
         try:
-            return int(float(text))
+            number = float(text)
         except ValueError:
+            number = None
+        if number is not None:
+            if not math.isfinite(number):
+                raise ValueError("not a finite number")
+            return int(text) // divisor if text.lstrip("-").isdigit() else int(number / divisor)
+        else:
             parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=datetime.timezone.utc)
@@ -182,7 +197,12 @@ def normalize_event(
             f"lacks required field {names['timestamp']!r}: {_show(record)}",
             source,
         )
-    kind = config.event_type_map.get(event["event_type"], event["event_type"])
+    implies = config.type_implies.get(event["event_type"])
+    if implies:
+        event["implies"] = tuple(implies)
+        kind = "rating" if "rating" in implies else implies[0]
+    else:
+        kind = config.event_type_map.get(event["event_type"], event["event_type"])
     if kind not in EVENT_TYPES:
         raise BadRecord(
             "bad_event_type",
@@ -192,7 +212,7 @@ def normalize_event(
         )
     event["event_type"] = kind
     try:
-        timestamp = parse_timestamp(record[names["timestamp"]])
+        timestamp = parse_timestamp(record[names["timestamp"]], config.timestamp_unit)
     except (ValueError, OverflowError, OSError) as e:
         raise BadRecord(
             "bad_timestamp",
@@ -225,11 +245,12 @@ def normalize_event(
 
 
 def implied_events(event: Dict[str, Any], config: LogConfig) -> List[Dict[str, Any]]:
-    """The events one normalized row stands for (``config.row_implies``), each
-    with its own id (``<row id>:<type>``); the row itself when it implies none."""
-    if not config.row_implies:
+    """The events one normalized row stands for (``config.row_implies``, or
+    ``type_implies`` for its type), each with its own id (``<row id>:<type>``);
+    the row itself when it implies none."""
+    kinds = list(event.pop("implies", None) or config.row_implies)
+    if not kinds:
         return [event]
-    kinds = list(config.row_implies)
     threshold = config.purchase_min_rating
     if threshold is not None and event["rating"] >= threshold and "purchase" not in kinds:
         kinds.append("purchase")

@@ -16,6 +16,7 @@ from trainer import features as F
 
 FORMATS = ("auto", "jsonl", "csv", "parquet")
 EVENT_TYPES = ("impression", "click", "purchase", "rating")
+TIMESTAMP_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000}
 SPLIT_KINDS = ("time", "random")
 
 # Canonical field names of the three inputs.
@@ -88,6 +89,12 @@ class LogConfig:
     # ("impression", "click", "purchase") for purchases only, ("impression",
     # "click") for plays or views only. Empty: each row is one event (its type).
     row_implies: Tuple[str, ...] = ()
+    # The same per event type of the log: e.g. {"view": ["impression", "click"]}
+    # for a log of page views and purchases (RetailRocket's view/transaction).
+    # Types not named here are single events, as event_type_map says.
+    type_implies: Mapping[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # Numeric timestamps in seconds ("s"), milliseconds ("ms") or microseconds ("us").
+    timestamp_unit: str = "s"
     # With "rating" in row_implies: a rating at or above this also implies a purchase.
     purchase_min_rating: Optional[float] = None
     # Every row has this event type (a log without a type field).
@@ -119,6 +126,22 @@ class LogConfig:
         self._check_row_shape()
 
     def _check_row_shape(self) -> None:
+        if self.timestamp_unit not in TIMESTAMP_UNITS:
+            raise ValueError(
+                f"timestamp_unit {self.timestamp_unit!r}: expected one of {list(TIMESTAMP_UNITS)}"
+            )
+        for name, kinds in self.type_implies.items():
+            kinds = list(kinds)
+            if not kinds or sorted(set(kinds) - set(EVENT_TYPES)) or len(set(kinds)) != len(kinds):
+                raise ValueError(
+                    f"type_implies[{name!r}] {kinds}: expected distinct event types from "
+                    f"{list(EVENT_TYPES)}"
+                )
+        if self.type_implies and (self.row_implies or self.event_type_constant):
+            raise ValueError(
+                "type_implies is for logs with an event type: not with row_implies "
+                "or event_type_constant"
+            )
         implied = list(self.row_implies)
         unknown = sorted(set(implied) - set(EVENT_TYPES))
         if unknown or len(set(implied)) != len(implied):
@@ -147,10 +170,10 @@ class LogConfig:
             raise ValueError(
                 f"negatives_per_positive {self.negatives_per_positive}: expected a count >= 0"
             )
-        if self.negatives_per_positive and not implied:
+        if self.negatives_per_positive and not (implied or self.type_implies):
             raise ValueError(
                 "negatives_per_positive samples impressions for logs that have none: it needs "
-                "row_implies"
+                "row_implies or type_implies"
             )
         if self.purchase_min_rating is not None:
             if "rating" not in implied:
@@ -180,6 +203,16 @@ class LogConfig:
             )
         if values.get("row_implies") is not None:
             values["row_implies"] = tuple(values["row_implies"])
+        implies = values.get("type_implies")
+        if implies is not None:
+            if not isinstance(implies, Mapping) or any(
+                isinstance(v, str) or not isinstance(v, (list, tuple)) for v in implies.values()
+            ):
+                raise ValueError(
+                    f"type_implies must map event type names to lists of event types, got "
+                    f"{implies!r}"
+                )
+            values["type_implies"] = {str(k): tuple(v) for k, v in implies.items()}
         return cls(**values)
 
     @classmethod

@@ -11,7 +11,7 @@ import pytest
 
 from components import interaction_logs as logs
 from components.log_config import LogConfig
-from tests.conftest import CATALOG
+from tests.conftest import CATALOG, write_jsonl
 from tests.test_log_example_gen import _value, ingest
 from trainer import features as F
 
@@ -179,3 +179,72 @@ def test_a_movielens_latest_ratings_csv_is_ingested_by_configuration_alone(tmp_p
     assert reasons["duplicate_event"] == 3  # the re-sent row's impression, click and rating
     assert report["sampled_negatives"] == 6 and report["duplicate_events"] == 3
     assert {_value(e, F.ITEM_CATEGORY) for e in every} == {"Drama|Romance"}
+
+
+RETAILROCKET = LogConfig(
+    events_pattern="events.csv",
+    catalog_pattern="items.jsonl",
+    event_field_map={"user_id": "visitorid", "item_id": "itemid", "event_type": "event"},
+    derive_event_ids=True,
+    timestamp_unit="ms",
+    type_implies={"view": ("impression", "click")},
+    event_type_map={"addtocart": "click", "transaction": "purchase"},
+    negatives_per_positive=1,
+    max_bad_fraction=0.5,
+)
+
+
+def test_a_retailrocket_style_view_and_transaction_log_is_ingested_by_configuration(tmp_path):
+    base = tmp_path / "rr"
+    os.makedirs(base)
+    ms = T0 * 1000
+    rows = [
+        (ms, "v1", "view", "m1", ""),
+        (ms + 60_000, "v1", "addtocart", "m1", ""),  # the view clicked already: an orphan
+        (ms + 120_000, "v1", "transaction", "m1", "t1"),
+        (ms + 200_000, "v1", "view", "m2", ""),
+        (ms + 300_000, "v2", "view", "m3", ""),
+        (ms + 400_000, "v2", "like", "m3", ""),  # an unknown type: dead-lettered
+    ]
+    lines = ["timestamp,visitorid,event,itemid,transactionid"] + [
+        ",".join(map(str, r)) for r in rows
+    ]
+    (base / "events.csv").write_text("\n".join(lines) + "\n")
+    write_jsonl(str(base / "items.jsonl"), ITEMS)
+    examples, report, dead = ingest(base, RETAILROCKET, tmp_path / "out")
+    every = examples["train"] + examples["eval"]
+    labels = {
+        (_value(e, F.USER_ID), _value(e, F.ITEM_ID)): (_value(e, F.CLICK), _value(e, F.PURCHASE))
+        for e in every
+        if _value(e, F.CLICK) == 1
+    }
+    assert labels == {("v1", "m1"): (1, 1), ("v1", "m2"): (1, 0), ("v2", "m3"): (1, 0)}
+    assert len(every) == 3 + 3  # one sampled negative per view
+    assert {_value(e, F.TIMESTAMP) for e in every} >= {T0, T0 + 200, T0 + 300}
+    assert [d["reason"] for d in dead] == ["bad_event_type"]
+    assert report["orphan_click"] == 1 and report["sampled_negatives"] == 3
+
+
+@pytest.mark.parametrize(
+    "value,unit,seconds",
+    [(1_700_000_000, "s", 1_700_000_000), (1_700_000_000_123, "ms", 1_700_000_000),
+     ("1700000000123456", "us", 1_700_000_000), ("1700000000.5", "s", 1_700_000_000),
+     ("2023-11-14T22:13:20Z", "ms", 1_700_000_000)],
+)  # fmt: skip
+def test_timestamps_in_seconds_milliseconds_or_microseconds(value, unit, seconds):
+    assert logs.parse_timestamp(value, unit) == seconds
+
+
+@pytest.mark.parametrize(
+    "values,words",
+    [
+        ({"timestamp_unit": "minutes"}, "timestamp_unit"),
+        ({"type_implies": {"view": []}}, "type_implies"),
+        ({"type_implies": {"view": ["impression", "swipe"]}}, "type_implies"),
+        ({"type_implies": {"view": "impression"}}, "lists of event types"),
+        ({"type_implies": {"view": ["impression"]}, "row_implies": ["impression"]}, "not with"),
+    ],
+)
+def test_type_implies_and_timestamp_unit_configs_that_cannot_work_name_the_key(values, words):
+    with pytest.raises(ValueError, match=words):
+        LogConfig.from_dict(values)
