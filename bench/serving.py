@@ -254,8 +254,8 @@ def _ensure_warmup_records(version_dir: str, signatures: Sequence[str]) -> None:
     from trainer import warmup
 
     if not os.path.exists(warmup.warmup_path(version_dir)):
-        rows = [{k: v for k, v in r.items()} for r in request_rows(8)]
-        warmup.write_warmup_requests(version_dir, warmup.warmup_requests(signatures, rows))
+        requests = warmup.warmup_requests(signatures, request_rows(8))
+        warmup.write_warmup_requests(version_dir, requests)
 
 
 def hot_swap(args, source: str, signatures: Sequence[str], log_path: str) -> List[Dict]:

@@ -145,16 +145,13 @@ def parse_timestamp(value: Any, unit: str = "s") -> int:
         try:
             number = float(text)
         except ValueError:
-            number = None
-        if number is not None:
-            if not math.isfinite(number):
-                raise ValueError("not a finite number")
-            return int(text) // divisor if text.lstrip("-").isdigit() else int(number / divisor)
-        else:
             parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=datetime.timezone.utc)
             return int(parsed.timestamp())
+        if not math.isfinite(number):
+            raise ValueError("not a finite number")
+        return int(text) // divisor if text.lstrip("-").isdigit() else int(number / divisor)
     raise ValueError(f"a {type(value).__name__} is not a timestamp")
 
 
@@ -320,11 +317,6 @@ def sampled_negatives(
     ``negative_seed``. Draws the catalogue cannot give are counted as
     ``negatives_unavailable``."""
     wanted = config.negatives_per_positive
-    if not wanted or not catalog_ids:
-        counts["negatives_unavailable"] += wanted * sum(
-            e["event_type"] == "impression" for e in events
-        )
-        return []
     known = {e["item_id"] for e in events}
     negatives, done = [], set()
     for event in events:
@@ -334,7 +326,7 @@ def sampled_negatives(
         key = f"{config.negative_seed}:{event['user_id']}:{event['event_id']}"
         rng = random.Random(int(hashlib.sha256(key.encode()).hexdigest()[:16], 16))
         chosen: List[str] = []
-        for _ in range(20 * wanted):
+        for _ in range(20 * wanted if catalog_ids else 0):
             if len(chosen) == wanted:
                 break
             item_id = catalog_ids[rng.randrange(len(catalog_ids))]

@@ -216,6 +216,20 @@ class LogConfig:
         return cls(**values)
 
     @classmethod
+    def from_file(cls, path: str) -> "LogConfig":
+        """The config in the JSON file ``path``; ``ValueError`` names the file."""
+        try:
+            with open(path) as f:
+                values = json.load(f)
+            if not isinstance(values, dict):
+                raise ValueError(f"expected a JSON object, got {type(values).__name__}")
+            return cls.from_dict(values)
+        except OSError as e:
+            raise ValueError(f"--log-config {path!r}: {e.strerror}") from e
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"--log-config {path!r}: {e}") from e
+
+    @classmethod
     def from_json(cls, text: str) -> "LogConfig":
         return cls.from_dict(json.loads(text))
 

@@ -78,15 +78,9 @@ def load_log_config(path: Optional[str]) -> LogConfig:
     if path is None:
         return LogConfig()
     try:
-        with open(path) as f:
-            values = json.load(f)
-        if not isinstance(values, dict):
-            raise ValueError(f"expected a JSON object, got {type(values).__name__}")
-        return LogConfig.from_dict(values)
-    except OSError as e:
-        raise SystemExit(f"error: --log-config {path!r}: {e.strerror}") from e
-    except (ValueError, TypeError) as e:
-        raise SystemExit(f"error: --log-config {path!r}: {e}") from e
+        return LogConfig.from_file(path)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from e
 
 
 def ingest_and_describe(

@@ -170,10 +170,9 @@ def build_run_config(args: argparse.Namespace) -> configs.RunConfig:
     }
     if "no_cache" in given:
         flags["enable_cache"] = not args.no_cache
-    if "log_config" in given:
-        with open(args.log_config) as f:
-            flags["log_config"] = LogConfig.from_dict(json.load(f))
     try:
+        if "log_config" in given:
+            flags["log_config"] = LogConfig.from_file(args.log_config)
         return configs.RunConfig.from_sources(flags, args.config, runner="local")
     except ValueError as e:
         raise SystemExit(f"error: {e}") from e

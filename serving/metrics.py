@@ -88,7 +88,7 @@ class ServerMetrics:
         self.registry.register(_VersionStates(states))
 
     def _known(self, model: str, signature: str) -> Dict[str, str]:
-        names = set(self._signatures(model))
+        names = self._signatures(model)  # a model's signatures by name; empty when unknown
         return {
             "model_name": model if names else "",
             "signature_name": signature if signature in names else "",

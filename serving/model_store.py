@@ -148,12 +148,19 @@ class ModelStore:
 
     def __init__(self, model: ServedModel, poll_seconds: float = 1.0, warmup: bool = True):
         self.model, self.poll_seconds, self.warmup = model, poll_seconds, warmup
-        self.name, self.base_path = model.name, model.base_path
         self._loaded: Dict[int, LoadedVersion] = {}
         self._failed: Dict[int, Tuple[Tuple[float, int], str]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def base_path(self) -> str:
+        return self.model.base_path
 
     @property
     def current(self) -> Optional[LoadedVersion]:

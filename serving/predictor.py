@@ -122,16 +122,15 @@ class Servables:
         ``time_left_ms()`` is the request's deadline as it starts (``None``:
         none); ``prepare`` fills in ``request`` first (REST: from its JSON).
         Their failures are answered and counted like the call's own."""
-        run: Dict[str, Callable] = {
-            PREDICT: lambda: self.predict(request, time_left_ms() if time_left_ms else None),
-            METADATA: lambda: self.metadata(request),
-            STATUS: lambda: self.status(request),
-        }
         start = time.perf_counter()
         try:
             if prepare is not None:
                 prepare()
-            response, failure = run[api](), None
+            if api == PREDICT:
+                response = self.predict(request, time_left_ms() if time_left_ms else None)
+            else:
+                response = self.metadata(request) if api == METADATA else self.status(request)
+            failure = None
         except Exception as e:
             response, failure = None, failure_of(e, api)
         spec = request.model_spec

@@ -200,7 +200,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             formats.append(rest.fill(request, parsed))
 
         response, failure = rest.servables.handle(
-            ENTRYPOINT, PREDICT, request, lambda: rest.timeout_ms, prepare
+            ENTRYPOINT, PREDICT, request, lambda: rest.servables.limits.request_timeout_ms, prepare
         )
         if failure:
             self._fail(failure)
@@ -277,7 +277,6 @@ class RestServer:
     ):
         self.servables, self.prometheus_path = servables, prometheus_path
         self.idle_seconds = idle_seconds
-        self.timeout_ms = servables.limits.request_timeout_ms
         self._http = _PooledHTTPServer((host, port), self)
         self.port = self._http.server_address[1]
         self.address = f"{host}:{self.port}"

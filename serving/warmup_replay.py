@@ -9,7 +9,6 @@ version's load (it is not served).
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 import tensorflow as tf
@@ -17,9 +16,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from serving.request_checks import RequestError, RequestLimits, check_inputs, to_arrays
 from trainer import serving_contract as C
-
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-MAX_WARMUP_RECORDS = 1000
+from trainer.warmup import MAX_WARMUP_RECORDS, warmup_path
 
 
 class WarmupError(RuntimeError):
@@ -45,7 +42,7 @@ def _replay(number: int, record: bytes, signatures: Mapping[str, object]) -> Non
 
 def replay_warmup(version_path: str, signatures: Mapping[str, object]) -> int:
     """Runs every warmup record of ``version_path`` on ``signatures``; returns how many."""
-    path = os.path.join(version_path, WARMUP_FILE)
+    path = warmup_path(version_path)
     if not tf.io.gfile.exists(path):
         return 0
     number = 0

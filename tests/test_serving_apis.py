@@ -22,7 +22,7 @@ from serving.client import RecommenderClient
 from serving.model_config import ServedModel, VersionPolicy, read_model_config_file
 from serving.server import ModelServer, main as serve_main
 from serving.serving_protos import ConfigFileError
-from serving.warmup_replay import WARMUP_FILE
+from trainer.warmup import warmup_path
 from tests.serving_fixtures import TOY_OUTPUTS, push_toy, save_toy
 
 MODEL = "toy"
@@ -344,7 +344,7 @@ def test_batching_returns_each_caller_its_own_rows(base):
 
 
 def _write_warmup(version_dir, requests):
-    path = os.path.join(version_dir, WARMUP_FILE)
+    path = warmup_path(version_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
         for request in requests:
