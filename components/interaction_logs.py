@@ -13,6 +13,7 @@ Pure Python (no Beam), so every rule is easy to test:
 
 from __future__ import annotations
 
+import bisect
 import collections
 import csv
 import dataclasses
@@ -20,6 +21,7 @@ import datetime
 import hashlib
 import io
 import json
+import itertools
 import math
 import random
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -39,6 +41,10 @@ from trainer import features as F
 REQUIRED_EVENT_FIELDS = ("event_id", "event_type", "user_id", "item_id", "timestamp")
 REQUIRED_ITEM_FIELDS = ("item_id", "title", "category")
 MAX_FIELD_CHARS = 10_000
+MAX_LIST_VALUES = 100  # values kept of a multi-valued item field
+# Past reviews in an example's user text: the newest few, each cut to this length.
+REVIEWS_KEPT = 3
+REVIEW_CHARS = 300
 # Events at the same second are applied impression first, then its outcomes.
 _TYPE_ORDER = {t: i for i, t in enumerate(EVENT_TYPES)}
 
@@ -74,9 +80,11 @@ def decode_json(line: str, source: str = "") -> Dict[str, Any]:
     return record
 
 
-def decode_csv(line: str, header: Sequence[str], source: str = "") -> Dict[str, Any]:
+def decode_csv(
+    line: str, header: Sequence[str], source: str = "", delimiter: str = ","
+) -> Dict[str, Any]:
     try:
-        rows = list(csv.reader(io.StringIO(line), strict=True))
+        rows = list(csv.reader(io.StringIO(line), strict=True, delimiter=delimiter))
     except csv.Error as e:
         raise BadRecord("unparseable", f"not CSV ({e}): {line[:200]!r}", source) from None
     if len(rows) != 1 or len(rows[0]) != len(header):
@@ -163,12 +171,14 @@ def derived_event_id(record: Mapping) -> str:
 
 def _read_fields(record: Mapping, config: LogConfig, source: str) -> Dict[str, Any]:
     names = field_map(config.event_field_map, EVENT_FIELDS)
-    read = ["user_id", "item_id", "session_id"]
+    read = ["user_id", "item_id", "session_id", "review_text"]
     if not config.derive_event_ids:
         read.append("event_id")
     if not config.row_implies and config.event_type_constant is None:
         read.append("event_type")
     event = {f: _text(record, names[f], f, source, f in REQUIRED_EVENT_FIELDS) for f in read}
+    if event["review_text"] is None:
+        del event["review_text"]
     if config.derive_event_ids:
         event["event_id"] = derived_event_id(record)
     if config.row_implies:
@@ -244,35 +254,67 @@ def normalize_event(
 def implied_events(event: Dict[str, Any], config: LogConfig) -> List[Dict[str, Any]]:
     """The events one normalized row stands for (``config.row_implies``, or
     ``type_implies`` for its type), each with its own id (``<row id>:<type>``);
-    the row itself when it implies none."""
+    the row itself when it implies none. A review stays on one of them (the
+    rating, else the last), never on the impression."""
     kinds = list(event.pop("implies", None) or config.row_implies)
     if not kinds:
         return [event]
     threshold = config.purchase_min_rating
     if threshold is not None and event["rating"] >= threshold and "purchase" not in kinds:
         kinds.append("purchase")
+    review_kind = "rating" if "rating" in kinds else kinds[-1]
     events = []
     for kind in kinds:
         implied = {**event, "event_type": kind, "event_id": f"{event['event_id']}:{kind}"}
         if kind != "rating":
             implied.pop("rating", None)
+        if kind != review_kind or kind == "impression":
+            implied.pop("review_text", None)
         events.append(implied)
     return events
 
 
+def list_values(value: Any, delimiter: Optional[str] = None) -> List[str]:
+    """A multi-valued field's values, in order, without blanks or repeats: a
+    list's items (nested lists flattened), or a string split at ``delimiter``
+    (the whole string without one). At most ``MAX_LIST_VALUES``."""
+    if isinstance(value, (list, tuple)):
+        flat = itertools.chain.from_iterable(list_values(v, delimiter) for v in value)
+    elif value is None or isinstance(value, (bool, dict)):
+        flat = iter(())
+    else:
+        text = str(value)
+        flat = (v.strip() for v in (text.split(delimiter) if delimiter else [text]))
+    values: List[str] = []
+    for v in flat:
+        if v and v not in values:
+            values.append(v)
+            if len(values) == MAX_LIST_VALUES:
+                break
+    return values
+
+
 def normalize_item(record: Mapping, config: LogConfig, source: str = "") -> Tuple[str, CatalogItem]:
-    """Maps and checks one catalogue record into (item_id, CatalogItem)."""
+    """Maps and checks one catalogue record into (item_id, CatalogItem).
+
+    A multi-valued category (a list, or a string split at
+    ``item_list_delimiters["category"]``) gives its first value as the
+    category; all values, then the tags', join the description as words."""
     names = field_map(config.item_field_map, ITEM_FIELDS)
+    record = dict(record)
+    delimiters = config.item_list_delimiters
+    categories = record.get(names["category"])
+    if isinstance(categories, (list, tuple)) or "category" in delimiters:
+        categories = list_values(categories, delimiters.get("category"))
+        record[names["category"]] = categories[0] if categories else None
+    else:
+        categories = []
     values = {
         f: _text(record, names[f], f, source, f in REQUIRED_ITEM_FIELDS)
         for f in ("item_id", "title", "description", "category")
     }
-    description = values["description"] or ""
-    tags = record.get(names["tags"])
-    if isinstance(tags, list):
-        tags = " ".join(str(t) for t in tags)
-    if tags:
-        description = f"{description} {str(tags)[:MAX_FIELD_CHARS]}".strip()
+    tags = list_values([categories, list_values(record.get(names["tags"]), delimiters.get("tags"))])
+    description = " ".join([values["description"] or "", *tags]).strip()[:MAX_FIELD_CHARS]
     return values["item_id"], CatalogItem(values["title"], description, values["category"])
 
 
@@ -298,6 +340,7 @@ class _Impression:
     history_ids: List[str]
     history_titles: List[str]
     history_categories: List[str]
+    reviews: Tuple[str, ...] = ()  # the user's past reviews, newest first
     click: int = 0
     click_time: Optional[int] = None
     purchase: int = 0
@@ -305,16 +348,41 @@ class _Impression:
     rating_weight: float = 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class NegativePool:
+    """The items negatives are drawn from (sorted ids), uniformly or, with
+    ``cumulative`` weights, in proportion to each item's weight."""
+
+    ids: Tuple[str, ...]
+    cumulative: Optional[Tuple[float, ...]] = None
+
+    @classmethod
+    def uniform(cls, item_ids: Iterable[str]) -> "NegativePool":
+        return cls(tuple(sorted(item_ids)))
+
+    @classmethod
+    def by_popularity(cls, counts: Mapping[str, int]) -> "NegativePool":
+        """Weighted by ``counts`` (e.g. each item's impressions); items counted 0 never drawn."""
+        ids = tuple(sorted(i for i, n in counts.items() if n > 0))
+        return cls(ids, tuple(itertools.accumulate(float(counts[i]) for i in ids)))
+
+    def draw(self, rng: random.Random) -> str:
+        if self.cumulative is None:
+            return self.ids[rng.randrange(len(self.ids))]
+        point = rng.random() * self.cumulative[-1]
+        return self.ids[min(bisect.bisect_right(self.cumulative, point), len(self.ids) - 1)]
+
+
 def sampled_negatives(
     events: Sequence[Dict[str, Any]],
-    catalog_ids: Sequence[str],
+    pool: NegativePool,
     config: LogConfig,
     counts: collections.Counter,
 ) -> List[Dict[str, Any]]:
     """``config.negatives_per_positive`` unclicked impressions per implied
-    impression of one user: items drawn uniformly from ``catalog_ids`` (sorted),
-    never one the user interacted with, seeded by the user, the row and
-    ``negative_seed``. Draws the catalogue cannot give are counted as
+    impression of one user: items drawn from ``pool``, never one the user
+    interacted with, seeded by the user, the row and ``negative_seed``. Draws
+    the pool cannot give (it holds too few other items) are counted as
     ``negatives_unavailable``."""
     wanted = config.negatives_per_positive
     known = {e["item_id"] for e in events}
@@ -326,13 +394,14 @@ def sampled_negatives(
         key = f"{config.negative_seed}:{event['user_id']}:{event['event_id']}"
         rng = random.Random(int(hashlib.sha256(key.encode()).hexdigest()[:16], 16))
         chosen: List[str] = []
-        for _ in range(20 * wanted if catalog_ids else 0):
+        for _ in range(20 * wanted if pool.ids else 0):
             if len(chosen) == wanted:
                 break
-            item_id = catalog_ids[rng.randrange(len(catalog_ids))]
+            item_id = pool.draw(rng)
             if item_id not in known and item_id not in chosen:
                 chosen.append(item_id)
-        counts["negatives_unavailable"] += wanted - len(chosen)
+        if len(chosen) < wanted:
+            counts["negatives_unavailable"] += wanted - len(chosen)
         counts["sampled_negatives"] += len(chosen)
         for n, item_id in enumerate(chosen):
             negatives.append(
@@ -348,7 +417,7 @@ def user_examples(
     user_profile: str = "",
     counts: Optional[collections.Counter] = None,
     duplicates: Optional[List[Dict[str, Any]]] = None,
-    catalog_ids: Sequence[str] = (),
+    negative_pool: Optional[NegativePool] = None,
 ) -> Iterator[Tuple[int, str, tf.train.Example]]:
     """Yields (timestamp, event_id, example) per impression of one user.
 
@@ -358,7 +427,9 @@ def user_examples(
       ``conversion_window_seconds`` after the click;
     * rating: a rating of the item within the conversion window, weight 1.
     Impressions without a click are negatives (with ``negatives_per_positive``,
-    sampled ones join them: ``sampled_negatives``, over ``catalog_ids``).
+    sampled ones join them: ``sampled_negatives``, from ``negative_pool``).
+    Reviews (``review_text``) are the user's text for later impressions only:
+    the newest ``REVIEWS_KEPT`` before it, after the user's profile.
     Duplicate event ids are dropped
     and counted (and appended to ``duplicates`` when given: the earliest
     copy is kept); outcomes that match no impression are counted as orphans.
@@ -368,7 +439,8 @@ def user_examples(
     counts = counts if counts is not None else collections.Counter()
     events = list(events)
     if config.negatives_per_positive:
-        events += sampled_negatives(events, catalog_ids, config, counts)
+        pool = negative_pool or NegativePool.uniform(catalog)
+        events += sampled_negatives(events, pool, config, counts)
     ordered = sorted(
         events, key=lambda e: (e["timestamp"], _TYPE_ORDER[e["event_type"]], e["event_id"])
     )
@@ -377,6 +449,7 @@ def user_examples(
     pending: collections.deque = collections.deque()  # impressions still open for labels
     by_item: Dict[str, List[_Impression]] = collections.defaultdict(list)
     seen_ids: set = set()
+    reviews: collections.deque = collections.deque(maxlen=REVIEWS_KEPT)  # newest first
 
     def flush(before: Optional[int]):
         while pending and (before is None or pending[0].event["timestamp"] + horizon < before):
@@ -407,9 +480,11 @@ def user_examples(
                 [i for i, _, _ in recent],
                 [t for _, t, _ in recent],
                 sorted({c for _, _, c in recent}),
+                tuple(reviews),
             )
             pending.append(imp)
             by_item[event["item_id"]].append(imp)
+            _remember_review(reviews, event)
             continue
         imp = _match(by_item.get(event["item_id"], ()), event, config)
         if imp is None:
@@ -422,7 +497,22 @@ def user_examples(
             imp.rating, imp.rating_weight = event["rating"], 1.0
         if kind == "click":
             history.append((event["item_id"], item.title, item.category))
+        _remember_review(reviews, event)
     yield from flush(None)
+
+
+def _remember_review(reviews: collections.deque, event: Dict[str, Any]) -> None:
+    text = event.get("review_text")
+    if text:
+        reviews.appendleft(text[:REVIEW_CHARS])
+
+
+def user_text(profile: str, reviews: Sequence[str]) -> str:
+    """An example's user text: the profile, then the past reviews, newest first."""
+    parts = [profile] if profile else []
+    if reviews:
+        parts.append("reviews: " + F.HISTORY_SEPARATOR.join(reviews))
+    return F.HISTORY_SEPARATOR.join(parts)
 
 
 def _match(
@@ -463,7 +553,7 @@ def _to_example(imp: _Impression, user_profile: str) -> tf.train.Example:
         F.HISTORY_TITLES: F.HISTORY_SEPARATOR.join(imp.history_titles),
         F.HISTORY_ITEM_IDS: imp.history_ids,
         F.HISTORY_CATEGORIES: imp.history_categories,
-        F.USER_PROFILE: user_profile,
+        F.USER_PROFILE: user_text(user_profile, imp.reviews),
         F.CLICK: imp.click,
         F.PURCHASE: imp.purchase,
         F.RATING: imp.rating,

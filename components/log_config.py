@@ -17,10 +17,21 @@ from trainer import features as F
 FORMATS = ("auto", "jsonl", "csv", "parquet")
 EVENT_TYPES = ("impression", "click", "purchase", "rating")
 TIMESTAMP_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000}
+NEGATIVE_SAMPLING = ("uniform", "popularity")
+INPUTS = ("events", "catalog", "users")  # keys of the per-input CSV settings
 SPLIT_KINDS = ("time", "random")
 
 # Canonical field names of the three inputs.
-EVENT_FIELDS = ("event_id", "event_type", "user_id", "item_id", "timestamp", "session_id", "rating")
+EVENT_FIELDS = (
+    "event_id",
+    "event_type",
+    "user_id",
+    "item_id",
+    "timestamp",
+    "session_id",
+    "rating",
+    "review_text",
+)
 ITEM_FIELDS = ("item_id", "title", "description", "category", "tags")
 USER_FIELDS = ("user_id",)
 
@@ -110,6 +121,19 @@ class LogConfig:
     # with, the same on every run for the same seed.
     negatives_per_positive: int = 0
     negative_seed: int = 0
+    # "uniform" over the catalogue, or "popularity": in proportion to each item's
+    # implied impressions in the whole log (harder negatives, as in word2vec).
+    negative_sampling: str = "uniform"
+    # CSV files: the field separator and, for files without a header row, the
+    # column names, per input ("events", "catalog", "users"); e.g. MovieLens'
+    # u.data: {"events": "\t"} and {"events": ["user_id", "item_id", "rating", "timestamp"]}.
+    csv_delimiters: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    csv_columns: Mapping[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # Item fields holding several values in one string, with their separator:
+    # e.g. {"category": "|", "tags": "|"} for "Action|Comedy". JSON and Parquet
+    # lists (nested ones too) need no entry. A multi-valued category's first
+    # value is the item's category; every value is also a tag.
+    item_list_delimiters: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("events_format", "catalog_format", "users_format"):
@@ -175,6 +199,12 @@ class LogConfig:
                 "negatives_per_positive samples impressions for logs that have none: it needs "
                 "row_implies or type_implies"
             )
+        if self.negative_sampling not in NEGATIVE_SAMPLING:
+            raise ValueError(
+                f"negative_sampling {self.negative_sampling!r}: expected one of "
+                f"{list(NEGATIVE_SAMPLING)}"
+            )
+        self._check_csv()
         if self.purchase_min_rating is not None:
             if "rating" not in implied:
                 raise ValueError("purchase_min_rating needs 'rating' in row_implies")
@@ -183,6 +213,38 @@ class LogConfig:
                     f"purchase_min_rating {self.purchase_min_rating} is outside rating_min.."
                     f"rating_max ({self.rating_min}..{self.rating_max})"
                 )
+
+    def _check_csv(self) -> None:
+        for name in ("csv_delimiters", "csv_columns"):
+            unknown = sorted(set(getattr(self, name)) - set(INPUTS))
+            if unknown:
+                raise ValueError(f"{name} names unknown inputs {unknown}; known: {list(INPUTS)}")
+        for key, delimiter in self.csv_delimiters.items():
+            if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '\r\n"':
+                raise ValueError(
+                    f"csv_delimiters[{key!r}] {delimiter!r}: expected one character "
+                    "(not a quote or a line break)"
+                )
+        for key, columns in self.csv_columns.items():
+            if (
+                not columns
+                or len(set(columns)) != len(columns)
+                or not all(isinstance(c, str) and c for c in columns)
+            ):
+                raise ValueError(
+                    f"csv_columns[{key!r}] {list(columns)}: expected distinct, non-empty names"
+                )
+        unknown = sorted(set(self.item_list_delimiters) - {"category", "tags"})
+        if unknown:
+            raise ValueError(
+                f"item_list_delimiters names {unknown}; only 'category' and 'tags' can hold lists"
+            )
+        for key, delimiter in self.item_list_delimiters.items():
+            if not isinstance(delimiter, str) or not delimiter:
+                raise ValueError(f"item_list_delimiters[{key!r}] {delimiter!r}: expected a string")
+
+    def csv_delimiter(self, input_name: str) -> str:
+        return self.csv_delimiters.get(input_name, ",")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -203,16 +265,18 @@ class LogConfig:
             )
         if values.get("row_implies") is not None:
             values["row_implies"] = tuple(values["row_implies"])
-        implies = values.get("type_implies")
-        if implies is not None:
-            if not isinstance(implies, Mapping) or any(
-                isinstance(v, str) or not isinstance(v, (list, tuple)) for v in implies.values()
-            ):
-                raise ValueError(
-                    f"type_implies must map event type names to lists of event types, got "
-                    f"{implies!r}"
-                )
-            values["type_implies"] = {str(k): tuple(v) for k, v in implies.items()}
+        _lists_by_key(values, "csv_columns", "inputs to lists of column names")
+        _lists_by_key(values, "type_implies", "event type names to lists of event types")
+        for name in (
+            "csv_delimiters",
+            "item_list_delimiters",
+            "event_type_map",
+            "event_field_map",
+            "item_field_map",
+            "user_field_map",
+        ):
+            if name in values and not isinstance(values[name], Mapping):
+                raise ValueError(f"{name} must be a JSON object, got {values[name]!r}")
         return cls(**values)
 
     @classmethod
@@ -232,6 +296,18 @@ class LogConfig:
     @classmethod
     def from_json(cls, text: str) -> "LogConfig":
         return cls.from_dict(json.loads(text))
+
+
+def _lists_by_key(values: Dict[str, Any], name: str, what: str) -> None:
+    """``values[name]`` as {key: tuple}, if given; ``ValueError`` unless it maps keys to lists."""
+    lists = values.get(name)
+    if lists is None:
+        return
+    if not isinstance(lists, Mapping) or any(
+        isinstance(v, str) or not isinstance(v, (list, tuple)) for v in lists.values()
+    ):
+        raise ValueError(f"{name} must map {what}, got {lists!r}")
+    values[name] = {str(k): tuple(v) for k, v in lists.items()}
 
 
 def resolve_format(path: str, declared: str) -> str:

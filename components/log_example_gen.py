@@ -59,14 +59,14 @@ def _files(input_base: str, pattern: str, what: str) -> List[str]:
     return files
 
 
-def _csv_header(files: List[str]) -> List[str]:
+def _csv_header(files: List[str], delimiter: str = ",") -> List[str]:
     """The shared header of CSV files; a different header is an error naming the file."""
     header = None
     for path in files:
         with tf.io.gfile.GFile(path, "rb") as raw:
             stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
             first = stream.readline().decode("utf-8-sig").strip()
-        names = next(csv.reader([first]), [])
+        names = next(csv.reader([first], delimiter=delimiter), [])
         if header is not None and names != header:
             raise IngestionError(
                 f"{path} has CSV header {names}, expected {header} as in {files[0]}"
@@ -85,7 +85,7 @@ def _format_of(files: List[str], declared: str) -> str:
 
 
 @beam.ptransform_fn
-def _ReadRecords(pipeline, files: List[str], fmt: str, label: str):
+def _ReadRecords(pipeline, files: List[str], fmt: str, label: str, has_header: bool = True):
     """-> (source, raw) where raw is bytes (a line) or a dict (a Parquet row)."""
     if fmt == "parquet":
         return (
@@ -97,14 +97,18 @@ def _ReadRecords(pipeline, files: List[str], fmt: str, label: str):
         pipeline
         | f"Read{label}[{i}]"
         >> beam.io.ReadFromTextWithFilename(
-            path, coder=beam.coders.BytesCoder(), skip_header_lines=1 if fmt == "csv" else 0
+            path,
+            coder=beam.coders.BytesCoder(),
+            skip_header_lines=1 if fmt == "csv" and has_header else 0,
         )
         for i, path in enumerate(files)
     ]
     return pcolls | f"Flatten{label}" >> beam.Flatten()
 
 
-def _decode(source: str, raw: Any, fmt: str, header: Optional[List[str]]) -> Dict[str, Any]:
+def _decode(
+    source: str, raw: Any, fmt: str, header: Optional[List[str]], delimiter: str = ","
+) -> Dict[str, Any]:
     if isinstance(raw, dict):
         return raw
     try:
@@ -112,7 +116,7 @@ def _decode(source: str, raw: Any, fmt: str, header: Optional[List[str]]) -> Dic
     except UnicodeDecodeError as e:
         raise logs.BadRecord("invalid_utf8", f"line is not UTF-8 ({e})", source) from None
     if fmt == "csv":
-        return logs.decode_csv(line, header, source)
+        return logs.decode_csv(line, header, source, delimiter)
     return logs.decode_json(line, source)
 
 
@@ -143,9 +147,11 @@ class _ParseFn(beam.DoFn):
         fmt: str,
         header: Optional[List[str]],
         max_timestamp: int = 0,
+        delimiter: str = ",",
     ):
         self._kind, self._config_json, self._fmt = kind, config_json, fmt
         self._header, self._max_timestamp = header, max_timestamp
+        self._delimiter = delimiter
 
     def setup(self):
         self._config = LogConfig.from_json(self._config_json)
@@ -155,7 +161,7 @@ class _ParseFn(beam.DoFn):
         if _is_blank(raw):
             return
         try:
-            record = _decode(source, raw, self._fmt, self._header)
+            record = _decode(source, raw, self._fmt, self._header, self._delimiter)
             if self._kind == "event":
                 event = logs.normalize_event(record, self._config, self._max_timestamp, source)
                 if event["item_id"] not in catalog:
@@ -186,21 +192,29 @@ class _UserExamplesFn(beam.DoFn):
 
     def setup(self):
         self._config = LogConfig.from_json(self._config_json)
-        self._catalog_ids: Tuple[Any, Tuple[str, ...]] = (None, ())
+        self._pool: Tuple[Any, Optional[logs.NegativePool]] = (None, None)
 
-    def _sorted_ids(self, catalog) -> Tuple[str, ...]:
-        """The catalogue's ids in order, sorted once per side input."""
-        if self._catalog_ids[0] is not catalog:
-            self._catalog_ids = (catalog, tuple(sorted(catalog)))
-        return self._catalog_ids[1]
+    def _negative_pool(self, catalog, popularity) -> Optional[logs.NegativePool]:
+        """The pool negatives are drawn from, built once per side input."""
+        if not self._config.negatives_per_positive:
+            return None
+        source = popularity if self._config.negative_sampling == "popularity" else catalog
+        if self._pool[0] is not source:
+            pool = (
+                logs.NegativePool.by_popularity(source)
+                if source is popularity
+                else logs.NegativePool.uniform(source)
+            )
+            self._pool = (source, pool)
+        return self._pool[1]
 
-    def process(self, keyed, catalog, users):
+    def process(self, keyed, catalog, users, popularity=None):
         user_id, events = keyed
         counts: collections.Counter = collections.Counter()
         duplicates: List[Dict[str, Any]] = []
-        ids = self._sorted_ids(catalog) if self._config.negatives_per_positive else ()
+        pool = self._negative_pool(catalog, popularity)
         for ts, event_id, example in logs.user_examples(
-            events, catalog, self._config, users.get(user_id, ""), counts, duplicates, ids
+            events, catalog, self._config, users.get(user_id, ""), counts, duplicates, pool
         ):
             item_id = example.features.feature[F.ITEM_ID].bytes_list.value[0].decode()
             yield ts, event_id, item_id, example.SerializeToString()
@@ -281,34 +295,47 @@ def build_ingestion(
         _files(input_base, config.users_pattern, "user table") if config.users_pattern else []
     )
 
-    def parse(kind: str, files: List[str], declared: str, label: str, **kwargs):
+    def parse(kind: str, source: str, files: List[str], declared: str, label: str, **kwargs):
         fmt = _format_of(files, declared)
-        header = _csv_header(files) if fmt == "csv" else None
+        delimiter, columns = config.csv_delimiter(source), config.csv_columns.get(source)
+        header = None
+        if fmt == "csv":
+            header = list(columns) if columns else _csv_header(files, delimiter)
         return (
             pipeline
-            | f"Read{label}" >> _ReadRecords(files, fmt, label)
+            | f"Read{label}" >> _ReadRecords(files, fmt, label, has_header=not columns)
             | f"Parse{label}"
             >> beam.ParDo(
-                _ParseFn(kind, config_json, fmt, header, max_timestamp), **kwargs
+                _ParseFn(kind, config_json, fmt, header, max_timestamp, delimiter), **kwargs
             ).with_outputs(_DEAD, main="good")
         )
 
-    items = parse("item", item_files, config.catalog_format, "Items")
+    items = parse("item", "catalog", item_files, config.catalog_format, "Items")
     catalog = beam.pvalue.AsDict(items.good)
     if user_files:
-        users = parse("user", user_files, config.users_format, "Users")
+        users = parse("user", "users", user_files, config.users_format, "Users")
         users_good, users_dead = users.good, [users[_DEAD]]
     else:
         users_good, users_dead = pipeline | "NoUsers" >> beam.Create([]), []
-    events = parse("event", event_files, config.events_format, "Events", catalog=catalog)
+    events = parse("event", "events", event_files, config.events_format, "Events", catalog=catalog)
 
+    side_inputs = {"catalog": catalog, "users": beam.pvalue.AsDict(users_good)}
+    if config.negatives_per_positive and config.negative_sampling == "popularity":
+        side_inputs["popularity"] = beam.pvalue.AsDict(
+            events.good
+            | "Impressions" >> beam.Filter(lambda kv: kv[1]["event_type"] == "impression")
+            | "ImpressedItems" >> beam.Map(lambda kv: (kv[1]["event_id"], kv[1]["item_id"]))
+            | "OncePerEvent" >> beam.Distinct()
+            | "ItemOf" >> beam.Values()
+            | "Popularity" >> beam.combiners.Count.PerElement()
+        )
     built = (
         events.good
         | "GroupByUser" >> beam.GroupByKey()
         | "BuildExamples"
-        >> beam.ParDo(
-            _UserExamplesFn(config_json), catalog=catalog, users=beam.pvalue.AsDict(users_good)
-        ).with_outputs(_COUNTS, _DUPLICATES, main="examples")
+        >> beam.ParDo(_UserExamplesFn(config_json), **side_inputs).with_outputs(
+            _COUNTS, _DUPLICATES, main="examples"
+        )
     )
 
     dead = [items[_DEAD], events[_DEAD], *users_dead] | "AllDeadLetters" >> beam.Flatten()

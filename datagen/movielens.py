@@ -1,20 +1,18 @@
-"""MovieLens-100K adapter: the original files -> this pipeline's log format.
+"""MovieLens-100K: the original files -> this pipeline's inputs.
 
-Reads ``u.data``, ``u.item``, ``u.user`` and ``u.genre`` from a local path
-(the data is never shipped with the project) and writes, as the synthetic
-generator does::
+The ratings need no code: ``u.data`` (tab-separated, no header) is ingested
+as it is, by the log config this writes (``LOG_CONFIG``): every rating row
+implies an impression, a click and the rating, and a purchase (conversion)
+when the rating is >= 4; event ids come from a hash of the row; one unrated
+movie per rating, uniformly drawn and never one the user rated, is sampled as
+an unclicked impression, so the click task has negatives (deterministic by
+seed). Only the tables whose layout a config cannot express are converted::
 
-    events/part-00000.jsonl   per rating: impression, click, rating, and a
-                              purchase (conversion) when the rating is >= 4;
-                              plus sampled unrated impressions as negatives
-    items.jsonl               title; release date as description; genres as
-                              tags, the first genre as category
-    users.jsonl               age, gender, occupation
-    log_config.json           the LogConfig to ingest it with (--log-config)
-
-Each rated movie counts as clicked. ``negatives_per_rating`` unrated movies
-per rating are logged as impressions without a click (at the same time, in
-their own session), so the click task has negatives. Deterministic by seed.
+    events/u.data       the ratings, copied
+    items.jsonl         title; release date as description; the genre flag
+                        columns as genres: the first is the category, all are tags
+    users.jsonl         age, gender, occupation (not the zip code)
+    log_config.json     the LogConfig to ingest it with (--log-config)
 
     recsys-movielens ../shared/data/movielens-100k data/movielens
 """
@@ -24,14 +22,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Dict, List
-
-import numpy as np
+from typing import Any, Dict, List
 
 from datagen.synthetic import write_jsonl
 
 # Pass with --log-config; validate with --schema schemas/movielens_schema.pbtxt.
-LOG_CONFIG = {"users_pattern": "users.jsonl", "catalog_pattern": "items.jsonl"}
+LOG_CONFIG: Dict[str, Any] = {
+    "events_pattern": "events/u.data",
+    "events_format": "csv",
+    "csv_delimiters": {"events": "\t"},
+    "csv_columns": {"events": ["user_id", "item_id", "rating", "timestamp"]},
+    "catalog_pattern": "items.jsonl",
+    "users_pattern": "users.jsonl",
+    "row_implies": ["impression", "click", "rating"],
+    "purchase_min_rating": 4,
+    "derive_event_ids": True,
+    "negatives_per_positive": 1,
+}
 REQUIRED_FILES = ("u.data", "u.item", "u.user", "u.genre")
 ENCODING = "latin-1"
 
@@ -83,54 +90,26 @@ def convert(
     seed: int = 42,
     max_ratings: int | None = None,
 ) -> Dict:
-    """Writes the log files under ``out_dir``; returns counts."""
+    """Writes the inputs and their log config under ``out_dir``; returns counts."""
     check_source(source_dir)
-    rng = np.random.default_rng(seed)
     items = read_items(source_dir)
-    item_ids = [i["item_id"] for i in items]
-    ratings = [line.split("\t") for line in _lines(os.path.join(source_dir, "u.data"))]
-    if max_ratings:
-        ratings = ratings[:max_ratings]
-    rated: Dict[str, set] = {}
-    for user, item, _, _ in ratings:
-        rated.setdefault(user, set()).add(item)
-
-    events: List[Dict] = []
-    for n, (user, item, rating, ts) in enumerate(ratings):
-        base = {"user_id": user, "item_id": item, "timestamp": int(ts), "session_id": f"r{n}"}
-        events.append({**base, "event_id": f"r{n}-imp", "event_type": "impression"})
-        events.append({**base, "event_id": f"r{n}-clk", "event_type": "click"})
-        if int(rating) >= 4:
-            events.append({**base, "event_id": f"r{n}-buy", "event_type": "purchase"})
-        events.append(
-            {**base, "event_id": f"r{n}-rat", "event_type": "rating", "rating": int(rating)}
-        )
-        for k in range(negatives_per_rating):
-            other = item_ids[rng.integers(len(item_ids))]
-            while other in rated[user]:
-                other = item_ids[rng.integers(len(item_ids))]
-            events.append(
-                {
-                    "user_id": user,
-                    "item_id": other,
-                    "timestamp": int(ts),
-                    "session_id": f"r{n}-n{k}",
-                    "event_id": f"r{n}-neg{k}",
-                    "event_type": "impression",
-                }
-            )
-    events.sort(key=lambda e: (e["timestamp"], e["event_id"]))
+    ratings = _lines(os.path.join(source_dir, "u.data"))[:max_ratings]
     os.makedirs(os.path.join(out_dir, "events"), exist_ok=True)
-    write_jsonl(os.path.join(out_dir, "events", "part-00000.jsonl"), events)
+    with open(os.path.join(out_dir, "events", "u.data"), "w") as f:
+        f.writelines(line + "\n" for line in ratings)
     write_jsonl(os.path.join(out_dir, "items.jsonl"), items)
     write_jsonl(os.path.join(out_dir, "users.jsonl"), read_users(source_dir))
+    log_config = {
+        **LOG_CONFIG,
+        "negatives_per_positive": negatives_per_rating,
+        "negative_seed": seed,
+    }
     with open(os.path.join(out_dir, "log_config.json"), "w") as f:
-        json.dump(LOG_CONFIG, f, indent=2)
+        json.dump(log_config, f, indent=2)
     counts = {
         "ratings": len(ratings),
-        "events": len(events),
         "items": len(items),
-        "conversions": sum(int(r[2]) >= 4 for r in ratings),
+        "conversions": sum(int(line.split("\t")[2]) >= 4 for line in ratings),
     }
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(

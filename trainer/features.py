@@ -115,6 +115,8 @@ ID_VOCABS: Dict[str, str] = {
 
 ITEM_TEXT_LENGTH = 32
 HISTORY_TEXT_LENGTH = 48
+# The most of those the user profile text (user table, past reviews) may fill.
+USER_PROFILE_TOKENS = 16
 # The newest history item ids Transform keeps (``ModelConfig.history_length`` <= it).
 HISTORY_IDS_LENGTH = 50
 

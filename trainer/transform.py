@@ -57,11 +57,14 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config=None) -> Dict[s
             [_dense(inputs[F.ITEM_TITLE]), _dense(inputs[F.ITEM_DESCRIPTION])], separator=" "
         )
     )
-    # The user's text: profile (from the optional user table), then history titles.
-    history_tokens = tokenize(
-        tf.strings.join(
-            [_dense(inputs[F.USER_PROFILE]), _dense(inputs[F.HISTORY_TITLES])], separator=" "
-        )
+    # The user's text: the profile (user table, past reviews), at most
+    # USER_PROFILE_TOKENS of it, then the history titles.
+    history_tokens = tf.concat(
+        [
+            tokenize(inputs[F.USER_PROFILE])[:, : F.USER_PROFILE_TOKENS],
+            tokenize(inputs[F.HISTORY_TITLES]),
+        ],
+        axis=1,
     )
     vocab = tft.vocabulary(
         tf.concat([item_tokens.flat_values, history_tokens.flat_values], axis=0),
