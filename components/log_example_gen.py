@@ -433,6 +433,19 @@ def dead_letter_note(report: Dict[str, int], dead_letter_dir: str) -> str:
     )
 
 
+def negatives_note(report: Dict[str, int], config: LogConfig) -> str:
+    """One line when requested negatives could not be sampled ('' otherwise)."""
+    missing = report.get("negatives_unavailable", 0)
+    if not missing:
+        return ""
+    wanted = missing + report.get("sampled_negatives", 0)
+    return (
+        f"{missing} of {wanted} requested negatives (negatives_per_positive "
+        f"{config.negatives_per_positive}, {config.negative_sampling}) could not be sampled: "
+        "their users had interacted with nearly every item the sampler draws from"
+    )
+
+
 def _keep_rejected(examples_uri: str) -> str:
     """Copies dead letters and the report out of the artifact, to
     ``<component dir>/rejected/<execution id>/``; returns the dead-letter dir there."""
@@ -486,8 +499,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             # TFX removes the outputs of a failed execution: keep the evidence.
             check_report(report, config, _keep_rejected(examples.uri))  # raises, naming the copy
             raise
-        note = dead_letter_note(report, os.path.join(examples.uri, DEAD_LETTER_DIR))
-        if note:  # below max_bad_fraction, so the run goes on: the terminal shows it
+        notes = (
+            dead_letter_note(report, os.path.join(examples.uri, DEAD_LETTER_DIR)),
+            negatives_note(report, config),
+        )
+        for note in filter(None, notes):  # the run goes on: the terminal shows it
             logging.warning("%s", note)
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(

@@ -420,3 +420,12 @@ def test_the_movielens_100k_files_are_ingested_through_the_generic_path(tmp_path
 def test_csv_list_and_sampling_configs_that_cannot_work_name_the_key(values, words):
     with pytest.raises(ValueError, match=words):
         LogConfig.from_dict(values)
+
+
+def test_negatives_that_cannot_be_sampled_are_reported_in_one_line():
+    from components.log_example_gen import negatives_note
+
+    config = LogConfig(row_implies=("impression",), negatives_per_positive=3)
+    assert negatives_note({"sampled_negatives": 6}, config) == ""
+    note = negatives_note({"sampled_negatives": 6, "negatives_unavailable": 3}, config)
+    assert note.startswith("3 of 9 requested negatives") and "uniform" in note
