@@ -1,10 +1,14 @@
-"""The TFX Trainer with one more input: the TextEmbedder's item text embeddings.
+"""The TFX Trainer with two more inputs: the TextEmbedder's item text
+embeddings and the TaskSelector's active tasks.
 
 TFX's Trainer has a fixed set of inputs, so this component declares
-``TrainerSpec``'s plus an optional ``text_embeddings`` channel; its executor is
-TFX's ``GenericExecutor``, which it hands the artifact's URI through
-``custom_config[TEXT_EMBEDDINGS_URI]`` so ``run_fn`` finds the table. Everything
-else (``run_fn``, train/eval args, outputs, caching) is the stock Trainer's.
+``TrainerSpec``'s plus optional ``text_embeddings`` and ``active_tasks``
+channels; its executor is TFX's ``GenericExecutor``, which it hands them
+through ``custom_config``: the embeddings' URI as ``TEXT_EMBEDDINGS_URI`` (so
+``run_fn`` finds the table), the active tasks as the model config's ``tasks``
+and the whole selection as ``TASK_SELECTION`` (which the export records).
+Everything else (``run_fn``, train/eval args, outputs, caching) is the stock
+Trainer's.
 """
 
 from typing import Any, Dict, List, Optional, Tuple
@@ -17,37 +21,46 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter
 from tfx.utils import json_utils
 
+from components.task_selector import ActiveTasks, read_selection
 from components.text_embedder import TextEmbeddings
-from trainer.config import TEXT_EMBEDDINGS_URI
+from trainer.config import CONFIG_KEY, TASK_SELECTION, TEXT_EMBEDDINGS_URI
 
 TEXT_EMBEDDINGS_KEY = "text_embeddings"
+ACTIVE_TASKS_KEY = "active_tasks"
+EXTRA_INPUTS = {
+    TEXT_EMBEDDINGS_KEY: ChannelParameter(type=TextEmbeddings, optional=True),
+    ACTIVE_TASKS_KEY: ChannelParameter(type=ActiveTasks, optional=True),
+}
 
 
 class TrainerWithTextEmbeddingsSpec(standard_component_specs.TrainerSpec):
-    INPUTS = {
-        **standard_component_specs.TrainerSpec.INPUTS,
-        TEXT_EMBEDDINGS_KEY: ChannelParameter(type=TextEmbeddings, optional=True),
-    }
+    INPUTS = {**standard_component_specs.TrainerSpec.INPUTS, **EXTRA_INPUTS}
 
 
-def with_text_embeddings_uri(
+def with_extra_inputs(
     input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]
 ) -> Tuple[Dict[str, List[types.Artifact]], Dict[str, Any]]:
-    """The stock executor's inputs: ``text_embeddings`` taken out of
-    ``input_dict`` and its URI put in ``custom_config[TEXT_EMBEDDINGS_URI]``."""
+    """The stock executor's inputs: ``text_embeddings`` and ``active_tasks``
+    taken out of ``input_dict`` and put in ``custom_config``."""
     input_dict = dict(input_dict)
     embeddings = input_dict.pop(TEXT_EMBEDDINGS_KEY, None) or []
-    if embeddings:
+    selected = input_dict.pop(ACTIVE_TASKS_KEY, None) or []
+    if embeddings or selected:
         key = standard_component_specs.CUSTOM_CONFIG_KEY
         custom = json_utils.loads(exec_properties.get(key) or "null") or {}
-        custom[TEXT_EMBEDDINGS_URI] = embeddings[0].uri
+        if embeddings:
+            custom[TEXT_EMBEDDINGS_URI] = embeddings[0].uri
+        if selected:
+            selection = read_selection(selected[0].uri)
+            custom[CONFIG_KEY] = {**(custom.get(CONFIG_KEY) or {}), "tasks": list(selection.active)}
+            custom[TASK_SELECTION] = selection.to_dict()
         exec_properties = {**exec_properties, key: json_utils.dumps(custom)}
     return input_dict, exec_properties
 
 
-class TextEmbeddingsUri:
-    """Executor mixin: runs the stock executor's ``Do`` with the text
-    embeddings' URI in ``custom_config`` (``with_text_embeddings_uri``)."""
+class ExtraInputs:
+    """Executor mixin: runs the stock executor's ``Do`` with the extra inputs
+    in ``custom_config`` (``with_extra_inputs``)."""
 
     def Do(
         self,
@@ -55,16 +68,16 @@ class TextEmbeddingsUri:
         output_dict: Dict[str, List[types.Artifact]],
         exec_properties: Dict[str, Any],
     ) -> None:
-        input_dict, exec_properties = with_text_embeddings_uri(input_dict, exec_properties)
+        input_dict, exec_properties = with_extra_inputs(input_dict, exec_properties)
         super().Do(input_dict, output_dict, exec_properties)
 
 
-class Executor(TextEmbeddingsUri, trainer_executor.GenericExecutor):
-    """GenericExecutor, with the text embeddings' URI in ``custom_config``."""
+class Executor(ExtraInputs, trainer_executor.GenericExecutor):
+    """GenericExecutor, with the extra inputs in ``custom_config``."""
 
 
 class Trainer(base_component.BaseComponent):
-    """TFX's Trainer (``run_fn`` form) plus ``text_embeddings``."""
+    """TFX's Trainer (``run_fn`` form) plus ``text_embeddings`` and ``active_tasks``."""
 
     SPEC_CLASS = TrainerWithTextEmbeddingsSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
@@ -80,9 +93,11 @@ class Trainer(base_component.BaseComponent):
         custom_config: Optional[Dict[str, Any]] = None,
         text_embeddings: Optional[types.BaseChannel] = None,
         hyperparameters: Optional[types.BaseChannel] = None,
+        active_tasks: Optional[types.BaseChannel] = None,
     ):
-        """Args are the stock Trainer's, the TextEmbedder's output (None: off)
-        and the Tuner's ``best_hyperparameters`` (None: the ModelConfig's own)."""
+        """Args are the stock Trainer's, the TextEmbedder's output (None: off),
+        the Tuner's ``best_hyperparameters`` (None: the ModelConfig's own) and
+        the TaskSelector's output (None: the ModelConfig's tasks)."""
         spec = TrainerWithTextEmbeddingsSpec(
             examples=examples,
             transform_graph=transform_graph,
@@ -93,6 +108,7 @@ class Trainer(base_component.BaseComponent):
             custom_config=json_utils.dumps(custom_config),
             text_embeddings=text_embeddings,
             hyperparameters=hyperparameters,
+            active_tasks=active_tasks,
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun),
         )

@@ -1,8 +1,9 @@
-"""The TFX Tuner with one more input: the TextEmbedder's item text embeddings.
+"""The TFX Tuner with two more inputs: the TextEmbedder's item text
+embeddings and the TaskSelector's active tasks.
 
-Like ``components.trainer``: TunerSpec's inputs plus an optional
-``text_embeddings`` channel, whose URI the executor (TFX's own Tuner
-executor) hands ``tuner_fn`` through ``custom_config``. Outputs, caching and
+Like ``components.trainer``: TunerSpec's inputs plus optional
+``text_embeddings`` and ``active_tasks`` channels, which the executor (TFX's
+own Tuner executor) hands ``tuner_fn`` through ``custom_config``. Outputs, caching and
 ``best_hyperparameters`` are the stock Tuner's.
 """
 
@@ -13,22 +14,17 @@ from tfx.components.tuner import executor as tuner_executor
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.proto import trainer_pb2
 from tfx.types import standard_artifacts, standard_component_specs
-from tfx.types.component_spec import ChannelParameter
 from tfx.utils import json_utils
 
-from components.text_embedder import TextEmbeddings
-from components.trainer import TEXT_EMBEDDINGS_KEY, TextEmbeddingsUri
+from components.trainer import EXTRA_INPUTS, ExtraInputs
 
 
 class TunerWithTextEmbeddingsSpec(standard_component_specs.TunerSpec):
-    INPUTS = {
-        **standard_component_specs.TunerSpec.INPUTS,
-        TEXT_EMBEDDINGS_KEY: ChannelParameter(type=TextEmbeddings, optional=True),
-    }
+    INPUTS = {**standard_component_specs.TunerSpec.INPUTS, **EXTRA_INPUTS}
 
 
-class Executor(TextEmbeddingsUri, tuner_executor.Executor):
-    """TFX's Tuner executor, with the text embeddings' URI in ``custom_config``."""
+class Executor(ExtraInputs, tuner_executor.Executor):
+    """TFX's Tuner executor, with the extra inputs in ``custom_config``."""
 
 
 class Tuner(base_component.BaseComponent):
@@ -47,8 +43,10 @@ class Tuner(base_component.BaseComponent):
         eval_args: trainer_pb2.EvalArgs,
         custom_config: Optional[Dict[str, Any]] = None,
         text_embeddings: Optional[types.BaseChannel] = None,
+        active_tasks: Optional[types.BaseChannel] = None,
     ):
-        """Args are the stock Tuner's, and the TextEmbedder's output (None: off)."""
+        """Args are the stock Tuner's, the TextEmbedder's output (None: off) and
+        the TaskSelector's (None: the ModelConfig's tasks)."""
         spec = TunerWithTextEmbeddingsSpec(
             examples=examples,
             transform_graph=transform_graph,
@@ -58,6 +56,7 @@ class Tuner(base_component.BaseComponent):
             eval_args=eval_args,
             custom_config=json_utils.dumps(custom_config),
             text_embeddings=text_embeddings,
+            active_tasks=active_tasks,
             best_hyperparameters=types.Channel(type=standard_artifacts.HyperParameters),
             tuner_results=types.Channel(type=standard_artifacts.TunerResults),
         )

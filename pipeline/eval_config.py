@@ -15,7 +15,7 @@ import tensorflow_model_analysis as tfma
 
 from trainer import features as F
 from trainer import serving_contract as C
-from trainer.task_kinds import kind_of
+from trainer.task_kinds import kind_of, task_of_output
 
 # The signature TFMA scores with (every task's output plus retrieval hits over
 # the catalogue) and the one that gives it the transformed labels and weights.
@@ -135,3 +135,20 @@ def build_eval_config(
             *(tfma.SlicingSpec(feature_keys=[name]) for name in SLICE_FEATURES),
         ],
     )
+
+
+def for_tasks(config: tfma.EvalConfig, tasks: Sequence[str]) -> tfma.EvalConfig:
+    """``config`` with only ``tasks``' metrics, labels and weights: the
+    Evaluator's, rewritten at run time for the tasks the model was trained on."""
+    kept = tfma.EvalConfig()
+    kept.CopyFrom(config)
+    for spec in kept.model_specs:
+        for keys in (spec.label_keys, spec.example_weight_keys):
+            for output in [o for o in keys if task_of_output(o) not in tasks]:
+                del keys[output]
+    metrics = [
+        m for m in kept.metrics_specs if all(task_of_output(o) in tasks for o in m.output_names)
+    ]
+    del kept.metrics_specs[:]
+    kept.metrics_specs.extend(metrics)
+    return kept

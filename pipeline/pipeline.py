@@ -6,6 +6,7 @@ model, Trainer or export code: components name their code by module path.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import List, Optional
 
@@ -18,6 +19,7 @@ from components.atomic_pusher import AtomicPusher
 from components.compatible_evaluator import CompatibleBaselineEvaluator
 from components.log_config import LogConfig
 from components.log_example_gen import InteractionLogExampleGen
+from components.task_selector import TaskSelector
 from components.text_embedder import TextEmbedder
 from components.trainer import Trainer
 from components.tuner import Tuner
@@ -86,6 +88,13 @@ def create_pipeline(
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     # The curated schema, imported (never re-inferred).
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
+    # The tasks the data has labels for (or the model config's own list).
+    task_selector = TaskSelector(
+        statistics=statistics_gen.outputs["statistics"],
+        tasks=json.dumps(list(model_settings.tasks)) if model_settings.tasks else "",
+        min_task_labels=model_settings.min_task_labels,
+    )
+    active_tasks = task_selector.outputs["active_tasks"]
     # Anomalies of the statistics against the schema.
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
@@ -128,6 +137,7 @@ def create_pipeline(
                 model_config, tuning_settings.to_dict(), trainer_code
             ),
             text_embeddings=embeddings,
+            active_tasks=active_tasks,
         )
     # The multi-task model, trained and exported with every serving signature.
     trainer = Trainer(
@@ -140,6 +150,7 @@ def create_pipeline(
         custom_config=custom_configs.trainer_config(model_config, trainer_code),
         text_embeddings=embeddings,
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
+        active_tasks=active_tasks,
     )
     # The latest blessed model, the Evaluator's baseline.
     model_resolver = tfx.dsl.Resolver(
@@ -147,7 +158,8 @@ def create_pipeline(
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
-    # TFMA per task and per category: thresholds and no regression against the baseline.
+    # TFMA per task and per category: thresholds and no regression against the
+    # baseline, for the tasks the model was trained on (read from its export).
     evaluator = CompatibleBaselineEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
@@ -174,6 +186,7 @@ def create_pipeline(
         components=[
             example_gen,
             statistics_gen,
+            task_selector,
             schema_gen,
             example_validator,
             anomalies_gate,

@@ -166,6 +166,8 @@ def write_report(summary: Dict[str, Any], work_dir: str) -> str:
             ),
         ]
     lines += ["## Evaluation", ""]
+    if summary.get("tasks_off"):
+        lines += [f"- {summary['tasks_off'][0].upper()}{summary['tasks_off'][1:]}", ""]
     # TFMA's metrics; "loss" and "rmse" repeat the Keras-compiled ones.
     metric_names = sorted(
         {m for task in summary["metrics"].values() for m in task} - {"loss", "rmse"}

@@ -14,6 +14,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
 from components.compatible_evaluator import BASELINE_SKIPPED
+from components.task_selector import OFF_TASKS_PROPERTY, ActiveTasks
 from trainer import features as F
 from trainer.task_kinds import task_of_output
 
@@ -121,8 +122,11 @@ def summarize(metadata_path: str) -> Dict[str, Any]:
     statistics = _latest(store, "ExampleStatistics", "StatisticsGen")
     anomalies = _latest(store, "ExampleAnomalies", "ExampleValidator")
     examples = _latest(store, "Examples", "InteractionLogExampleGen")
+    selection = _latest(store, ActiveTasks.TYPE_NAME)
     summary: Dict[str, Any] = {
         "tasks": [t for t in F.TASK_NAMES if t in metrics],
+        # "tasks off: name (why); ..." ("" when the data has labels for every task).
+        "tasks_off": _custom(selection, OFF_TASKS_PROPERTY) or "",
         "examples_uri": examples.uri if examples else None,
         "statistics_uri": statistics.uri if statistics else None,
         "anomalies_uri": anomalies.uri if anomalies else None,
@@ -166,6 +170,8 @@ def format_summary(
         for row in summary.get("components", []):
             note = "" if row["state"] == "complete" else f" ({row['state']})"
             lines.append(f"    {row['component']:<28} {row['seconds']:>7.1f}{note}")
+    if summary.get("tasks_off"):
+        lines.append(f"  {summary['tasks_off']}")
     lines.append("  evaluation per task:")
     for task in summary["tasks"]:
         metrics = summary["metrics"].get(task, {})

@@ -204,12 +204,14 @@ class RecommenderClient:
         k: int = 10,
         exclude: Iterable[str] = (),
         batch_size: int = 256,
-        task: str = "click",
+        task: Optional[str] = None,
         retrieve_first: bool = False,
     ) -> List[Tuple[str, float]]:
-        """Top-``k`` (item_id, score) ranked by ``task``'s output, over the
-        whole catalogue or, with ``retrieve_first``, over the items the
-        ``recommend`` signature retrieves (retrieval, then ranking)."""
+        """Top-``k`` (item_id, score) ranked by ``task``'s output (None: the
+        first of ``RANKING_TASKS`` the model serves, since a run may switch a
+        task off for lack of labels), over the whole catalogue or, with
+        ``retrieve_first``, over the items the ``recommend`` signature
+        retrieves (retrieval, then ranking)."""
         excluded = set(exclude)
         candidates = [item for item in catalog if str(item["item_id"]) not in excluded]
         if retrieve_first:
@@ -217,9 +219,20 @@ class RecommenderClient:
             candidates = [by_id[i] for i, _ in self.retrieve(user, exclude=excluded) if i in by_id]
         scores: List[float] = []
         for start in range(0, len(candidates), batch_size):
-            scores.extend(self.score(user, candidates[start : start + batch_size])[task].tolist())
+            outputs = self.score(user, candidates[start : start + batch_size])
+            task = task or next((t for t in RANKING_TASKS if t in outputs), None)
+            if task not in outputs:
+                raise ValueError(
+                    f"the served model has no {task!r} output (a task off in its run?); "
+                    f"it serves {sorted(outputs)}"
+                )
+            scores.extend(outputs[task].tolist())
         order = np.argsort(-np.asarray(scores), kind="stable")[:k]
         return [(str(candidates[i]["item_id"]), float(scores[i])) for i in order]
+
+
+# What ``recommend`` ranks by when not told, in order of preference.
+RANKING_TASKS = ("click", "conversion", "rating")
 
 
 def load_catalog_jsonl(path: str) -> List[Dict[str, object]]:

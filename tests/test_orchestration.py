@@ -19,6 +19,7 @@ COMPONENTS = {
     "ImportSchemaGen",
     "ExampleValidator",
     "AnomaliesGate",
+    "TaskSelector",
     "Transform",
     "TextEmbedder",
     "Trainer",
@@ -39,6 +40,7 @@ def test_the_tuning_environment_adds_a_tuner_whose_best_values_the_trainer_takes
     nodes = {n.id: n for n in runners.pipeline_for(config, config.schema_path).components}
     assert nodes["Trainer"].inputs["hyperparameters"].producer_component_id == "Tuner"
     assert nodes["Tuner"].inputs["text_embeddings"].producer_component_id == "TextEmbedder"
+    assert nodes["Tuner"].inputs["active_tasks"].producer_component_id == "TaskSelector"
     train_args = json.loads(nodes["Tuner"].exec_properties["train_args"])
     assert int(train_args["num_steps"]) == config.tuning["trial_steps"]
     plain = configs.RunConfig(data_dir=str(tmp_path), work_dir=str(tmp_path))
@@ -76,7 +78,10 @@ def test_kubeflow_spec_has_every_component_with_its_inputs(tmp_path, capsys):
     inputs = {name: set(t.get("inputs", {}).get("artifacts", {})) for name, t in tasks.items()}
     assert inputs["StatisticsGen"] == {"examples"}
     assert inputs["Transform"] == {"examples", "schema"}
-    assert inputs["Trainer"] == {"examples", "schema", "transform_graph", "text_embeddings"}
+    assert inputs["Trainer"] == {
+        "examples", "schema", "transform_graph", "text_embeddings", "active_tasks",
+    }  # fmt: skip
+    assert inputs["TaskSelector"] == {"statistics"}  # decided at run time, from the data
     assert inputs["TextEmbedder"] == {"examples"}
     assert inputs["Evaluator"] == {"examples", "model", "baseline_model"}
     assert inputs["AtomicPusher"] == {"model", "model_blessing"}
@@ -323,7 +328,7 @@ def test_the_pipeline_definition_imports_no_model_code(tmp_path):
 
         config = configs.RunConfig(data_dir=sys.argv[1], work_dir=sys.argv[1])
         pipeline = runners.pipeline_for(config, config.schema_path)
-        assert len(pipeline.components) == 11  # with the TextEmbedder (encoder on by default)
+        assert len(pipeline.components) == 12  # with the TextEmbedder (encoder on by default)
         heavy = ("trainer.model", "trainer.task", "trainer.export", "trainer.text_encoder",
                  "trainer.catalog", "trainer.data")
         print(sorted(m for m in sys.modules

@@ -28,7 +28,8 @@ FAST = dict(
     train_steps=150,
     eval_steps=10,
     beam_args=["--runner=DirectRunner", *configs.IN_MEMORY_ARGS],
-    model_config={"epochs": 2, "batch_size": 64},
+    # The small logs hold 47 purchases and 36 ratings in eval: every task on.
+    model_config={"epochs": 2, "batch_size": 64, "min_task_labels": 10},
     # Lenient bars: this test checks plumbing, not model quality.
     eval_thresholds={
         "retrieval": 0.0,
@@ -43,7 +44,7 @@ FAST = dict(
 
 # The pipeline tests that are not about the text encoder run without the
 # pretrained one (the module's ``run`` keeps the default, MiniLM).
-SCRATCH_MODEL = {"batch_size": 64, "pretrained_text_encoder": None}
+SCRATCH_MODEL = {"batch_size": 64, "pretrained_text_encoder": None, "min_task_labels": 10}
 
 
 @pytest.fixture(scope="module")
@@ -843,6 +844,7 @@ def test_a_regressing_model_is_not_blessed_and_not_pushed(run):
             "epochs": 1,
             "batch_size": 64,
             "learning_rate": 1e-7,
+            "min_task_labels": 10,
             "task_weights": {"click": 1.0, "rating": 0.0},
         },
     )

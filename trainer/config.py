@@ -17,6 +17,9 @@ TUNING_KEY = "tuning"
 # The Trainer's custom_config key that carries the TextEmbedder output's URI
 # (set by ``components.trainer``'s executor from its ``text_embeddings`` input).
 TEXT_EMBEDDINGS_URI = "text_embeddings_uri"
+# ... and the TaskSelector's selection (active tasks, why the others are off),
+# which the export records (``serving_contract.write_tasks_asset``).
+TASK_SELECTION = "task_selection"
 
 
 def from_known_keys(cls, values: Mapping[str, Any] | None, what: str):
@@ -90,8 +93,11 @@ class ModelConfig:
     fine_tune_text_encoder: Optional[bool] = None
     fine_tune_layers: int = 2
     fine_tune_learning_rate: float = 5e-5
-    # Names of the tasks to train and serve; None means every task in features.TASKS.
+    # Names of the tasks to train and serve; None: those the data has labels
+    # for (the pipeline's TaskSelector: at least ``min_task_labels`` positives,
+    # or rated examples, in train and in eval), every task outside a pipeline.
     tasks: Optional[Tuple[str, ...]] = None
+    min_task_labels: int = 50
     early_stopping_patience: int = 2  # epochs without a better selection metric; 0: off
     # What picks the kept epoch and stops early: "tasks" (every task's own
     # validation metric, ``trainer/selection.py``), "val_loss", or one logged metric.
@@ -119,6 +125,14 @@ class ModelConfig:
                     f"task {task.name!r} is p({task.esmm_parent}) x p({task.name} | "
                     f"{task.esmm_parent}): it needs task {task.esmm_parent!r} on too"
                 )
+        if (
+            isinstance(self.min_task_labels, bool)
+            or not isinstance(self.min_task_labels, int)
+            or (self.min_task_labels < 1)
+        ):
+            raise ValueError(
+                f"min_task_labels must be an integer >= 1, not {self.min_task_labels!r}"
+            )
         object.__setattr__(self, "retrieval_ks", tuple(int(k) for k in self.retrieval_ks))
         if self.loss_weighting not in ("static", "uncertainty"):
             raise ValueError(

@@ -20,6 +20,8 @@ builds the signatures under these names, the Evaluator config and
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from trainer import features as F
@@ -65,6 +67,34 @@ _TRANSFORMED_OUTPUTS: Dict[str, Tuple[str, Tuple[Optional[int], ...]]] = {
     F.HISTORY_ITEM_INDEX_XF: ("int64", (F.HISTORY_IDS_LENGTH,)),
     F.RETRIEVAL_POSITIVE_WEIGHT: ("float32", ()),
 }
+
+
+# What an export serves: ``<export>/assets.extra/tasks.json``, {"active": [task
+# names], "off": {task: why}}; TF Serving ignores assets.extra, clients and the
+# Evaluator read it (a switched-off task has no output in any signature).
+ASSETS_EXTRA = "assets.extra"
+TASKS_ASSET = "tasks.json"
+
+
+def write_tasks_asset(
+    export_dir: str, active: Sequence[str], off: Optional[Mapping[str, str]] = None
+) -> None:
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(os.path.join(export_dir, ASSETS_EXTRA))
+    with tf.io.gfile.GFile(os.path.join(export_dir, ASSETS_EXTRA, TASKS_ASSET), "w") as f:
+        json.dump({"active": list(active), "off": dict(off or {})}, f, indent=2)
+
+
+def read_tasks_asset(export_dir: str) -> Optional[Dict[str, object]]:
+    """The export's tasks record; None for an export made before it existed."""
+    import tensorflow as tf
+
+    path = os.path.join(export_dir, ASSETS_EXTRA, TASKS_ASSET)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
 
 
 def retrieval_hit_output(k: int) -> str:

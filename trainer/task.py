@@ -21,8 +21,9 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from trainer import catalog as catalog_lib
 from trainer import data, embedding_table, export, plots, selection
 from trainer import features as F
+from trainer import serving_contract as C
 from trainer import transform as transform_lib
-from trainer.config import CONFIG_KEY, TEXT_EMBEDDINGS_URI, ModelConfig
+from trainer.config import CONFIG_KEY, TASK_SELECTION, TEXT_EMBEDDINGS_URI, ModelConfig
 from trainer.item_frequency import ItemFrequencies
 from trainer.model import PRETRAINED_TEXT_DIM, PRETRAINED_TEXT_LENGTH, build_model
 from trainer.pretrained_text import PretrainedTextFeatures, no_pretrained_text
@@ -321,5 +322,9 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
         recommend_k=config.recommend_k,
         retrieval_ks=config.retrieval_ks,
         text_features=inputs.text_features,
+    )
+    selection = (fn_args.custom_config or {}).get(TASK_SELECTION) or {}
+    C.write_tasks_asset(
+        fn_args.serving_model_dir, config.active_task_names(), selection.get("off", {})
     )
     logging.info("Exported the serving model to %s", fn_args.serving_model_dir)

@@ -34,7 +34,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from trainer import features as F
 from trainer import serving_contract as C
 
-ASSETS_EXTRA = "assets.extra"
+ASSETS_EXTRA = C.ASSETS_EXTRA
 WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads no more
 WARMUP_SIGNATURES: Tuple[str, ...] = (C.SERVING_DEFAULT, C.PREDICT, C.RECOMMEND)
