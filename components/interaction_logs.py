@@ -124,8 +124,8 @@ def _text(
             f"field {source_name!r} is longer than {MAX_FIELD_CHARS} characters",
             source,
         )
-    if any(ord(c) < 32 and c not in "\t" for c in value):
-        value = "".join(c if ord(c) >= 32 else " " for c in value)
+    if any(ord(c) < 32 and c != "\t" for c in value):
+        value = "".join(c if ord(c) >= 32 or c == "\t" else " " for c in value)
     return value
 
 
@@ -276,22 +276,26 @@ def implied_events(event: Dict[str, Any], config: LogConfig) -> List[Dict[str, A
 
 def list_values(value: Any, delimiter: Optional[str] = None) -> List[str]:
     """A multi-valued field's values, in order, without blanks or repeats: a
-    list's items (nested lists flattened), or a string split at ``delimiter``
-    (the whole string without one). At most ``MAX_LIST_VALUES``."""
-    if isinstance(value, (list, tuple)):
-        flat = itertools.chain.from_iterable(list_values(v, delimiter) for v in value)
-    elif value is None or isinstance(value, (bool, dict)):
-        flat = iter(())
-    else:
-        text = str(value)
-        flat = (v.strip() for v in (text.split(delimiter) if delimiter else [text]))
+    list's items (nested lists flattened, however deep), or a string split at
+    ``delimiter`` (the whole string without one). At most ``MAX_LIST_VALUES``."""
     values: List[str] = []
-    for v in flat:
-        if v and v not in values:
-            values.append(v)
-            if len(values) == MAX_LIST_VALUES:
-                break
+    stack = [iter([value])]  # iterative, so no nesting depth can overflow the stack
+    while stack and len(values) < MAX_LIST_VALUES:
+        v = next(stack[-1], _END)
+        if v is _END:
+            stack.pop()
+        elif isinstance(v, (list, tuple)):
+            stack.append(iter(v))
+        elif v is not None and not isinstance(v, (bool, dict)):
+            text = str(v)
+            for part in text.split(delimiter) if delimiter else [text]:
+                part = part.strip()
+                if part and part not in values and len(values) < MAX_LIST_VALUES:
+                    values.append(part)
     return values
+
+
+_END = object()
 
 
 def normalize_item(record: Mapping, config: LogConfig, source: str = "") -> Tuple[str, CatalogItem]:

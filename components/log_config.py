@@ -113,7 +113,8 @@ class LogConfig:
     # Event ids from a hash of the row's fields (a log without ids): a re-sent
     # identical row gets the same id, so it is still a duplicate.
     derive_event_ids: bool = False
-    # The ratings the log uses (e.g. 0.5..5 in halves, 1..10); others are dead-lettered.
+    # The range of the log's ratings (e.g. 0.5..5, 1..10); ratings outside it are
+    # dead-lettered (a step such as half stars is not checked).
     rating_min: float = F.DEFAULT_RATING_RANGE[0]
     rating_max: float = F.DEFAULT_RATING_RANGE[1]
     # For logs without impressions (row_implies): unclicked impressions sampled

@@ -43,6 +43,7 @@ _NAMESPACE = "interaction_logs"
 _DEAD = "dead"
 _COUNTS = "counts"
 _DUPLICATES = "duplicates"
+_ROWS = "rows"
 
 
 class IngestionError(RuntimeError):
@@ -161,26 +162,35 @@ class _ParseFn(beam.DoFn):
         if _is_blank(raw):
             return
         try:
-            record = _decode(source, raw, self._fmt, self._header, self._delimiter)
-            if self._kind == "event":
-                event = logs.normalize_event(record, self._config, self._max_timestamp, source)
-                if event["item_id"] not in catalog:
-                    raise logs.BadRecord(
-                        "unknown_item",
-                        f"event {event['event_id']!r} refers to "
-                        f"item {event['item_id']!r}, not in the catalogue",
-                        source,
-                    )
-                for implied in logs.implied_events(event, self._config):
-                    yield implied["user_id"], implied
-            elif self._kind == "item":
-                yield logs.normalize_item(record, self._config, source)
-            else:
-                yield logs.normalize_user(record, self._config, source)
+            parsed = self._parse(source, raw, catalog)
+        except RecursionError:  # a row nested too deeply for a rule that walks it
+            parsed = logs.BadRecord("unparseable", "a value nested too deeply to process", source)
         except logs.BadRecord as error:
+            parsed = error
+        if isinstance(parsed, logs.BadRecord):
             prefix = "" if self._kind == "event" else f"{self._kind}_"
-            beam.metrics.Metrics.counter(_NAMESPACE, f"bad_{prefix}{error.reason}").inc()
-            yield beam.pvalue.TaggedOutput(_DEAD, _dead_letter(source, raw, error, prefix))
+            beam.metrics.Metrics.counter(_NAMESPACE, f"bad_{prefix}{parsed.reason}").inc()
+            yield beam.pvalue.TaggedOutput(_DEAD, _dead_letter(source, raw, parsed, prefix))
+            return
+        if self._kind == "event":
+            yield beam.pvalue.TaggedOutput(_ROWS, 1)  # one good row, whatever it implies
+        yield from parsed
+
+    def _parse(self, source: str, raw: Any, catalog) -> List[Any]:
+        record = _decode(source, raw, self._fmt, self._header, self._delimiter)
+        if self._kind == "item":
+            return [logs.normalize_item(record, self._config, source)]
+        if self._kind == "user":
+            return [logs.normalize_user(record, self._config, source)]
+        event = logs.normalize_event(record, self._config, self._max_timestamp, source)
+        if event["item_id"] not in catalog:
+            raise logs.BadRecord(
+                "unknown_item",
+                f"event {event['event_id']!r} refers to "
+                f"item {event['item_id']!r}, not in the catalogue",
+                source,
+            )
+        return [(e["user_id"], e) for e in logs.implied_events(event, self._config)]
 
 
 class _UserExamplesFn(beam.DoFn):
@@ -307,7 +317,7 @@ def build_ingestion(
             | f"Parse{label}"
             >> beam.ParDo(
                 _ParseFn(kind, config_json, fmt, header, max_timestamp, delimiter), **kwargs
-            ).with_outputs(_DEAD, main="good")
+            ).with_outputs(_DEAD, _ROWS, main="good")
         )
 
     items = parse("item", "catalog", item_files, config.catalog_format, "Items")
@@ -371,7 +381,7 @@ def build_ingestion(
     )
 
     count_rows = [
-        events.good | "CountGood" >> beam.Map(lambda _: ("good_event_rows", 1)),
+        events[_ROWS] | "CountGood" >> beam.Map(lambda _: ("good_event_rows", 1)),
         dead | "CountBad" >> beam.Map(lambda d: ("bad:" + d["reason"], 1)),
         built[_COUNTS],
     ]

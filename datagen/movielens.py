@@ -83,6 +83,14 @@ def read_users(source_dir: str) -> List[Dict]:
     return users
 
 
+def _rating(line: str) -> float:
+    """A u.data line's rating; 0 for a malformed line (ingestion dead-letters it)."""
+    try:
+        return float(line.split("\t")[2])
+    except (IndexError, ValueError):
+        return 0.0
+
+
 def convert(
     source_dir: str,
     out_dir: str,
@@ -109,7 +117,7 @@ def convert(
     counts = {
         "ratings": len(ratings),
         "items": len(items),
-        "conversions": sum(int(line.split("\t")[2]) >= 4 for line in ratings),
+        "conversions": sum(_rating(line) >= 4 for line in ratings),
     }
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(
