@@ -2,10 +2,11 @@
 from the data's statistics.
 
 A task whose labels are too few to learn or evaluate in either split
-(positives for click and conversion, rated examples for rating, fewer than
-``min_task_labels``) is switched off; so is the category task with one
-category, and the interest task when the histories hold fewer than
-``min_task_labels`` categories. A task list named by the model config wins
+(fewer than ``min_task_labels`` positives for click and conversion, rated
+examples for rating, history categories for interest) is switched off; so is
+the category task with one category, and a task whose ESMM parent is off.
+What counts as labels follows the task's kind (``_EVIDENCE``), so a new task
+record needs no change here. A task list named by the model config wins
 over the data. The decision is made at run time, from StatisticsGen's output
 (a Kubeflow spec is compiled before any data exists), and recorded in the
 ``ActiveTasks`` artifact (``tasks.json`` and the ``active_tasks`` property)
@@ -30,14 +31,32 @@ ACTIVE_TASKS_PROPERTY = "active_tasks"
 OFF_TASKS_PROPERTY = "tasks_off"
 DEFAULT_MIN_TASK_LABELS = 50
 SPLITS = ("train", "eval")
-# What each task needs from the data: the counted label (see ``label_counts``).
-_NEEDS = {
-    "retrieval": ("clicks", "clicked impressions"),
-    "click": ("clicks", "clicked impressions"),
-    "conversion": ("purchases", "purchases"),
-    "rating": ("ratings", "rated impressions"),
-    "interest": ("history_categories", "history categories"),
+# What counts as a task's labels, by its kind (so a new task needs no code
+# here): (statistic, the feature it is read from, its name in the reasons).
+#   non_zero: examples whose value is not 0 (positives; rated examples by weight)
+#   unique: distinct values (a multiclass task needs 2)
+#   values: values over all examples (a multilabel task's labels)
+_EVIDENCE = {
+    "retrieval": ("non_zero", "label", "positives ({feature})"),
+    "binary": ("non_zero", "label", "positives ({feature})"),
+    "regression": ("non_zero", "weight", "labelled examples ({feature} > 0)"),
+    "multiclass": ("unique", "label", "distinct values of {feature}"),
+    "multilabel": ("values", "label", "values of {feature}"),
 }
+
+
+def _raw_feature(name: str) -> str:
+    """The raw feature a task reads (its label may be Transform's output of it)."""
+    for raw in F.RAW_FEATURES:
+        if name in (raw.name, F.transformed_name(raw.name)):
+            return raw.name
+    raise ValueError(f"{name!r} is neither a raw feature nor Transform's output of one")
+
+
+def _evidence(task: F.Task) -> Tuple[str, str, str]:
+    statistic, source, noun = _EVIDENCE[task.kind]
+    feature = _raw_feature(task.label if source == "label" else task.weight)
+    return statistic, feature, noun.format(feature=feature)
 
 
 class ActiveTasks(artifact.Artifact):
@@ -75,27 +94,32 @@ def _feature(stats: statistics_pb2.DatasetFeatureStatistics, name: str):
     return None
 
 
-def _non_zero(stats: statistics_pb2.DatasetFeatureStatistics, name: str) -> int:
+def _statistic(stats: statistics_pb2.DatasetFeatureStatistics, name: str, statistic: str) -> int:
     feature = _feature(stats, name)
-    if feature is None or not feature.HasField("num_stats"):
+    if feature is None:
         return 0
-    return int(feature.num_stats.common_stats.num_non_missing - feature.num_stats.num_zeros)
+    if statistic == "non_zero":
+        numeric = feature.num_stats
+        return int(numeric.common_stats.num_non_missing - numeric.num_zeros)
+    if statistic == "unique":
+        return int(feature.string_stats.unique)
+    common = (
+        feature.string_stats.common_stats
+        if feature.HasField("string_stats")
+        else (feature.num_stats.common_stats)
+    )
+    return int(common.tot_num_values)
 
 
-def label_counts(stats: statistics_pb2.DatasetFeatureStatistics) -> Dict[str, int]:
-    """The label counts of one split that decide which tasks can run."""
-    category = _feature(stats, F.ITEM_CATEGORY)
-    history = _feature(stats, F.HISTORY_CATEGORIES)
-    return {
-        "examples": int(stats.num_examples),
-        "clicks": _non_zero(stats, F.CLICK),
-        "purchases": _non_zero(stats, F.PURCHASE),
-        "ratings": _non_zero(stats, F.RATING_WEIGHT),
-        "categories": int(category.string_stats.unique) if category is not None else 0,
-        "history_categories": int(history.string_stats.common_stats.tot_num_values)
-        if history is not None
-        else 0,
-    }
+def label_counts(
+    stats: statistics_pb2.DatasetFeatureStatistics, tasks: Sequence[F.Task] = ()
+) -> Dict[str, int]:
+    """Each task's label count in one split (what ``_EVIDENCE`` says counts)."""
+    counts = {"examples": int(stats.num_examples)}
+    for task in tasks or F.TASKS:
+        statistic, feature, _ = _evidence(task)
+        counts[task.name] = _statistic(stats, feature, statistic)
+    return counts
 
 
 def select_tasks(
@@ -112,19 +136,22 @@ def select_tasks(
         off = {t: "not in the model config's tasks" for t in F.TASK_NAMES if t not in named}
         return TaskSelection(tuple(t for t in F.TASK_NAMES if t in named), off, counts)
     off: Dict[str, str] = {}
-    for name in F.TASK_NAMES:
-        if name == "category":
-            found = counts.get("train", {}).get("categories", 0)
-            if found < 2:
-                off[name] = f"{found} item categories in train, needs 2"
+    for task in F.TASKS:
+        statistic, _, noun = _evidence(task)
+        found = {split: counts.get(split, {}).get(task.name, 0) for split in SPLITS}
+        if statistic == "unique":
+            if found["train"] < 2:
+                off[task.name] = f"{found['train']} {noun} in train, needs 2"
             continue
-        key, what = _NEEDS[name]
-        short = [f"{counts.get(s, {}).get(key, 0)} {what} in {s}" for s in SPLITS
-                 if counts.get(s, {}).get(key, 0) < min_labels]  # fmt: skip
+        short = [f"{n} {noun} in {split}" for split, n in found.items() if n < min_labels]
         if short:
-            off[name] = f"{', '.join(short)}, below min_task_labels {min_labels}"
-    if "conversion" not in off and "click" in off:
-        off["conversion"] = "its output is p(click) x p(conversion | click): the click task is off"
+            off[task.name] = f"{', '.join(short)}, below min_task_labels {min_labels}"
+    for task in F.TASKS:
+        if task.esmm_parent in off and task.name not in off:
+            off[task.name] = (
+                f"its output is p({task.esmm_parent}) x p({task.name} | {task.esmm_parent}): "
+                f"the {task.esmm_parent} task is off"
+            )
     active = tuple(t for t in F.TASK_NAMES if t not in off)
     if not active:
         raise ValueError(
