@@ -76,6 +76,7 @@ class SplitConfig:
 class LogConfig:
     """Everything the interaction-log ExampleGen needs to know about its input."""
 
+    # May name spans, TFX's way: events/{YYYY}-{MM}-{DD}/* or events/span-{SPAN}/*.
     events_pattern: str = "events/*"
     events_format: str = "auto"
     catalog_pattern: str = "items.*"
@@ -94,6 +95,8 @@ class LogConfig:
     min_timestamp: int = 631152000  # 1990-01-01
     max_future_seconds: int = 86400  # beyond "now" + this is out of range
     max_bad_fraction: float = 0.01
+    # With span specs in events_pattern: how many of the newest spans a run reads.
+    span_window: int = 1
     split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
     # Logs whose rows each stand for several events, all at the row's time:
     # ("impression", "click", "rating") for explicit ratings of consumed items,
@@ -148,6 +151,12 @@ class LogConfig:
             raise ValueError(f"max_bad_fraction {self.max_bad_fraction}: expected 0..1")
         if self.history_length < 0:
             raise ValueError("history_length must be >= 0")
+        if (
+            isinstance(self.span_window, bool)
+            or not isinstance(self.span_window, int)
+            or (self.span_window < 1)
+        ):
+            raise ValueError(f"span_window {self.span_window!r}: expected a count >= 1")
         self._check_row_shape()
 
     def _check_row_shape(self) -> None:

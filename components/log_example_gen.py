@@ -32,6 +32,7 @@ from tfx.types.component_spec import ExecutionParameter
 
 from components import interaction_logs as logs
 from components.log_config import LogConfig, SplitConfig, resolve_format, stable_fraction
+from components.spans import SpanSelection, any_span_glob, select_spans
 from trainer import features as F
 
 LOG_CONFIG_KEY = "log_config"
@@ -44,6 +45,8 @@ _DEAD = "dead"
 _COUNTS = "counts"
 _DUPLICATES = "duplicates"
 _ROWS = "rows"
+SPANS_PROPERTY = "spans_read"  # "spans 2026-11-24..2026-11-27 (4 read)"
+SPAN_NUMBERS_PROPERTY = "span_numbers"
 
 
 class IngestionError(RuntimeError):
@@ -295,11 +298,20 @@ def _write_report(counts: Iterable[Tuple[str, int]], path: str) -> None:
 
 
 def build_ingestion(
-    pipeline: beam.Pipeline, input_base: str, config: LogConfig, output_uri: str, max_timestamp: int
+    pipeline: beam.Pipeline,
+    input_base: str,
+    config: LogConfig,
+    output_uri: str,
+    max_timestamp: int,
+    spans: Optional[SpanSelection] = None,
 ) -> Dict[str, beam.PCollection]:
-    """Adds the ingestion graph; returns the serialized examples per split."""
+    """Adds the ingestion graph over ``spans`` (default: ``select_spans``);
+    returns the serialized examples per split."""
     config_json = config.to_json()
-    event_files = _files(input_base, config.events_pattern, "event log")
+    spans = spans or select_spans(input_base, config.events_pattern, config.span_window)
+    event_files = sorted(
+        {f for pattern in spans.patterns for f in _files(input_base, pattern, "event log")}
+    )
     item_files = _files(input_base, config.catalog_pattern, "item catalogue")
     user_files = (
         _files(input_base, config.users_pattern, "user table") if config.users_pattern else []
@@ -484,13 +496,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         )
         examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
         max_timestamp = int(time.time()) + config.max_future_seconds
+        input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+        spans = select_spans(input_base, config.events_pattern, config.span_window)
+        if spans.describe():  # recorded in ML Metadata and the run report
+            logging.warning("InteractionLogExampleGen reads %s", spans.describe())
+            examples.set_string_custom_property(SPANS_PROPERTY, spans.describe())
+            examples.set_string_custom_property(
+                SPAN_NUMBERS_PROPERTY, ",".join(map(str, spans.spans))
+            )
+            examples.span = spans.spans[-1]  # TFX's own property: the newest span
         with self._make_beam_pipeline() as pipeline:
             splits = build_ingestion(
-                pipeline,
-                exec_properties[standard_component_specs.INPUT_BASE_KEY],
-                config,
-                examples.uri,
-                max_timestamp,
+                pipeline, input_base, config, examples.uri, max_timestamp, spans
             )
             for name, split in splits.items():
                 _ = split | f"WriteSplit[{name}]" >> write_split.WriteSplit(
@@ -547,7 +564,11 @@ class InteractionLogExampleGen(base_beam_component.BaseBeamComponent):
         code_version: Optional[str] = None,
     ):
         log_config = log_config or LogConfig()
-        patterns = [("events", log_config.events_pattern), ("items", log_config.catalog_pattern)]
+        # TFX's driver fingerprints these files for the cache; the events'
+        # span specs are globs here (the executor picks the spans), so a new
+        # day's logs invalidate the cache.
+        patterns = [("events", any_span_glob(log_config.events_pattern))]
+        patterns.append(("items", log_config.catalog_pattern))
         if log_config.users_pattern:
             patterns.append(("users", log_config.users_pattern))
         input_config = example_gen_pb2.Input(

@@ -37,7 +37,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _ingestion(examples_uri: str) -> List[str]:
+def _ingestion(examples_uri: str, spans: Optional[str] = None) -> List[str]:
     path = os.path.join(examples_uri, REPORT_FILE)
     if not os.path.exists(path):
         return []
@@ -46,6 +46,7 @@ def _ingestion(examples_uri: str) -> List[str]:
     lines = [
         "## Data",
         "",
+        *([f"Logs read: {spans}.", ""] if spans else []),
         *_table(
             ["count", "value"],
             [[k, v] for k, v in sorted(report.items()) if not k.startswith("bad:")],
@@ -146,7 +147,7 @@ def write_report(summary: Dict[str, Any], work_dir: str) -> str:
     os.makedirs(out, exist_ok=True)
     lines = ["# Run report", ""]
     if summary.get("examples_uri"):
-        lines += _ingestion(summary["examples_uri"])
+        lines += _ingestion(summary["examples_uri"], summary.get("spans"))
         lines += _statistics(summary.get("statistics_uri"))
         lines += _anomalies(summary.get("anomalies_uri"))
     if summary.get("training_curves") and os.path.exists(summary["training_curves"]):

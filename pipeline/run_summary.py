@@ -14,6 +14,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
 from components.compatible_evaluator import BASELINE_SKIPPED
+from components.log_example_gen import SPANS_PROPERTY
 from components.task_selector import OFF_TASKS_PROPERTY, ActiveTasks
 from trainer import features as F
 from trainer.task_kinds import task_of_output
@@ -128,6 +129,7 @@ def summarize(metadata_path: str) -> Dict[str, Any]:
         # "tasks off: name (why); ..." ("" when the data has labels for every task).
         "tasks_off": _custom(selection, OFF_TASKS_PROPERTY) or "",
         "examples_uri": examples.uri if examples else None,
+        "spans": _custom(examples, SPANS_PROPERTY) or "",  # "" without span specs
         "statistics_uri": statistics.uri if statistics else None,
         "anomalies_uri": anomalies.uri if anomalies else None,
         "metrics": metrics,
@@ -170,6 +172,8 @@ def format_summary(
         for row in summary.get("components", []):
             note = "" if row["state"] == "complete" else f" ({row['state']})"
             lines.append(f"    {row['component']:<28} {row['seconds']:>7.1f}{note}")
+    if summary.get("spans"):
+        lines.append(f"  logs read: {summary['spans']}")
     if summary.get("tasks_off"):
         lines.append(f"  {summary['tasks_off']}")
     lines.append("  evaluation per task:")

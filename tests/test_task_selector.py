@@ -96,3 +96,19 @@ def test_a_new_task_is_judged_by_its_kind_with_no_code_here(monkeypatch):
     assert counts["purchase_direct"] == 2
     selection = ts.select_tasks(_counts(eval={"purchase_direct": 1}), min_labels=2)
     assert "1 positives (purchase) in eval" in selection.off["purchase_direct"]
+
+
+def test_the_pipeline_hands_the_selector_an_explicit_task_list(tmp_path):
+    from pipeline import pipeline as pipeline_lib
+
+    def selector(model_config):
+        pipeline = pipeline_lib.create_pipeline(
+            "p", str(tmp_path), str(tmp_path), str(tmp_path / "s"), 10, 5,
+            model_config=model_config,
+        )  # fmt: skip
+        return next(c for c in pipeline.components if c.id == "TaskSelector")
+
+    named = selector({"tasks": ["click", "retrieval"], "min_task_labels": 7})
+    assert json.loads(named.exec_properties["tasks"]) == ["click", "retrieval"]
+    assert named.exec_properties["min_task_labels"] == 7
+    assert selector(None).exec_properties["tasks"] == ""  # the data decides
