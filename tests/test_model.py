@@ -449,3 +449,19 @@ def test_the_default_rmse_bar_and_the_trainers_range_follow_the_log_config():
     assert wide["rating"] == pytest.approx(F.task("rating").threshold * 9 / 4)
     assert wide["click"] == F.task("click").threshold
     assert (LogConfig().rating_min, LogConfig().rating_max) == F.DEFAULT_RATING_RANGE
+
+
+@pytest.mark.parametrize(
+    "values,named",
+    [
+        ({"tasks": "click"}, "tasks must be a list"),
+        ({"id_biases": "rating"}, "id_biases must be a list"),
+        ({"retrieval_ks": "10"}, "retrieval_ks must be a list"),
+        ({"min_task_labels": 0}, "min_task_labels"),
+        ({"min_task_labels": 2.5}, "min_task_labels"),
+        ({"min_task_labels": True}, "min_task_labels"),
+    ],
+)
+def test_a_string_for_a_list_or_a_bad_label_minimum_is_named(values, named):
+    with pytest.raises(ValueError, match=named):
+        ModelConfig.from_dict(values)

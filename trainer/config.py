@@ -112,6 +112,12 @@ class ModelConfig:
     deterministic: bool = True
 
     def __post_init__(self):
+        for name in ("tasks", "id_biases", "retrieval_ks", "rating_range"):
+            if isinstance(getattr(self, name), str):
+                raise ValueError(
+                    f"{name} must be a list, got the string {getattr(self, name)!r} "
+                    f'(e.g. ["click", "rating"])'
+                )
         if self.tasks is not None:
             object.__setattr__(self, "tasks", tuple(self.tasks))
             for name in self.tasks:
