@@ -143,6 +143,8 @@ def apply_project_knowledge(schema, stats, log_config: LogConfig) -> List[str]:
     """
     from tensorflow_metadata.proto.v0 import schema_pb2
 
+    from components.drift_gate import DEFAULT_DRIFT_COMPARATORS
+
     types = {"string": schema_pb2.BYTES, "int": schema_pb2.INT, "float": schema_pb2.FLOAT}
     binary_labels = {t.label for t in F.TASKS if t.kind == "binary"}
     regression_labels = {t.label for t in F.TASKS if t.kind == "regression"}
@@ -191,6 +193,9 @@ def apply_project_knowledge(schema, stats, log_config: LogConfig) -> List[str]:
             feature.int_domain.CopyFrom(
                 schema_pb2.IntDomain(name=spec.name, min=log_config.min_timestamp)
             )
+        if spec.name in DEFAULT_DRIFT_COMPARATORS:
+            comparator, threshold = DEFAULT_DRIFT_COMPARATORS[spec.name]
+            getattr(feature.drift_comparator, comparator).threshold = threshold
         features.append(feature)
     raw = {spec.name for spec in F.RAW_FEATURES}
     features += [f for f in schema.feature if f.name not in raw]

@@ -17,6 +17,7 @@ import schemas
 from components.anomalies_gate import AnomaliesGate
 from components.atomic_pusher import AtomicPusher
 from components.compatible_evaluator import CompatibleBaselineEvaluator
+from components.drift_gate import DriftGate
 from components.log_config import LogConfig
 from components.log_example_gen import InteractionLogExampleGen
 from components.task_selector import TaskSelector
@@ -101,6 +102,18 @@ def create_pipeline(
     )
     # Stops the run on any anomaly.
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+    # The last run's statistics (resolved before this run's StatisticsGen, a
+    # start node as ExampleGen is) and the gate that stops the run when today's
+    # data drifted from them beyond the schema's drift comparators.
+    previous_statistics = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics),
+    ).with_id("previous_statistics_resolver")
+    drift_gate = DriftGate(
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"],
+        previous_statistics=previous_statistics.outputs["statistics"],
+    )
     # Vocabularies and token ids (TF Transform), after the gate.
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
@@ -109,6 +122,7 @@ def create_pipeline(
         custom_config=custom_configs.transform_config(trainer_code),
     )
     transform.add_upstream_node(anomalies_gate)
+    transform.add_upstream_node(drift_gate)
     # Every item's text through the frozen pretrained encoder, once (Beam
     # RunInference, cached by encoder and text), after the gate.
     text_embedder = None
@@ -121,6 +135,7 @@ def create_pipeline(
             code_version=trainer_code,
         )
         text_embedder.add_upstream_node(anomalies_gate)
+        text_embedder.add_upstream_node(drift_gate)
     embeddings = text_embedder.outputs["text_embeddings"] if text_embedder else None
     # A KerasTuner search over the model's main hyperparameters (optional).
     tuner = None
@@ -184,12 +199,14 @@ def create_pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=[
+            previous_statistics,
             example_gen,
             statistics_gen,
             task_selector,
             schema_gen,
             example_validator,
             anomalies_gate,
+            drift_gate,
             transform,
             *([text_embedder] if text_embedder else []),
             *([tuner] if tuner else []),

@@ -65,6 +65,9 @@ def test_the_schema_parses_and_declares_every_raw_feature_with_its_type(inferred
         if not feature.varlen:
             assert declared[feature.name].presence.min_fraction == 1.0, feature.name
     assert declared[F.HISTORY_ITEM_IDS].value_count.max == HISTORY_LENGTH
+    # It starts with the drift comparators the shipped schemas carry.
+    assert declared[F.ITEM_CATEGORY].drift_comparator.infinity_norm.threshold == 0.25
+    assert declared[F.RATING].drift_comparator.jensen_shannon_divergence.threshold == 0.25
 
 
 def test_a_run_parses_examples_with_it_as_with_the_curated_schema(inferred):

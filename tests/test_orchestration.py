@@ -20,6 +20,7 @@ COMPONENTS = {
     "ExampleValidator",
     "AnomaliesGate",
     "TaskSelector",
+    "DriftGate",
     "Transform",
     "TextEmbedder",
     "Trainer",
@@ -82,11 +83,12 @@ def test_kubeflow_spec_has_every_component_with_its_inputs(tmp_path, capsys):
         "examples", "schema", "transform_graph", "text_embeddings", "active_tasks",
     }  # fmt: skip
     assert inputs["TaskSelector"] == {"statistics"}  # decided at run time, from the data
+    assert inputs["DriftGate"] == {"statistics", "schema", "previous_statistics"}
     assert inputs["TextEmbedder"] == {"examples"}
     assert inputs["Evaluator"] == {"examples", "model", "baseline_model"}
     assert inputs["AtomicPusher"] == {"model", "model_blessing"}
     for task in ("Transform", "TextEmbedder"):  # bad data stops the run before either
-        assert "AnomaliesGate" in tasks[task]["dependentTasks"]
+        assert {"AnomaliesGate", "DriftGate"} <= set(tasks[task]["dependentTasks"])
     assert spec["runtimeConfig"]["gcsOutputDirectory"] == "gs://b/root"
     images = {
         e["container"]["image"]
@@ -328,7 +330,7 @@ def test_the_pipeline_definition_imports_no_model_code(tmp_path):
 
         config = configs.RunConfig(data_dir=sys.argv[1], work_dir=sys.argv[1])
         pipeline = runners.pipeline_for(config, config.schema_path)
-        assert len(pipeline.components) == 12  # with the TextEmbedder (encoder on by default)
+        assert len(pipeline.components) == 14  # with the TextEmbedder (encoder on by default)
         heavy = ("trainer.model", "trainer.task", "trainer.export", "trainer.text_encoder",
                  "trainer.catalog", "trainer.data")
         print(sorted(m for m in sys.modules
