@@ -47,6 +47,20 @@ def _split_statistics(artifact) -> Dict[str, statistics_pb2.DatasetFeatureStatis
     return out
 
 
+def comparator_reasons(anomalies: anomalies_pb2.Anomalies) -> Dict[str, List[str]]:
+    """{feature: the descriptions of its drift or skew comparator anomalies}."""
+    out = {}
+    for feature, info in sorted(anomalies.anomaly_info.items()):
+        reasons = [
+            r.description or r.short_description
+            for r in info.reason
+            if anomalies_pb2.AnomalyInfo.Type.Name(r.type) in DRIFT_REASONS
+        ]
+        if reasons:
+            out[feature] = reasons
+    return out
+
+
 def drift_lines(
     current: Dict[str, statistics_pb2.DatasetFeatureStatisticsList],
     previous: Dict[str, statistics_pb2.DatasetFeatureStatisticsList],
@@ -59,14 +73,8 @@ def drift_lines(
         anomalies = tfdv.validate_statistics(
             current[split], schema, previous_statistics=previous[split]
         )
-        for feature, info in sorted(anomalies.anomaly_info.items()):
-            reasons = [
-                r.description or r.short_description
-                for r in info.reason
-                if anomalies_pb2.AnomalyInfo.Type.Name(r.type) in DRIFT_REASONS
-            ]
-            if reasons:
-                lines.append(f"split {split!r}, feature {feature!r}: " + "; ".join(reasons))
+        for feature, reasons in comparator_reasons(anomalies).items():
+            lines.append(f"split {split!r}, feature {feature!r}: " + "; ".join(reasons))
     return lines
 
 

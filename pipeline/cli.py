@@ -5,6 +5,7 @@
         --image gcr.io/p/recsys:1.0 --pipeline-root gs://bucket/root --output recsys.json
     recsys-pipeline airflow-schedule --config pipeline/environments/airflow.json
     recsys-pipeline infer-schema --data-dir logs/ [--log-config c.json] --output my.pbtxt
+    recsys-pipeline skew --request-log '/logs/requests-*.tfrecord' [--work-dir runs/local]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from trainer import keras_env as _keras_env  # noqa: F401  (before TF)
 
 from pipeline import configs, local_runner
 
-COMMANDS = ("run", "compile-kubeflow", "airflow-schedule", "infer-schema")
+COMMANDS = ("run", "compile-kubeflow", "airflow-schedule", "infer-schema", "skew")
 
 
 def _environment(path: str, runner: str, **flags) -> configs.RunConfig:
@@ -74,6 +75,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from pipeline import infer_schema
 
         return infer_schema.main(argv)
+    if command == "skew":
+        from pipeline import skew
+
+        return skew.main(argv)
     return local_runner.main(argv)
 
 

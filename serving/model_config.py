@@ -14,6 +14,7 @@ import dataclasses
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from serving.request_log import RequestLogging
 from serving.serving_protos import ConfigFileError, ModelServerConfig, read_text_proto
 
 _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -60,6 +61,8 @@ class ServedModel:
     base_path: str
     policy: VersionPolicy = VersionPolicy()
     labels: Dict[str, int] = dataclasses.field(default_factory=dict)
+    # A sample of its Predict calls to log (TF Serving's logging_config); None: off.
+    logging: Optional[RequestLogging] = None
 
     def __post_init__(self):
         if not self.name:
@@ -96,7 +99,13 @@ def read_model_config_file(path: str) -> List[ServedModel]:
             if platform != "tensorflow":
                 raise ValueError(f"model_platform {platform!r} (only 'tensorflow' is served)")
             models.append(
-                ServedModel(entry.name, entry.base_path, _policy(entry), dict(entry.version_labels))
+                ServedModel(
+                    entry.name,
+                    entry.base_path,
+                    _policy(entry),
+                    dict(entry.version_labels),
+                    RequestLogging.from_proto(entry.logging_config),
+                )
             )
         except ValueError as e:
             raise ConfigFileError(f"{path!r}, model {entry.name!r}: {e}") from e

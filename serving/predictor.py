@@ -29,6 +29,7 @@ from serving.admission import MemoryCeiling, ServerLimits
 from serving.batching import BatchingOptions, BatchScheduler
 from serving.metrics import ServerMetrics
 from serving.model_store import LoadedVersion, ModelStore
+from serving.request_log import RequestLogger
 from serving.tensors import fill_tensor_proto
 from serving.request_checks import (
     RequestError,
@@ -77,6 +78,11 @@ class Servables:
         self.stores, self.limits, self.memory = dict(stores), limits, memory
         self._request_limits = limits.request
         self.metrics = ServerMetrics(self._signature_names, self.version_states)
+        self.loggers: Dict[str, RequestLogger] = {
+            name: RequestLogger(store.model.logging)
+            for name, store in self.stores.items()
+            if store.model.logging is not None
+        }
         self.schedulers: Dict[str, BatchScheduler] = {}
         if batching is not None:
             for name in self.stores:
@@ -94,6 +100,8 @@ class Servables:
     def stop(self) -> None:
         for scheduler in self.schedulers.values():
             scheduler.stop()
+        for logger in self.loggers.values():
+            logger.close()
 
     def _signature_names(self, model: str):
         store = self.stores.get(model)
@@ -192,6 +200,9 @@ class Servables:
             response.model_spec.signature_name = name
             for key in sorted(outputs):
                 fill_tensor_proto(response.outputs[key], outputs[key])
+        logger = self.loggers.get(store.name)
+        if logger is not None:
+            logger.maybe_log(request, response)
         return response
 
     def metadata(
