@@ -23,6 +23,7 @@ from trainer import data, embedding_table, export, plots, selection
 from trainer import features as F
 from trainer import serving_contract as C
 from trainer import transform as transform_lib
+from trainer.cluster import ClusterConfigError, read_cluster
 from trainer.config import CONFIG_KEY, TASK_SELECTION, TEXT_EMBEDDINGS_URI, ModelConfig
 from trainer.item_frequency import ItemFrequencies
 from trainer.model import PRETRAINED_TEXT_DIM, PRETRAINED_TEXT_LENGTH, build_model
@@ -35,7 +36,23 @@ def accelerator_setup(config: ModelConfig) -> Tuple[tf.distribute.Strategy, bool
     """(strategy, jit_compile, mixed_precision): MirroredStrategy over all GPUs
     with mixed precision and XLA (as configured) when there are GPUs; the
     default strategy, float32 and no XLA on CPU."""
+    cluster = read_cluster()  # a TF_CONFIG that cannot work stops here, naming the field
     gpus = tf.config.list_physical_devices("GPU")
+    if cluster is not None and cluster.parameter_servers:
+        raise ClusterConfigError(
+            "TF_CONFIG names parameter servers: parameter-server training is not supported "
+            "yet; use chief and worker tasks (MultiWorkerMirroredStrategy)"
+        )
+    if cluster is not None and cluster.multi_worker:
+        logging.info(
+            "Training as %s %d of %d workers with MultiWorkerMirroredStrategy (%s).",
+            cluster.task_type,
+            cluster.task_index,
+            cluster.num_workers,
+            f"{len(gpus)} GPU(s) each" if gpus else "CPU",
+        )
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        return strategy, bool(gpus) and config.xla, bool(gpus) and config.mixed_precision
     if not gpus:
         logging.info("No GPU found: training on CPU.")
         return tf.distribute.get_strategy(), False, False
