@@ -136,7 +136,24 @@ def input_fn(
         text_features=text_features,
         item_frequencies=item_frequencies,
     )
-    return dataset.map(
+    dataset = dataset.map(
         lambda batch: split_labels(batch, tasks, num_categories),
         num_parallel_calls=tf.data.AUTOTUNE,
     ).prefetch(tf.data.AUTOTUNE)
+    return dataset.with_options(sharding_options(file_pattern))
+
+
+def sharding_options(file_pattern: List[str]) -> tf.data.Options:
+    """How a multi-worker strategy splits the data: by file when every worker
+    gets at least one, else by element (tfxio has no shard option)."""
+    from trainer.cluster import read_cluster
+
+    cluster = read_cluster()
+    workers = cluster.num_workers if cluster is not None else 1
+    files = sum(len(tf.io.gfile.glob(pattern)) for pattern in file_pattern)
+    policy = tf.data.experimental.AutoShardPolicy
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        policy.FILE if files >= workers else policy.DATA
+    )
+    return options

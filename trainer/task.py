@@ -7,6 +7,8 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
+import tempfile
 from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 
 from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)
@@ -311,8 +313,20 @@ def fit(
     )
 
 
+def output_dirs(fn_args: FnArgs) -> Tuple[str, str]:
+    """(model_run_dir, serving_model_dir) this task writes: TFX's on one
+    machine and on the chief; a temporary pair on the other workers, which
+    must save too (the save is collective) but not over the chief's files."""
+    cluster = read_cluster()
+    if cluster is None or not cluster.multi_worker or cluster.is_chief:
+        return fn_args.model_run_dir, fn_args.serving_model_dir
+    scratch = tempfile.mkdtemp(prefix=f"{cluster.task_type}{cluster.task_index}-")
+    return os.path.join(scratch, "model_run"), os.path.join(scratch, "serving_model")
+
+
 def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
     """The body of ``run_fn``."""
+    model_run_dir, serving_model_dir = output_dirs(fn_args)
     inputs = prepare_inputs(fn_args, config)
     model = build_trainable(config, inputs)
     model.network.summary(print_fn=logging.info)
@@ -322,26 +336,26 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
         inputs,
         fn_args.train_steps,
         fn_args.eval_steps,
-        training_callbacks(config, fn_args.model_run_dir),
+        training_callbacks(config, model_run_dir),
     )
 
-    tf.io.gfile.makedirs(fn_args.model_run_dir)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
+    tf.io.gfile.makedirs(model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(model_run_dir, "history.json"), "w") as f:
         json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f, indent=2)
-    plots.plot_training_curves(
-        history.history, os.path.join(fn_args.model_run_dir, "training_curves.png")
-    )
+    plots.plot_training_curves(history.history, os.path.join(model_run_dir, "training_curves.png"))
     export.export_serving_model(
         model.network,
         inputs.tf_transform_output,
-        fn_args.serving_model_dir,
+        serving_model_dir,
         catalog=inputs.catalog,
         recommend_k=config.recommend_k,
         retrieval_ks=config.retrieval_ks,
         text_features=inputs.text_features,
     )
     selection = (fn_args.custom_config or {}).get(TASK_SELECTION) or {}
-    C.write_tasks_asset(
-        fn_args.serving_model_dir, config.active_task_names(), selection.get("off", {})
-    )
+    C.write_tasks_asset(serving_model_dir, config.active_task_names(), selection.get("off", {}))
+    if serving_model_dir != fn_args.serving_model_dir:  # a worker's copy: not the model
+        shutil.rmtree(os.path.dirname(serving_model_dir), ignore_errors=True)
+        logging.info("Worker export discarded; the chief exports the model.")
+        return
     logging.info("Exported the serving model to %s", fn_args.serving_model_dir)
