@@ -274,6 +274,9 @@ def implied_events(event: Dict[str, Any], config: LogConfig) -> List[Dict[str, A
     return events
 
 
+_END = object()  # an exhausted iterator's marker in ``list_values``
+
+
 def list_values(value: Any, delimiter: Optional[str] = None) -> List[str]:
     """A multi-valued field's values, in order, without blanks or repeats: a
     list's items (nested lists flattened, however deep), or a string split at
@@ -293,9 +296,6 @@ def list_values(value: Any, delimiter: Optional[str] = None) -> List[str]:
                 if part and part not in values and len(values) < MAX_LIST_VALUES:
                     values.append(part)
     return values
-
-
-_END = object()
 
 
 def normalize_item(record: Mapping, config: LogConfig, source: str = "") -> Tuple[str, CatalogItem]:
