@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import schemas
 from components.log_config import LogConfig
+from pipeline.vertex_training import VertexTraining
 from trainer.search_space import TuningConfig
 
 PIPELINE_NAME = "recsys"
@@ -53,6 +54,9 @@ class RunConfig:
     pipeline_name: str = PIPELINE_NAME
     pipeline_root_dir: Optional[str] = None  # default <work_dir>/pipeline_root
     image: Optional[str] = None  # container image for Kubeflow
+    # VertexTraining settings (pipeline/vertex_training.py): the Trainer as a
+    # Vertex AI custom job on several workers. None: in the component's pod.
+    vertex_training: Optional[Dict[str, Any]] = None
     schedule: Optional[str] = None  # Airflow schedule (cron or preset)
     start_date: str = "2026-01-01"  # Airflow start date (ISO)
 
@@ -83,6 +87,7 @@ class RunConfig:
             if not isinstance(self.tuning, dict):
                 raise ValueError(f"tuning {self.tuning!r}: expected an object of tuning settings")
             TuningConfig.from_dict(self.tuning)  # refuses bad settings by name
+        VertexTraining.from_dict(self.vertex_training)  # refuses bad settings by name
         if isinstance(self.log_config, dict):
             self.log_config = LogConfig.from_dict(self.log_config)
 

@@ -26,6 +26,7 @@ from components.trainer import Trainer
 from components.tuner import Tuner
 from pipeline import custom_configs, fingerprint
 from pipeline import eval_config as eval_config_lib
+from pipeline.vertex_training import VertexTraining
 from trainer.config import ModelConfig
 from trainer.search_space import TuningConfig
 
@@ -50,6 +51,8 @@ def create_pipeline(
     enable_cache: bool = True,
     schema_path: str = schemas.SCHEMA_PATH,
     tuning: Optional[dict] = None,
+    vertex_training: Optional[dict] = None,
+    image: Optional[str] = None,
 ) -> tfx_pipeline.Pipeline:
     """ExampleGen -> statistics -> schema check -> Transform and TextEmbedder ->
     Trainer -> Evaluator -> Pusher.
@@ -69,6 +72,9 @@ def create_pipeline(
       schema_path: the curated schema the data must match.
       tuning: ``TuningConfig`` settings as a dict: adds the Tuner, whose best
         hyperparameters the Trainer takes (None: no Tuner, the ModelConfig's own).
+      vertex_training: ``VertexTraining`` settings as a dict: the Trainer runs as
+        a Vertex AI custom job on that many workers (None: in its own process).
+      image: the pipeline's container image, the Vertex job's default.
     """
     log_config = log_config or LogConfig()
     # The log's rating scale reaches the rating head unless the model config sets its own.
@@ -154,19 +160,30 @@ def create_pipeline(
             text_embeddings=embeddings,
             active_tasks=active_tasks,
         )
-    # The multi-task model, trained and exported with every serving signature.
-    trainer = Trainer(
+    # The multi-task model, trained and exported with every serving signature:
+    # in the component's own process, or as a Vertex AI job on several workers.
+    trainer_class, trainer_custom_config = (
+        Trainer,
+        custom_configs.trainer_config(model_config, trainer_code),
+    )
+    vertex = VertexTraining.from_dict(vertex_training)
+    if vertex is not None:
+        from components.vertex_trainer import VertexTrainer  # Google's clients: only when used
+
+        trainer_class = VertexTrainer
+        trainer_custom_config.update(vertex.custom_config(image))
+    trainer = trainer_class(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(num_steps=train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
-        custom_config=custom_configs.trainer_config(model_config, trainer_code),
+        custom_config=trainer_custom_config,
         text_embeddings=embeddings,
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
         active_tasks=active_tasks,
-    )
+    ).with_id("Trainer")  # one name in ML Metadata, the spec and the pipeline root
     # The latest blessed model, the Evaluator's baseline.
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,

@@ -32,6 +32,8 @@ def pipeline_for(config: configs.RunConfig, schema_file: str, metadata_connectio
         metadata_connection_config=metadata_connection_config,
         enable_cache=config.enable_cache,
         tuning=config.tuning,
+        vertex_training=config.vertex_training,
+        image=config.image,
     )
 
 

@@ -1,10 +1,19 @@
 """TF_CONFIG: the cluster a Trainer runs in, or a clear error naming the field."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
 
 import pytest
 
+from trainer import cluster as cluster_lib
 from trainer.cluster import ClusterConfigError, read_cluster
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _env(config):
@@ -62,8 +71,92 @@ def test_the_trainer_refuses_a_bad_tf_config_before_it_builds_anything(monkeypat
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["h:1"]}, "task": {"type": "ps"}}')
     with pytest.raises(ClusterConfigError, match="task.type 'ps'"):
         task.accelerator_setup(ModelConfig())
-    monkeypatch.setenv("TF_CONFIG", json.dumps(
-        {"cluster": {"chief": ["h:1"], "ps": ["h:2"]}, "task": {"type": "chief"}}
-    ))  # fmt: skip
-    with pytest.raises(ClusterConfigError, match="parameter-server training is not supported"):
-        task.accelerator_setup(ModelConfig())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_parameter_server_roles_and_peers():
+    cluster = {"chief": ["h:1"], "worker": ["h:2", "h:3"], "ps": ["h:4"]}
+    roles = {
+        (t, i): read_cluster(_env({"cluster": cluster, "task": {"type": t, "index": i}}))
+        for t, i in (("chief", 0), ("worker", 1), ("ps", 0))
+    }
+    assert roles["chief", 0].parameter_server_training and not roles["chief", 0].serves_only
+    assert roles["worker", 1].serves_only and roles["ps", 0].serves_only
+    assert roles["worker", 1].peers() == {
+        "cluster.chief[0]": "h:1", "cluster.worker[0]": "h:2", "cluster.ps[0]": "h:4",
+    }  # fmt: skip
+    worker = read_cluster(_env({"cluster": {"worker": ["h:2"]}, "task": {"type": "worker"}}))
+    assert not worker.parameter_server_training and not worker.serves_only
+
+
+def test_a_port_in_use_is_named():
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = {"cluster": {"worker": [f"127.0.0.1:{port}", "127.0.0.1:1"]}, "task": {}}
+        config["task"] = {"type": "worker", "index": 0}
+        cluster = read_cluster(_env(config))
+        with pytest.raises(
+            ClusterConfigError, match=rf"cluster.worker\[0\].*port {port} is in use"
+        ):
+            cluster_lib.check_port_free(cluster)
+    cluster_lib.check_port_free(cluster)  # free again
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "soon", "nan", "inf x"])
+def test_a_bad_peer_timeout_is_named(value):
+    with pytest.raises(ClusterConfigError, match="RECSYS_PEER_TIMEOUT_S"):
+        cluster_lib.peer_timeout({"RECSYS_PEER_TIMEOUT_S": value})
+    assert cluster_lib.peer_timeout({}) == cluster_lib.DEFAULT_PEER_TIMEOUT_S
+    assert cluster_lib.peer_timeout({"RECSYS_PEER_TIMEOUT_S": "2.5"}) == 2.5
+
+
+def test_unreachable_peers_are_found_by_tcp():
+    with socket.socket() as up:
+        up.bind(("127.0.0.1", 0))
+        up.listen()
+        alive, dead = up.getsockname()[1], _free_port()
+        me = _free_port()
+        config = {
+            "cluster": {"worker": [f"127.0.0.1:{me}", f"127.0.0.1:{alive}", f"127.0.0.1:{dead}"]},
+            "task": {"type": "worker", "index": 0},
+        }
+        missing = cluster_lib.unreachable_peers(read_cluster(_env(config)), seconds=1)
+    assert missing == {"cluster.worker[2]": f"127.0.0.1:{dead}"}
+
+
+_STUCK = textwrap.dedent(
+    """
+    import logging, sys, time
+    sys.path.insert(0, sys.argv[1])
+    logging.basicConfig(level=logging.INFO)
+    from trainer import cluster
+    cluster.within_peer_timeout(cluster.read_cluster(), lambda: time.sleep(120), "Test")
+    """
+)
+
+
+def test_a_peer_that_never_comes_up_ends_the_wait_with_its_name():
+    """The wait for the cluster is bounded: after RECSYS_PEER_TIMEOUT_S the
+    process logs which peers never answered and exits (75), even though the
+    call it waited on (here a sleep; in TensorFlow, a strategy waiting for
+    its peers) never returns."""
+    me, missing = _free_port(), _free_port()
+    config = {
+        "cluster": {"worker": [f"127.0.0.1:{me}", f"127.0.0.1:{missing}"]},
+        "task": {"type": "worker", "index": 0},
+    }
+    env = {**os.environ, "TF_CONFIG": json.dumps(config), "RECSYS_PEER_TIMEOUT_S": "1"}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", _STUCK, ROOT], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 75 and time.monotonic() - started < 30
+    assert f"cluster.worker[1] 127.0.0.1:{missing}" in done.stderr
+    assert "did not come up within 1 s" in done.stderr

@@ -175,6 +175,23 @@ def test_validation_reports_recall_at_k_over_the_catalogue():
     assert _split(_batch())[0][ITEM_KEY].dtype == tf.int64
 
 
+def test_the_in_graph_top_k_gives_the_streaming_recall():
+    """The exact top-k used under parameter servers (the whole catalogue
+    embedded inside the step) reports the same recall@k as TFRS's streaming
+    one over the catalogue dataset."""
+    config = ModelConfig(retrieval_ks=(1, 5))
+    data = _dataset(_batch(32, seed=5), config)
+    recalls = []
+    for in_graph in (False, True):
+        tf.keras.utils.set_random_seed(3)
+        model = build_model(config, VOCABS)
+        model.set_candidates(catalog_dataset(_catalog(), batch_size=4), 13, in_graph=in_graph)
+        logs = model.evaluate(data, steps=2, verbose=0, return_dict=True)
+        recalls.append([logs["retrieval_recall_at_1"], logs["retrieval_recall_at_5"]])
+    np.testing.assert_allclose(recalls[0], recalls[1], atol=1e-6)
+    assert recalls[0][1] > 0  # the comparison says something
+
+
 def test_unknown_config_key_is_rejected():
     with pytest.raises(ValueError, match="embeding_dim"):
         ModelConfig.from_dict({"embeding_dim": 8})
@@ -213,6 +230,9 @@ def test_training_callbacks_checkpoint_and_stop_early(tmp_path):
 
     names = [type(c).__name__ for c in training_callbacks(ModelConfig(), str(tmp_path))]
     assert names == ["TaskSelection", "TensorBoard", "ModelCheckpoint", "EarlyStopping"]
+    backed_up = training_callbacks(ModelConfig(), str(tmp_path), str(tmp_path / "backup"))
+    assert type(backed_up[0]).__name__ == "ResumableTraining"  # restores before the others start
+    assert backed_up[0].backup_dir == str(tmp_path / "backup")
     assert "EarlyStopping" not in [
         type(c).__name__
         for c in training_callbacks(ModelConfig(early_stopping_patience=0), str(tmp_path))

@@ -858,106 +858,135 @@ def test_a_regressing_model_is_not_blessed_and_not_pushed(run):
     assert any("change_threshold" in f for f in summary["validation_failures"])
 
 
-_WORKER = textwrap.dedent(
-    """
-    import json, logging, sys
-    from trainer import keras_env  # noqa: F401
-    from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
-    from tfx.components.util import tfxio_utils
-    from tfx.types import standard_artifacts
-    from trainer import task
+def _start_tasks(fn_args, shared, tmp_path, attempt: str, cluster, tasks, doomed=None):
+    """``bench.local_cluster.start`` over ``fn_args``' data, writing TFX's
+    directories under ``shared``."""
+    from bench import local_cluster
 
-    logging.basicConfig(level=logging.INFO)
-    logging.getLogger().setLevel(logging.INFO)
-    args = json.loads(sys.argv[1])
-    examples = standard_artifacts.Examples()
-    examples.uri, examples.split_names = args.pop("examples_uri"), '["train", "eval"]'
-    factory = tfxio_utils.get_tf_dataset_factory_from_artifact([examples], [])
-    task.run_fn(FnArgs(**args, data_accessor=DataAccessor(factory, None, None)))
-    """
-)
+    args = local_cluster.run_fn_args(
+        os.path.dirname(os.path.dirname(fn_args.train_files[0])),
+        fn_args.transform_output,
+        shared,
+        fn_args.train_steps,
+        fn_args.custom_config["model_config"],
+    )
+    return local_cluster.start(args, cluster, tasks, tmp_path, attempt, doomed)
 
 
-def test_two_workers_on_loopback_train_and_the_chief_exports_the_model(run, tmp_path):
-    """MultiWorkerMirroredStrategy from TF_CONFIG: two worker processes on
-    127.0.0.1 train the real model; only the chief (worker 0) writes the export,
-    which matches the serving contract and scores like a one-worker run of the
-    same config and steps (mean absolute difference after 10 steps below 0.5
-    rating points and 0.2 on every other task: the workers see differently
-    sharded batches)."""
-    import socket
+def _two_workers(*args, doomed=None):
+    from bench.local_cluster import loopback_cluster
 
+    return _start_tasks(*args, loopback_cluster(workers=2), [("worker", 0), ("worker", 1)], doomed)
+
+
+def _wait_or_kill(procs, seconds: float) -> None:
+    from bench.local_cluster import wait_or_kill
+
+    wait_or_kill(procs, seconds)
+
+
+_CLUSTER_MODEL = {"epochs": 2, "batch_size": 32, "pretrained_text_encoder": None}
+_CLUSTER_STEPS = 10
+
+
+@pytest.fixture(scope="module")
+def one_worker(run, tmp_path_factory):
+    """The reference for the cluster tests: run_fn on one machine, same
+    config and steps; (its FnArgs, the raw examples' URI)."""
     from trainer import task as trainer_task
 
     config, _ = run
-    model_config = {"epochs": 1, "batch_size": 32, "pretrained_text_encoder": None}
-    single = _trainer_args(config, tmp_path / "single", {"model_config": model_config}, 10)
+    single = _trainer_args(
+        config,
+        tmp_path_factory.mktemp("one-worker"),
+        {"model_config": _CLUSTER_MODEL},
+        _CLUSTER_STEPS,
+    )
     trainer_task.run_fn(single)
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs = []
-    for index in range(2):
-        fn_args = _trainer_args(config, tmp_path / f"w{index}", {"model_config": model_config}, 10)
-        args = {
-            "train_files": fn_args.train_files,
-            "eval_files": fn_args.eval_files,
-            "transform_output": fn_args.transform_output,
-            "serving_model_dir": str(tmp_path / "shared" / "serving_model"),
-            "model_run_dir": str(tmp_path / "shared" / "model_run"),
-            "train_steps": 10,
-            "eval_steps": 1,
-            "custom_config": {"model_config": model_config},
-            "examples_uri": os.path.dirname(os.path.dirname(fn_args.train_files[0])),
-        }
-        task = {"type": "worker", "index": index}
-        scratch = tmp_path / f"tmp{index}"  # where a non-chief worker's own copy goes
-        scratch.mkdir()
-        env = {
-            **os.environ,
-            "TF_CONFIG": json.dumps({"cluster": cluster, "task": task}),
-            "TMPDIR": str(scratch),
-        }
-        log = open(tmp_path / f"worker{index}.log", "w")  # not a pipe: a full one deadlocks
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", _WORKER, json.dumps(args)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        )
-        log.close()  # the worker has its own copy
-    deadline = time.time() + 600
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            pass
-    for proc in procs:
-        if proc.poll() is None:  # a worker waiting for a peer ignores SIGTERM
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    outputs = [open(tmp_path / f"worker{i}.log").read() for i in range(2)]
-    for proc, out in zip(procs, outputs):
-        assert proc.returncode == 0, out[-3000:]
-    # Only the chief wrote TFX's directories; worker 1's copy is gone.
-    assert "Worker export discarded" in outputs[1] and "Worker export discarded" not in outputs[0]
-    assert os.path.exists(tmp_path / "shared" / "model_run" / "history.json")
-    assert not glob.glob(str(tmp_path / "tmp*" / "worker*"))
-    exported = str(tmp_path / "shared" / "serving_model")
-    _assert_matches_the_contract(exported, F.TASK_NAMES, _num_categories(config))
     (examples_uri,) = glob.glob(
         os.path.join(config.pipeline_root, "InteractionLogExampleGen", "examples", "*")
     )
-    two, one = (
+    return single, examples_uri
+
+
+def _assert_scores_like_one_worker(run, one_worker, exported: str) -> None:
+    """The cluster's export matches the serving contract and scores like the
+    one-worker model: mean absolute difference after 10 steps below 0.5
+    rating points and 0.2 on every other task (the batches differ)."""
+    config, _ = run
+    single, examples_uri = one_worker
+    _assert_matches_the_contract(exported, F.TASK_NAMES, _num_categories(config))
+    cluster, one = (
         _eval_scores(exported, examples_uri),
         _eval_scores(single.serving_model_dir, examples_uri),
     )
     for name in F.TASK_NAMES:  # the rating in points of its 1-5 scale, the rest in [0, 1]
         bound = 0.5 if name == "rating" else 0.2
-        assert np.mean(np.abs(two[name] - one[name])) < bound, name
+        assert np.mean(np.abs(cluster[name] - one[name])) < bound, name
+
+
+def test_two_workers_train_resume_after_one_is_killed_and_the_chief_exports(
+    run, one_worker, tmp_path
+):
+    """MultiWorkerMirroredStrategy from TF_CONFIG: two worker processes on
+    127.0.0.1 train the real model for 2 epochs. Worker 1 is killed with
+    SIGKILL after epoch 1; the chief, stuck without its peer, is killed too,
+    as a scheduler restarting the job would. The restarted pair resumes from
+    the backup at epoch 2 (BackupAndRestore) and only the chief (worker 0)
+    writes the export, which scores like a one-worker run."""
+    config, _ = run
+    shared = tmp_path / "shared"
+    fn_args = _trainer_args(
+        config, tmp_path / "unused", {"model_config": _CLUSTER_MODEL}, _CLUSTER_STEPS
+    )
+    procs, logs = _two_workers(fn_args, shared, tmp_path, "first", doomed=("worker", 1))
+    _wait_or_kill(procs[1:], 600)
+    _wait_or_kill(procs[:1], 30)  # the chief waits for its lost peer: the scheduler restarts it
+    died = logs[1].read_text()
+    assert procs[1].returncode == -signal.SIGKILL, died[-3000:]
+    assert "worker killed after epoch 1" in died
+    assert os.path.exists(shared / "model_run" / "backup" / "chief" / "checkpoint")
+
+    procs, logs = _two_workers(fn_args, shared, tmp_path, "restart")
+    _wait_or_kill(procs, 600)
+    outputs = [log.read_text() for log in logs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+        assert "Resumed training from the backup" in out and "epoch 2 of 2" in out, out[-3000:]
+    history = json.loads((shared / "model_run" / "history.json").read_text())
+    assert len(history["loss"]) == 1  # epoch 2 only: epoch 1 was not trained again
+    assert not os.path.exists(shared / "model_run" / "backup")  # deleted once fit finished
+    # Only the chief wrote TFX's directories; worker 1's copy is gone.
+    assert "Worker export discarded" in outputs[1] and "Worker export discarded" not in outputs[0]
+    assert not glob.glob(str(tmp_path / "tmp-restart-*" / "worker*"))  # the killed one's stays
+    _assert_scores_like_one_worker(run, one_worker, str(shared / "serving_model"))
+
+
+def test_parameter_servers_on_loopback_train_and_the_chief_exports(run, one_worker, tmp_path):
+    """ParameterServerStrategy from TF_CONFIG: a chief (the coordinator), a
+    worker and a parameter server on 127.0.0.1. The large tables live on
+    the parameter server, the worker runs the steps, validation recall@k
+    runs on the worker (the in-graph top-k), the worker and the parameter
+    server end once the chief's export exists, and the export scores like a
+    one-worker run."""
+    config, _ = run
+    shared = tmp_path / "shared"
+    fn_args = _trainer_args(
+        config, tmp_path / "unused", {"model_config": _CLUSTER_MODEL}, _CLUSTER_STEPS
+    )
+    from bench.local_cluster import loopback_cluster
+
+    cluster = loopback_cluster(workers=1, chief=True, ps=1)
+    tasks = [("chief", 0), ("worker", 0), ("ps", 0)]
+    procs, logs = _start_tasks(fn_args, shared, tmp_path, "pss", cluster, tasks)
+    _wait_or_kill(procs, 600)
+    outputs = [log.read_text() for log in logs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+    assert "ParameterServerStrategy" in outputs[0]
+    assert "on the parameter servers" in outputs[0]
+    assert "Serving as worker 0" in outputs[1] and "Serving as ps 0" in outputs[2]
+    history = json.loads((shared / "model_run" / "history.json").read_text())
+    assert len(history["loss"]) == 2
+    assert history["val_retrieval_recall_at_100"][-1] > 0
+    _assert_scores_like_one_worker(run, one_worker, str(shared / "serving_model"))

@@ -16,10 +16,19 @@ waiting for peers.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import logging
 import os
 import re
-from typing import Dict, List, Mapping, Optional
+import socket
+import threading
+import time
+from typing import Callable, Dict, List, Mapping, Optional, TypeVar
+
+T = TypeVar("T")
+PEER_TIMEOUT_ENV = "RECSYS_PEER_TIMEOUT_S"
+DEFAULT_PEER_TIMEOUT_S = 900.0
 
 TRAINER_TASKS = ("chief", "worker")
 TASK_TYPES = ("chief", "worker", "ps", "evaluator")
@@ -50,6 +59,30 @@ class Cluster:
     @property
     def parameter_servers(self) -> int:
         return len(self.cluster.get("ps", []))
+
+    @property
+    def parameter_server_training(self) -> bool:
+        """Parameter servers hold the variables; the chief coordinates."""
+        return self.parameter_servers > 0
+
+    @property
+    def serves_only(self) -> bool:
+        """A worker or parameter server of parameter-server training: it runs
+        a TensorFlow server the chief schedules work on, and no training code."""
+        return self.parameter_server_training and self.task_type in ("worker", "ps")
+
+    @property
+    def address(self) -> str:
+        return self.cluster[self.task_type][self.task_index]
+
+    def peers(self) -> Dict[str, str]:
+        """{field: address} of every other task, e.g. ``cluster.worker[1]``."""
+        return {
+            f"cluster.{task_type}[{n}]": address
+            for task_type, addresses in self.cluster.items()
+            for n, address in enumerate(addresses)
+            if address != self.address
+        }
 
     @property
     def is_chief(self) -> bool:
@@ -122,3 +155,84 @@ def _cluster(value) -> Dict[str, List[str]]:
     if not any(t in cluster for t in TRAINER_TASKS):
         raise ClusterConfigError("TF_CONFIG cluster has no 'chief' or 'worker' task to train")
     return cluster
+
+
+def check_port_free(cluster: Cluster) -> None:
+    """A ``ClusterConfigError`` naming this task's address when its port is
+    taken on this machine (TensorFlow's server would fail, or worse, talk to
+    another job's)."""
+    port = int(cluster.address.rsplit(":", 1)[1])
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+            field = f"cluster.{cluster.task_type}[{cluster.task_index}]"
+            raise ClusterConfigError(
+                f"TF_CONFIG {field} {cluster.address!r}: port {port} is in use on this machine"
+            ) from None
+
+
+def peer_timeout(environ: Optional[Mapping[str, str]] = None) -> float:
+    """Seconds to wait for the other tasks (``RECSYS_PEER_TIMEOUT_S``, default 900)."""
+    text = (environ if environ is not None else os.environ).get(PEER_TIMEOUT_ENV, "")
+    if not text.strip():
+        return DEFAULT_PEER_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ClusterConfigError(f"{PEER_TIMEOUT_ENV} {text!r}: expected a positive number")
+    return seconds
+
+
+def unreachable_peers(cluster: Cluster, seconds: float = 2.0) -> Dict[str, str]:
+    """The other tasks that accept no TCP connection within ``seconds``."""
+    missing = {}
+    for field, address in cluster.peers().items():
+        host, port = address.rsplit(":", 1)
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+        except OSError:
+            missing[field] = address
+    return missing
+
+
+def within_peer_timeout(cluster: Cluster, connect: Callable[[], T], what: str) -> T:
+    """``connect()`` (a strategy that waits for its peers), or, when it has
+    not returned after ``peer_timeout()`` seconds, an error naming the peers
+    that never answered and an exit: TensorFlow waiting for a peer cannot be
+    interrupted and ignores SIGTERM, so the process ends itself."""
+    seconds = peer_timeout()
+    done = threading.Event()
+
+    def give_up() -> None:
+        if done.is_set():
+            return
+        missing = unreachable_peers(cluster)
+        named = ", ".join(f"{f} {a}" for f, a in missing.items()) or "none unreachable by TCP"
+        logging.error(
+            "%s: the cluster did not come up within %.0f s (%s); no answer from: %s. "
+            "Every task in TF_CONFIG must be started with the same cluster.",
+            what,
+            seconds,
+            PEER_TIMEOUT_ENV,
+            named,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(75)  # EX_TEMPFAIL: the scheduler may retry
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    started = time.monotonic()
+    timer.start()
+    try:
+        result = connect()
+    finally:
+        done.set()
+        timer.cancel()
+    logging.info("%s: cluster up after %.1f s.", what, time.monotonic() - started)
+    return result

@@ -317,13 +317,17 @@ class MultiTaskRecommender(keras.Model):
     def get_config(self) -> Dict[str, object]:
         return {"config": self.config.to_dict(), "vocab_sizes": dict(self.vocab_sizes)}
 
-    def set_candidates(self, candidates: tf.data.Dataset, num_candidates: int) -> None:
+    def set_candidates(
+        self, candidates: tf.data.Dataset, num_candidates: int, in_graph: bool = False
+    ) -> None:
         """Validation retrieval metrics over a batched catalogue dataset of item
-        inputs with ``ITEM_KEY``: recall@k for each ``config.retrieval_ks``."""
+        inputs with ``ITEM_KEY``: recall@k for each ``config.retrieval_ks``
+        (``in_graph``: the catalogue embedded inside each step, see
+        ``task_kinds.InGraphTopK``)."""
         ks = tuple(min(k, num_candidates) for k in self.config.retrieval_ks)
         for head in self._heads:
             if isinstance(head, task_kinds.Retrieval):
-                head.set_candidates(self.network.item_model, candidates, ks)
+                head.set_candidates(self.network.item_model, candidates, ks, in_graph)
 
     @property
     def metrics(self) -> List[keras.metrics.Metric]:

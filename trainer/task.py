@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 
 from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)
@@ -20,12 +21,13 @@ from tensorflow.python.framework import (
 )  # disable_op_determinism: not in tf.*
 from tfx.components.trainer.fn_args_utils import FnArgs
 
+from trainer import backup
 from trainer import catalog as catalog_lib
 from trainer import data, embedding_table, export, plots, selection
 from trainer import features as F
 from trainer import serving_contract as C
 from trainer import transform as transform_lib
-from trainer.cluster import ClusterConfigError, read_cluster
+from trainer.cluster import Cluster, check_port_free, read_cluster, within_peer_timeout
 from trainer.config import CONFIG_KEY, TASK_SELECTION, TEXT_EMBEDDINGS_URI, ModelConfig
 from trainer.item_frequency import ItemFrequencies
 from trainer.model import PRETRAINED_TEXT_DIM, PRETRAINED_TEXT_LENGTH, build_model
@@ -34,18 +36,40 @@ from trainer.search_space import apply_hyperparameters
 from trainer.sentence_encoder import SentenceEncoder, resolve_preset
 
 
+SHARD_BYTES = 256 << 10  # under parameter servers, tables above this are split over them
+EXPORT_WAIT_S = 600.0  # how long a worker waits for the chief's export
+
+
 def accelerator_setup(config: ModelConfig) -> Tuple[tf.distribute.Strategy, bool, bool]:
-    """(strategy, jit_compile, mixed_precision): MirroredStrategy over all GPUs
-    with mixed precision and XLA (as configured) when there are GPUs; the
-    default strategy, float32 and no XLA on CPU."""
+    """(strategy, jit_compile, mixed_precision): with parameter servers in
+    ``TF_CONFIG``, ParameterServerStrategy with the large tables sharded over
+    them; with several workers, MultiWorkerMirroredStrategy; on one machine,
+    MirroredStrategy over all GPUs with mixed precision and XLA (as
+    configured), or the default strategy, float32 and no XLA on CPU."""
     cluster = read_cluster()  # a TF_CONFIG that cannot work stops here, naming the field
     gpus = tf.config.list_physical_devices("GPU")
-    if cluster is not None and cluster.parameter_servers:
-        raise ClusterConfigError(
-            "TF_CONFIG names parameter servers: parameter-server training is not supported "
-            "yet; use chief and worker tasks (MultiWorkerMirroredStrategy)"
+    accelerated = (bool(gpus) and config.xla, bool(gpus) and config.mixed_precision)
+    if cluster is not None and cluster.parameter_server_training:
+        check_port_free(cluster)
+        logging.info(
+            "Coordinating %d worker(s) and %d parameter server(s) with ParameterServerStrategy.",
+            len(cluster.cluster.get("worker", [])),
+            cluster.parameter_servers,
         )
+        partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
+            min_shard_bytes=SHARD_BYTES, max_shards=cluster.parameter_servers
+        )
+        strategy = within_peer_timeout(
+            cluster,
+            lambda: tf.distribute.ParameterServerStrategy(
+                tf.distribute.cluster_resolver.TFConfigClusterResolver(),
+                variable_partitioner=partitioner,
+            ),
+            "ParameterServerStrategy",
+        )
+        return (strategy, *accelerated)
     if cluster is not None and cluster.multi_worker:
+        check_port_free(cluster)
         logging.info(
             "Training as %s %d of %d workers with MultiWorkerMirroredStrategy (%s).",
             cluster.task_type,
@@ -53,8 +77,10 @@ def accelerator_setup(config: ModelConfig) -> Tuple[tf.distribute.Strategy, bool
             cluster.num_workers,
             f"{len(gpus)} GPU(s) each" if gpus else "CPU",
         )
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        return strategy, bool(gpus) and config.xla, bool(gpus) and config.mixed_precision
+        strategy = within_peer_timeout(
+            cluster, tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"
+        )
+        return (strategy, *accelerated)
     if not gpus:
         logging.info("No GPU found: training on CPU.")
         return tf.distribute.get_strategy(), False, False
@@ -67,13 +93,55 @@ def accelerator_setup(config: ModelConfig) -> Tuple[tf.distribute.Strategy, bool
     return tf.distribute.MirroredStrategy(), config.xla, config.mixed_precision
 
 
+def parameter_server_training(strategy: tf.distribute.Strategy) -> bool:
+    return isinstance(strategy, tf.distribute.ParameterServerStrategy)
+
+
+def serve_until_exported(cluster: Cluster, serving_model_dir: str) -> None:
+    """A worker or parameter server of parameter-server training: a
+    TensorFlow server the chief schedules on, up until the chief's export
+    exists (then TFX's executor finds the model and the task ends)."""
+    check_port_free(cluster)
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    tf.distribute.Server(
+        resolver.cluster_spec(),
+        job_name=cluster.task_type,
+        task_index=cluster.task_index,
+        protocol="grpc",
+        start=True,
+    )
+    logging.info(
+        "Serving as %s %d for the chief until it exports to %s.",
+        cluster.task_type,
+        cluster.task_index,
+        serving_model_dir,
+    )
+    wait_for_export(serving_model_dir, timeout=None)
+
+
+def wait_for_export(serving_model_dir: str, timeout: Optional[float]) -> None:
+    """Returns once the chief's SavedModel is in ``serving_model_dir``; a
+    ``TimeoutError`` after ``timeout`` seconds (None: no bound)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    marker = os.path.join(serving_model_dir, C.ASSETS_EXTRA, C.TASKS_ASSET)  # the last file
+    while not tf.io.gfile.exists(marker):
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the chief wrote no model to {serving_model_dir} within {timeout:.0f} s: "
+                "is it a directory every worker shares (GCS, NFS)?"
+            )
+        time.sleep(2)
+
+
 def training_callbacks(
-    config: ModelConfig, model_run_dir: str
+    config: ModelConfig, model_run_dir: str, backup_dir: Optional[str] = None
 ) -> List[tf.keras.callbacks.Callback]:
-    """The tasks' selection score, TensorBoard logs, best-so-far checkpoints
-    and early stopping, both on ``config.selection_metric``."""
+    """The training-state backup (when ``backup_dir`` is given), the tasks'
+    selection score, TensorBoard logs, best-so-far checkpoints and early
+    stopping, both on ``config.selection_metric``."""
     key, mode = selection.monitor(config.selection_metric)
     callbacks: List[tf.keras.callbacks.Callback] = [
+        *([backup.ResumableTraining(backup_dir, max(1, config.epochs))] if backup_dir else []),
         selection.TaskSelection(
             selection.task_metrics(config.active_tasks(), config.retrieval_ks),
             os.path.join(model_run_dir, "best_epochs.json"),
@@ -196,7 +264,13 @@ def tuned_values(hyperparameters: Optional[Mapping]) -> Dict[str, object]:
 
 
 def run_fn(fn_args: FnArgs) -> None:
-    """Trains on the transformed train split, validates on eval, exports."""
+    """Trains on the transformed train split, validates on eval, exports
+    (under parameter-server training, workers and parameter servers serve
+    the chief instead)."""
+    cluster = read_cluster()
+    if cluster is not None and cluster.serves_only:
+        serve_until_exported(cluster, fn_args.serving_model_dir)
+        return
     config = ModelConfig.from_dict((fn_args.custom_config or {}).get(CONFIG_KEY))
     tuned = tuned_values(fn_args.hyperparameters)
     if tuned:
@@ -220,7 +294,7 @@ class TrainingInputs:
     text_features: PretrainedTextFeatures
     sizes: Dict[str, int]
     catalog: Dict
-    train: tf.data.Dataset
+    train: tf.data.Dataset  # a DatasetCreator under parameter-server training
     evaluation: tf.data.Dataset
 
 
@@ -247,8 +321,9 @@ def prepare_inputs(fn_args: FnArgs, config: ModelConfig) -> TrainingInputs:
     frequencies = (
         ItemFrequencies(catalog_lib.train_impressions(catalog)) if config.logq_correction else None
     )
-    datasets = [
-        data.input_fn(
+
+    def dataset(files: List[str], shuffle: bool) -> tf.data.Dataset:
+        return data.input_fn(
             files,
             fn_args.data_accessor,
             tf_transform_output,
@@ -260,8 +335,20 @@ def prepare_inputs(fn_args: FnArgs, config: ModelConfig) -> TrainingInputs:
             text_features=text_features,
             item_frequencies=frequencies,
         )
-        for files, shuffle in ((fn_args.train_files, True), (fn_args.eval_files, False))
-    ]
+
+    splits = ((fn_args.train_files, True), (fn_args.eval_files, False))
+    if parameter_server_training(strategy):
+        # Each worker builds its own pipeline and reads every n-th batch.
+        datasets = [
+            tf.keras.utils.experimental.DatasetCreator(
+                lambda context, files=files, shuffle=shuffle: dataset(files, shuffle).shard(
+                    context.num_input_pipelines, context.input_pipeline_id
+                )
+            )
+            for files, shuffle in splits
+        ]
+    else:
+        datasets = [dataset(files, shuffle) for files, shuffle in splits]
     return TrainingInputs(
         tf_transform_output,
         strategy,
@@ -286,8 +373,17 @@ def build_trainable(config: ModelConfig, inputs: TrainingInputs):
             text_backbone=inputs.text_features.encoder.backbone if inputs.fine_tune else None,
         )
     model.set_candidates(
-        catalog_lib.catalog_dataset(inputs.catalog), len(inputs.catalog[F.ITEM_ID])
+        catalog_lib.catalog_dataset(inputs.catalog),
+        len(inputs.catalog[F.ITEM_ID]),
+        in_graph=parameter_server_training(inputs.strategy),  # no dataset can reach a worker
     )
+    if parameter_server_training(inputs.strategy):
+        on_ps = [v for v in model.variables if "/job:ps" in v.device]
+        logging.info(
+            "%d variables (shards) on the parameter servers, largest %s.",
+            len(on_ps),
+            max((v.shape for v in on_ps), key=lambda shape: shape.num_elements(), default=None),
+        )
     return model
 
 
@@ -336,7 +432,9 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
         inputs,
         fn_args.train_steps,
         fn_args.eval_steps,
-        training_callbacks(config, model_run_dir),
+        # Every worker backs up to TFX's directory: the chief writes it, the
+        # others scratch copies beside it, and a restarted worker reads it.
+        training_callbacks(config, model_run_dir, backup.backup_dir(fn_args.model_run_dir)),
     )
 
     tf.io.gfile.makedirs(model_run_dir)
@@ -357,5 +455,6 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
     if serving_model_dir != fn_args.serving_model_dir:  # a worker's copy: not the model
         shutil.rmtree(os.path.dirname(serving_model_dir), ignore_errors=True)
         logging.info("Worker export discarded; the chief exports the model.")
+        wait_for_export(fn_args.serving_model_dir, timeout=EXPORT_WAIT_S)  # TFX's check follows
         return
     logging.info("Exported the serving model to %s", fn_args.serving_model_dir)

@@ -309,6 +309,32 @@ class RecallAtK(tfrs.metrics.FactorizedTopK):
             metric.reset_state()
 
 
+class InGraphTopK(tfrs.layers.factorized_top_k.TopK):
+    """Exact top-k over the whole catalogue embedded inside the calling step:
+    one matmul with every item's embedding, no captured ``tf.data.Dataset``.
+    TFRS's ``Streaming`` captures the catalogue dataset, which a
+    ``ParameterServerStrategy`` worker cannot receive from the coordinator;
+    this one's catalogue travels as ordinary tensors (``features``, ``keys``)."""
+
+    def __init__(self, embed: Callable[[], tf.Tensor], keys: tf.Tensor, k: int):
+        super().__init__(k=k)
+        self._embed = [embed]  # a list: Keras must not track the item tower twice
+        self._keys = keys
+
+    def index(self, candidates, identifiers=None):
+        raise NotImplementedError("InGraphTopK embeds its catalogue at each call")
+
+    def call(self, queries: tf.Tensor, k: Optional[int] = None):
+        scores = tf.matmul(
+            tf.cast(queries, tf.float32), tf.cast(self._embed[0](), tf.float32), transpose_b=True
+        )
+        values, index = tf.math.top_k(scores, k=k if k is not None else self._k)
+        return values, tf.gather(self._keys, index)
+
+    def is_exact(self) -> bool:
+        return True
+
+
 class Retrieval(TaskKind):
     """Two towers scored by the dot product of their L2-normalised embeddings,
     trained with an in-batch softmax over the clicked pairs (TFRS Retrieval);
@@ -375,18 +401,36 @@ class Retrieval(TaskKind):
         )
 
     def set_candidates(
-        self, item_model: keras.Model, candidates: tf.data.Dataset, ks: Sequence[int]
+        self,
+        item_model: keras.Model,
+        candidates: tf.data.Dataset,
+        ks: Sequence[int],
+        in_graph: bool = False,
     ) -> None:
-        """Validation recall@k over a batched catalogue of item inputs with ``ITEM_KEY``."""
+        """Validation recall@k over a batched catalogue of item inputs with
+        ``ITEM_KEY``: streamed batch by batch (TFRS ``Streaming``), or with
+        ``in_graph`` embedded whole inside each step (``InGraphTopK``, for
+        ``ParameterServerStrategy``; memory grows with batch x catalogue)."""
         from trainer.data import ITEM_INPUTS, ITEM_KEY
 
+        self.ks = tuple(ks)
+        if in_graph:
+            batches = list(candidates)
+            catalogue = {n: tf.concat([b[n] for b in batches], 0) for n in batches[0]}
+            features = {n: catalogue[n] for n in ITEM_INPUTS}
+            top_k = InGraphTopK(
+                lambda: item_model(features, training=False)["embedding"],
+                catalogue[ITEM_KEY],
+                max(self.ks),
+            )
+            self.top_k = RecallAtK(candidates=top_k, ks=self.ks, name="retrieval_top_k")
+            return
         embedded = candidates.map(
             lambda batch: (
                 batch[ITEM_KEY],
                 item_model({n: batch[n] for n in ITEM_INPUTS}, training=False)["embedding"],
             )
         )
-        self.ks = tuple(ks)
         self.top_k = RecallAtK(candidates=embedded, ks=self.ks, name="retrieval_top_k")
 
     def validation_metrics(self) -> List[keras.metrics.Metric]:
