@@ -54,6 +54,11 @@ def any_span_glob(pattern: str) -> str:
     return re.sub(r"\{(SPAN|VERSION|YYYY|MM|DD)(:\d+)?\}", "*", pattern)
 
 
+def uses_spans(pattern: str) -> bool:
+    """Whether ``pattern`` names spans (a run per day on new logs)."""
+    return any_span_glob(pattern) != pattern
+
+
 def _specs(pattern: str) -> Tuple[bool, bool]:
     """(has {SPAN}, has the date specs); ``ValueError`` for a malformed pattern."""
     split = example_gen_pb2.Input.Split(name="events", pattern=pattern)

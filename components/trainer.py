@@ -94,10 +94,12 @@ class Trainer(base_component.BaseComponent):
         text_embeddings: Optional[types.BaseChannel] = None,
         hyperparameters: Optional[types.BaseChannel] = None,
         active_tasks: Optional[types.BaseChannel] = None,
+        base_model: Optional[types.BaseChannel] = None,
     ):
         """Args are the stock Trainer's, the TextEmbedder's output (None: off),
         the Tuner's ``best_hyperparameters`` (None: the ModelConfig's own) and
-        the TaskSelector's output (None: the ModelConfig's tasks)."""
+        the TaskSelector's output (None: the ModelConfig's tasks) and the model
+        to warm-start from (None: from scratch)."""
         spec = TrainerWithTextEmbeddingsSpec(
             examples=examples,
             transform_graph=transform_graph,
@@ -109,6 +111,7 @@ class Trainer(base_component.BaseComponent):
             text_embeddings=text_embeddings,
             hyperparameters=hyperparameters,
             active_tasks=active_tasks,
+            base_model=base_model,
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun),
         )

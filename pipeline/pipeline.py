@@ -18,6 +18,7 @@ from components.anomalies_gate import AnomaliesGate
 from components.atomic_pusher import AtomicPusher
 from components.compatible_evaluator import CompatibleBaselineEvaluator
 from components.drift_gate import DriftGate
+from components import spans
 from components.log_config import LogConfig
 from components.log_example_gen import InteractionLogExampleGen
 from components.task_selector import TaskSelector
@@ -160,6 +161,12 @@ def create_pipeline(
             text_embeddings=embeddings,
             active_tasks=active_tasks,
         )
+    # The latest blessed model: the Evaluator's baseline, the Trainer's warm start.
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
     # The multi-task model, trained and exported with every serving signature:
     # in the component's own process, or as a Vertex AI job on several workers.
     trainer_class, trainer_custom_config = (
@@ -183,13 +190,12 @@ def create_pipeline(
         text_embeddings=embeddings,
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
         active_tasks=active_tasks,
+        base_model=(
+            model_resolver.outputs["model"]
+            if model_settings.warm_starts(spans.uses_spans(log_config.events_pattern))
+            else None
+        ),
     ).with_id("Trainer")  # one name in ML Metadata, the spec and the pipeline root
-    # The latest blessed model, the Evaluator's baseline.
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
     # TFMA per task and per category: thresholds and no regression against the
     # baseline, for the tasks the model was trained on (read from its export).
     evaluator = CompatibleBaselineEvaluator(

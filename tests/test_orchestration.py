@@ -386,3 +386,25 @@ def test_the_logs_rating_range_reaches_the_trainer_and_the_rmse_bar(tmp_path):
     eval_config = nodes["Evaluator"].exec_properties["eval_config"]
     bar = F.task("rating").threshold * 9 / 4
     assert f'"upper_bound": {bar}' in eval_config
+
+
+def test_span_runs_warm_start_from_the_latest_blessed_model(tmp_path):
+    """Logs read by span (a run per day) hand the Trainer the latest blessed
+    model as its base_model; flat logs do not, unless the config says so."""
+
+    def base_model(log_config, model_config=None):
+        config = configs.RunConfig(
+            data_dir=str(tmp_path),
+            work_dir=str(tmp_path),
+            log_config=log_config,
+            model_config=model_config or {},
+        )
+        nodes = {n.id: n for n in runners.pipeline_for(config, config.schema_path).components}
+        channel = nodes["Trainer"].inputs.get("base_model")
+        return channel.producer_component_id if channel is not None else None
+
+    daily = {"events_pattern": "events/{YYYY}-{MM}-{DD}/*.jsonl"}
+    assert base_model(daily) == "latest_blessed_model_resolver"
+    assert base_model(daily, {"warm_start": False}) is None
+    assert base_model({}) is None
+    assert base_model({}, {"warm_start": True}) == "latest_blessed_model_resolver"

@@ -110,6 +110,14 @@ class ModelConfig:
     # the Trainer pushes what an uninterrupted one would).
     seed: int = 42
     deterministic: bool = True
+    # Start from the latest blessed model's weights, remapping changed
+    # vocabularies (``trainer/warm_start.py``): True, False, or None for on
+    # when the logs are read by span (a run per day on new logs).
+    warm_start: Optional[bool] = None
+
+    def warm_starts(self, spans: bool) -> bool:
+        """Whether a pipeline hands the Trainer the latest blessed model."""
+        return spans if self.warm_start is None else bool(self.warm_start)
 
     def __post_init__(self):
         for name in ("tasks", "id_biases", "retrieval_ks", "rating_range"):

@@ -237,6 +237,33 @@ def build_network(
     return network
 
 
+def vocabulary_axes(network: keras.Model) -> Dict[int, tuple]:
+    """{id(variable): (vocabulary name, axis)} for every weight of
+    ``network`` indexed by a Transform vocabulary: the id embeddings and id
+    biases (rows), the text encoder's token embedding (rows), and the
+    per-category heads (output columns). What a warm start remaps when a
+    vocabulary changes (``trainer/warm_start.py``); the layer names are the
+    ones ``build_network`` gives."""
+    import keras_nlp
+
+    by_xf = {F.transformed_name(raw): vocab for raw, vocab in F.ID_VOCABS.items()}
+    per_category = {
+        task.name for task in F.TASKS if getattr(task_kinds.kind_of(task), "per_category", False)
+    }
+    axes: Dict[int, tuple] = {}
+    for layer in network.submodules:
+        if isinstance(layer, keras_nlp.layers.TokenAndPositionEmbedding):
+            axes[id(layer.token_embedding.embeddings)] = (F.TEXT_VOCAB, 0)
+        elif isinstance(layer, keras.layers.Embedding):
+            for xf, vocab in by_xf.items():
+                if layer.name == f"{xf}_embedding" or layer.name.endswith(f"_{xf}_bias"):
+                    axes[id(layer.embeddings)] = (vocab, 0)
+        elif isinstance(layer, keras.layers.Dense) and layer.name in per_category:
+            axes[id(layer.kernel)] = (F.ID_VOCABS[F.ITEM_CATEGORY], 1)
+            axes[id(layer.bias)] = (F.ID_VOCABS[F.ITEM_CATEGORY], 0)
+    return axes
+
+
 class TaskWeighting(keras.layers.Layer):
     """Combines per-task losses into one.
 
@@ -345,17 +372,31 @@ class MultiTaskRecommender(keras.Model):
         return self.network({name: inputs[name] for name in MODEL_INPUTS}, training=training)
 
     def _task_losses(self, inputs, labels, weights, training: bool):
+        """Each task's weighted mean loss over the *global* batch, and whether
+        it had any label there. Under a multi-replica strategy a replica's
+        loss is its share, scaled so that the losses summed over replicas
+        and divided by their number (``train_step``) are the global mean:
+        a replica without ratings adds none, instead of the mean of
+        per-replica means (TensorFlow's ``compute_average_loss`` semantics,
+        with example weights)."""
         outputs = self(inputs, training=training)
         step = task_kinds.Step(self.network, inputs, outputs, labels, weights, training)
-        losses, present = {}, {}
+        sums, weight_sums = {}, {}
         for head in self._heads:
             weight = head.loss_weight(step)
             per_example = head.per_example_loss(step)
-            total_weight = tf.reduce_sum(weight)
-            losses[head.task.name] = tf.reduce_sum(
-                weight * tf.cast(per_example, tf.float32)
-            ) / tf.maximum(total_weight, _EPSILON)
-            present[head.task.name] = tf.cast(total_weight > 0, tf.float32)
+            sums[head.task.name] = tf.reduce_sum(weight * tf.cast(per_example, tf.float32))
+            weight_sums[head.task.name] = tf.reduce_sum(weight)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        names = list(weight_sums)
+        global_weights = tf.stack([weight_sums[n] for n in names])
+        if replicas > 1:
+            context = tf.distribute.get_replica_context()
+            global_weights = context.all_reduce(tf.distribute.ReduceOp.SUM, global_weights)
+        losses, present = {}, {}
+        for i, name in enumerate(names):
+            losses[name] = replicas * sums[name] / tf.maximum(global_weights[i], _EPSILON)
+            present[name] = tf.cast(global_weights[i] > 0, tf.float32)
         return step, losses, present
 
     def _update_metrics(self, step, losses, present, total) -> Dict[str, tf.Tensor]:

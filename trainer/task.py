@@ -23,7 +23,7 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 
 from trainer import backup
 from trainer import catalog as catalog_lib
-from trainer import data, embedding_table, export, plots, selection
+from trainer import data, embedding_table, export, plots, selection, warm_start
 from trainer import features as F
 from trainer import serving_contract as C
 from trainer import transform as transform_lib
@@ -409,6 +409,25 @@ def fit(
     )
 
 
+def start_from(
+    model, config: ModelConfig, inputs: TrainingInputs, base_model: str, model_run_dir: str
+) -> warm_start.WarmStartReport:
+    """Warm-starts ``model`` from the base model (the latest blessed one) and
+    records what it took over in ``model_run/warm_start.json``."""
+    vocabularies = {
+        name: [
+            v.decode("utf-8") if isinstance(v, bytes) else str(v)
+            for v in inputs.tf_transform_output.vocabulary_by_name(name)
+        ]
+        for name in warm_start.VOCABULARIES
+    }
+    report = warm_start.warm_start(model.network, config, inputs.sizes, base_model, vocabularies)
+    tf.io.gfile.makedirs(model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(model_run_dir, "warm_start.json"), "w") as f:
+        json.dump({**dataclasses.asdict(report), "summary": report.summary()}, f, indent=2)
+    return report
+
+
 def output_dirs(fn_args: FnArgs) -> Tuple[str, str]:
     """(model_run_dir, serving_model_dir) this task writes: TFX's on one
     machine and on the chief; a temporary pair on the other workers, which
@@ -426,6 +445,8 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
     inputs = prepare_inputs(fn_args, config)
     model = build_trainable(config, inputs)
     model.network.summary(print_fn=logging.info)
+    if fn_args.base_model:
+        start_from(model, config, inputs, fn_args.base_model, model_run_dir)
     history = fit(
         model,
         config,
