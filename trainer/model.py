@@ -507,6 +507,9 @@ def build_model(
             weighted_metrics=[],
             jit_compile=jit_compile,
         )
+        # The steps return metric results, already the same on every replica:
+        # Keras' default ("auto": a sum over replicas) would log n times them.
+        model.distribute_reduction_method = "first"
     finally:
         keras.mixed_precision.set_global_policy(previous)
     return model
