@@ -23,7 +23,7 @@ from components.log_config import LogConfig
 from components.log_example_gen import InteractionLogExampleGen
 from components.task_selector import TaskSelector
 from components.text_embedder import TextEmbedder
-from components.trainer import Trainer
+from components.trainer import COMPACT_MODEL_KEY, Trainer
 from components.tuner import Tuner
 from pipeline import custom_configs, fingerprint
 from pipeline import eval_config as eval_config_lib
@@ -35,6 +35,14 @@ PREPROCESSING_FN = "trainer.transform.preprocessing_fn"
 TEXT_EMBEDDING_CACHE = "text_embedding_cache"  # under the pipeline root
 RUN_FN = "trainer.task.run_fn"
 TUNER_FN = "trainer.tuning.tuner_fn"
+
+
+COMPACT_EVALUATOR, COMPACT_PUSHER = "CompactEvaluator", "CompactPusher"
+
+
+def compact_push_base(push_base: str) -> str:
+    """The compact model's TF Serving base path: ``<push_base>_compact``."""
+    return push_base.rstrip("/") + "_compact"
 
 
 def create_pipeline(
@@ -195,19 +203,21 @@ def create_pipeline(
             if model_settings.warm_starts(spans.uses_spans(log_config.events_pattern))
             else None
         ),
+        compact_model=bool(model_settings.compact_weights),
     ).with_id("Trainer")  # one name in ML Metadata, the spec and the pipeline root
     # TFMA per task and per category: thresholds and no regression against the
     # baseline, for the tasks the model was trained on (read from its export).
+    eval_config = eval_config_lib.build_eval_config(
+        eval_thresholds,
+        model_settings.active_task_names(),
+        model_settings.retrieval_ks,
+        model_settings.rating_range,
+    )
     evaluator = CompatibleBaselineEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        eval_config=eval_config_lib.build_eval_config(
-            eval_thresholds,
-            model_settings.active_task_names(),
-            model_settings.retrieval_ks,
-            model_settings.rating_range,
-        ),
+        eval_config=eval_config,
     ).with_id("Evaluator")
     # Copies a blessed model to <push_base>/<version> in one rename.
     pusher = AtomicPusher(
@@ -217,6 +227,28 @@ def create_pipeline(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=push_base)
         ),
     )
+
+    # The compact model, when the model config asks for one: judged against
+    # this run's full model with the same thresholds and regression
+    # tolerances, pushed beside it as its own TF Serving model.
+    compact = []
+    if model_settings.compact_weights:
+        compact_evaluator = CompatibleBaselineEvaluator(
+            examples=example_gen.outputs["examples"],
+            model=trainer.outputs[COMPACT_MODEL_KEY],
+            baseline_model=trainer.outputs["model"],
+            eval_config=eval_config,
+        ).with_id(COMPACT_EVALUATOR)
+        compact_pusher = AtomicPusher(
+            model=trainer.outputs[COMPACT_MODEL_KEY],
+            model_blessing=compact_evaluator.outputs["blessing"],
+            push_destination=tfx.proto.PushDestination(
+                filesystem=tfx.proto.PushDestination.Filesystem(
+                    base_directory=compact_push_base(push_base)
+                )
+            ),
+        ).with_id(COMPACT_PUSHER)
+        compact = [compact_evaluator, compact_pusher]
 
     return tfx_pipeline.Pipeline(
         pipeline_name=pipeline_name,
@@ -237,6 +269,7 @@ def create_pipeline(
             model_resolver,
             evaluator,
             pusher,
+            *compact,
         ],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,

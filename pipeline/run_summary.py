@@ -16,6 +16,8 @@ from tfx.orchestration import metadata
 from components.compatible_evaluator import BASELINE_SKIPPED
 from components.log_example_gen import SPANS_PROPERTY
 from components.task_selector import OFF_TASKS_PROPERTY, ActiveTasks
+from components.trainer import COMPACT_MODEL_KEY
+from pipeline.pipeline import COMPACT_EVALUATOR, COMPACT_PUSHER
 from trainer import features as F
 from trainer.task_kinds import task_of_output
 
@@ -114,11 +116,11 @@ def summarize(metadata_path: str) -> Dict[str, Any]:
     """Per-task metrics, blessing and push destination of the latest run."""
     config = metadata.sqlite_metadata_connection_config(metadata_path)
     store = metadata_store.MetadataStore(config)
-    evaluation = _latest(store, "ModelEvaluation")
-    blessing = _latest(store, "ModelBlessing")
-    pushed = _latest(store, "PushedModel")
+    evaluation = _latest(store, "ModelEvaluation", "Evaluator")
+    blessing = _latest(store, "ModelBlessing", "Evaluator")
+    pushed = _latest(store, "PushedModel", "AtomicPusher")
     model_run = _latest(store, "ModelRun")
-    model = _latest(store, "Model", "Trainer")
+    model = _latest(store, "Model", os.path.join("Trainer", "model"))
     metrics = _task_metrics(evaluation.uri) if evaluation else {}
     statistics = _latest(store, "ExampleStatistics", "StatisticsGen")
     anomalies = _latest(store, "ExampleAnomalies", "ExampleValidator")
@@ -148,13 +150,40 @@ def summarize(metadata_path: str) -> Dict[str, Any]:
         "validation_metrics": validation_metrics(model_run.uri if model_run else None),
     }
     if evaluation:
-        validation = tfma.load_validation_result(evaluation.uri)
-        summary["validation_failures"] = [
-            _describe_failure(failure)
-            for per_slice in validation.metric_validations_per_slice
-            for failure in per_slice.failures
-        ]
+        summary["validation_failures"] = _validation_failures(evaluation.uri)
+    compact = compact_summary(store)
+    if compact:
+        summary["compact"] = compact
     return summary
+
+
+def _validation_failures(evaluation_uri: str) -> List[str]:
+    validation = tfma.load_validation_result(evaluation_uri)
+    return [
+        _describe_failure(failure)
+        for per_slice in validation.metric_validations_per_slice
+        for failure in per_slice.failures
+    ]
+
+
+def compact_summary(store: metadata_store.MetadataStore) -> Dict[str, Any]:
+    """The compact model's evaluation, blessing and push ({} when the run
+    made none): judged against the run's full model (``CompactEvaluator``)."""
+    model = _latest(store, "Model", os.path.join("Trainer", COMPACT_MODEL_KEY))
+    evaluation = _latest(store, "ModelEvaluation", COMPACT_EVALUATOR)
+    if model is None or evaluation is None:
+        return {}
+    blessing = _latest(store, "ModelBlessing", COMPACT_EVALUATOR)
+    pushed = _latest(store, "PushedModel", COMPACT_PUSHER)
+    return {
+        "model_uri": os.path.join(model.uri, "Format-Serving"),
+        "metrics": _task_metrics(evaluation.uri),
+        "blessed": bool(_custom(blessing, "blessed")),
+        "validation_failures": _validation_failures(evaluation.uri),
+        "pushed": bool(_custom(pushed, "pushed")),
+        "pushed_destination": _custom(pushed, "pushed_destination"),
+        "pushed_version": _custom(pushed, "pushed_version"),
+    }
 
 
 def _format_metric(name: str, value: float) -> str:
@@ -202,6 +231,18 @@ def format_summary(
         )
     else:
         lines.append("  not pushed: the model was not blessed")
+    compact = summary.get("compact")
+    if compact:
+        lines.append(
+            f"  compact model: blessed {compact['blessed']}"
+            + (
+                f", pushed (version {compact['pushed_version']}): {compact['pushed_destination']}"
+                if compact["pushed"]
+                else ", not pushed"
+            )
+        )
+        for failure in compact["validation_failures"]:
+            lines.append(f"    failed threshold: {failure}")
     if summary.get("training_curves"):
         lines.append(f"  training curves: {summary['training_curves']}")
     if work_dir:

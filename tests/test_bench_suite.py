@@ -80,13 +80,13 @@ def test_quick_suite_measures_every_section_and_writes_the_tables(tmp_path):
         assert "## Model quality" in text and "| ease |" in text
 
 
-def test_the_distributed_benchmark_reads_epoch_times_and_the_shared_loss_target():
+def test_the_distributed_benchmark_reads_epoch_times_and_the_shared_auc_target():
     from bench import distributed
 
     log = "Epoch 1/2\n5/5 - 12s - loss: 3.1 - val_loss: 3.0\nEpoch 2/2\n5/5 - 9s - loss: 2.9\n"
     assert distributed.epoch_seconds(log) == [12, 9]
-    assert distributed.seconds_to(2.95, [3.0, 2.9], [12, 9]) == 21
-    assert distributed.seconds_to(2.0, [3.0, 2.9], [12, 9]) is None
+    assert distributed.seconds_to(0.65, [0.6, 0.7], [12, 9]) == 21
+    assert distributed.seconds_to(0.8, [0.6, 0.7], [12, 9]) is None
     history = {"val_loss": [3.0, 2.9], "val_click_auc": [0.6, 0.7]}
     other = {"val_loss": [3.1, 2.95], "val_click_auc": [0.6, 0.69]}
     results = {
@@ -95,6 +95,6 @@ def test_the_distributed_benchmark_reads_epoch_times_and_the_shared_loss_target(
     }
     results["one"]["history"], results["two"]["history"] = history, other
     table = distributed.report(results)
-    assert "s to val_loss 2.950" in table  # the worse of the best losses: both reach it
-    assert "| one | 30 | 21 | 15.2 | 21.0 | 0.7000 |" in table
-    assert "| two | 50 | 30 | 10.7 | 30.0 | 0.6900 |" in table
+    assert "s to click_auc 0.6900" in table  # the worse of the best AUCs: both reach it
+    assert "| one | 30 | 21 | 15.2 | 21.0 | 2.9000 | 0.7000 |" in table
+    assert "| two | 50 | 30 | 10.7 | 30.0 | 2.9500 | 0.6900 |" in table

@@ -17,6 +17,7 @@ TUNING_KEY = "tuning"
 # The Trainer's custom_config key that carries the TextEmbedder output's URI
 # (set by ``components.trainer``'s executor from its ``text_embeddings`` input).
 TEXT_EMBEDDINGS_URI = "text_embeddings_uri"
+COMPACT_MODEL_URI = "compact_model_uri"  # the Trainer's compact_model output
 # ... and the TaskSelector's selection (active tasks, why the others are off),
 # which the export records (``serving_contract.write_tasks_asset``).
 TASK_SELECTION = "task_selection"
@@ -114,6 +115,12 @@ class ModelConfig:
     # vocabularies (``trainer/warm_start.py``): True, False, or None for on
     # when the logs are read by span (a run per day on new logs).
     warm_start: Optional[bool] = None
+    # A second, smaller serving model beside the full one (``trainer/compact.py``):
+    # None (off), "float16" or "int8" weights; the pipeline gates and pushes
+    # it on its own. And the ranking heads as TFLite for devices, in the
+    # full export's assets.extra: None (off), "float32" or "int8".
+    compact_weights: Optional[str] = None
+    tflite_ranking_heads: Optional[str] = None
 
     def warm_starts(self, spans: bool) -> bool:
         """Whether a pipeline hands the Trainer the latest blessed model."""
@@ -183,6 +190,15 @@ class ModelConfig:
         object.__setattr__(self, "rating_range", (low, high))
         if self.id_bias_l2 < 0:
             raise ValueError(f"id_bias_l2 must be >= 0, not {self.id_bias_l2}")
+        if self.compact_weights not in (None, "float16", "int8"):
+            raise ValueError(
+                f'compact_weights must be null, "float16" or "int8", not {self.compact_weights!r}'
+            )
+        if self.tflite_ranking_heads not in (None, "float32", "int8"):
+            raise ValueError(
+                'tflite_ranking_heads must be null, "float32" or "int8", '
+                f"not {self.tflite_ranking_heads!r}"
+            )
         if self.fine_tune_text_encoder and self.pretrained_text_encoder is None:
             raise ValueError("fine_tune_text_encoder needs a pretrained_text_encoder")
         if self.fine_tune_layers < 1 or self.fine_tune_learning_rate <= 0:

@@ -20,15 +20,22 @@ from tensorflow.python.framework import (
     config as framework_config,
 )  # disable_op_determinism: not in tf.*
 from tfx.components.trainer.fn_args_utils import FnArgs
+from tfx.utils import path_utils
 
-from trainer import backup
+from trainer import backup, compact
 from trainer import catalog as catalog_lib
 from trainer import data, embedding_table, export, plots, selection, warm_start
 from trainer import features as F
 from trainer import serving_contract as C
 from trainer import transform as transform_lib
 from trainer.cluster import Cluster, check_port_free, read_cluster, within_peer_timeout
-from trainer.config import CONFIG_KEY, TASK_SELECTION, TEXT_EMBEDDINGS_URI, ModelConfig
+from trainer.config import (
+    COMPACT_MODEL_URI,
+    CONFIG_KEY,
+    TASK_SELECTION,
+    TEXT_EMBEDDINGS_URI,
+    ModelConfig,
+)
 from trainer.item_frequency import ItemFrequencies
 from trainer.model import PRETRAINED_TEXT_DIM, PRETRAINED_TEXT_LENGTH, build_model
 from trainer.pretrained_text import PretrainedTextFeatures, no_pretrained_text
@@ -439,6 +446,16 @@ def output_dirs(fn_args: FnArgs) -> Tuple[str, str]:
     return os.path.join(scratch, "model_run"), os.path.join(scratch, "serving_model")
 
 
+def compact_model_dir(fn_args: FnArgs, serving_model_dir: str) -> str:
+    """Where the compact model goes: the Trainer's ``compact_model`` output
+    (``custom_config``), else beside the serving model (``run_fn`` called
+    alone, or a worker's scratch copy)."""
+    uri = (fn_args.custom_config or {}).get(COMPACT_MODEL_URI)
+    if uri and serving_model_dir == fn_args.serving_model_dir:
+        return path_utils.serving_model_dir(uri)
+    return os.path.join(os.path.dirname(serving_model_dir), "compact_model")
+
+
 def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
     """The body of ``run_fn``."""
     model_run_dir, serving_model_dir = output_dirs(fn_args)
@@ -471,8 +488,28 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
         retrieval_ks=config.retrieval_ks,
         text_features=inputs.text_features,
     )
+    if config.tflite_ranking_heads:
+        compact.write_tflite_ranking_heads(
+            model.network,
+            config.active_task_names(),
+            config.tflite_ranking_heads,
+            serving_model_dir,
+        )
     selection = (fn_args.custom_config or {}).get(TASK_SELECTION) or {}
     C.write_tasks_asset(serving_model_dir, config.active_task_names(), selection.get("off", {}))
+    if config.compact_weights:
+        compact.export_compact_model(
+            model.network,
+            config.compact_weights,
+            compact_model_dir(fn_args, serving_model_dir),
+            config.active_task_names(),
+            selection.get("off", {}),
+            tf_transform_output=inputs.tf_transform_output,
+            catalog=inputs.catalog,
+            recommend_k=config.recommend_k,
+            retrieval_ks=config.retrieval_ks,
+            text_features=inputs.text_features,
+        )
     if serving_model_dir != fn_args.serving_model_dir:  # a worker's copy: not the model
         shutil.rmtree(os.path.dirname(serving_model_dir), ignore_errors=True)
         logging.info("Worker export discarded; the chief exports the model.")
