@@ -29,7 +29,14 @@ FAST = dict(
     eval_steps=10,
     beam_args=["--runner=DirectRunner", *configs.IN_MEMORY_ARGS],
     # The small logs hold 47 purchases and 36 ratings in eval: every task on.
-    model_config={"epochs": 2, "batch_size": 64, "min_task_labels": 10},
+    # With an int8 compact model and TFLite ranking heads beside the full one.
+    model_config={
+        "epochs": 2,
+        "batch_size": 64,
+        "min_task_labels": 10,
+        "compact_weights": "int8",
+        "tflite_ranking_heads": "int8",
+    },
     # Lenient bars: this test checks plumbing, not model quality.
     eval_thresholds={
         "retrieval": 0.0,
@@ -383,6 +390,56 @@ def _assert_matches_the_contract(model_dir: str, task_names, num_categories: int
     for name, contract in expected.items():
         assert described(exported[name].inputs) == dict(contract.inputs), name
         assert described(exported[name].outputs) == dict(contract.outputs), name
+
+
+# The int8 compact model against the full one on the eval examples: mean
+# |difference| of probabilities and cosines, and of ratings in points.
+COMPACT_MEAN_TOLERANCE = {"rating": 0.05}
+COMPACT_MEAN_TOLERANCE_DEFAULT = 0.02
+
+
+def _dir_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def test_the_compact_model_is_gated_against_the_full_one_and_pushed_beside_it(run):
+    """compact_weights int8: the Trainer's compact_model (MiniLM's tables and
+    kernels too) is a quarter of the full export's size, uses only TF
+    Serving's ops, matches the serving contract, scores like the full model,
+    is blessed by the CompactEvaluator against this run's full model and
+    pushed to <push_base>_compact; the pushed full model carries the TFLite
+    ranking heads, which run in TFLite's interpreter."""
+    import tensorflow as tf
+
+    from pipeline.pipeline import compact_push_base
+
+    config, summary = run
+    compact = summary["compact"]
+    assert compact["blessed"] and compact["pushed"], compact["validation_failures"]
+    assert os.path.dirname(compact["pushed_destination"]) == compact_push_base(config.push_base)
+    assert set(compact["metrics"]) >= set(F.TASK_NAMES)
+    full_dir, compact_dir = summary["model_uri"], compact["model_uri"]
+    full_bytes, compact_bytes = _dir_bytes(full_dir), _dir_bytes(compact_dir)
+    print(f"full export {full_bytes / 1e6:.1f} MB, int8 {compact_bytes / 1e6:.1f} MB")
+    assert compact_bytes < 0.35 * full_bytes
+    assert tf_serving_ops.unsupported_ops(compact_dir) == []
+    _assert_matches_the_contract(compact_dir, F.TASK_NAMES, _num_categories(config))
+
+    examples_uri = summary["examples_uri"]
+    full, small = _eval_scores(full_dir, examples_uri), _eval_scores(compact_dir, examples_uri)
+    for name in F.TASK_NAMES:
+        difference = float(np.mean(np.abs(small[name] - full[name])))
+        print(name, "mean |int8 - full|", difference)
+        assert difference <= COMPACT_MEAN_TOLERANCE.get(name, COMPACT_MEAN_TOLERANCE_DEFAULT)
+
+    heads = os.path.join(summary["pushed_destination"], "assets.extra", "ranking_heads.tflite")
+    interpreter = tf.lite.Interpreter(model_path=heads)
+    runner = interpreter.get_signature_runner()
+    details = runner.get_input_details()
+    feed = {name: np.zeros([2, *d["shape"][1:]], d["dtype"]) for name, d in details.items()}
+    scores = runner(**feed)
+    assert set(scores) == {"click", "conversion", "rating"}
+    assert all(np.all(np.isfinite(v)) and v.shape == (2, 1) for v in scores.values())
 
 
 def test_the_pushed_model_matches_the_serving_contract(run):
@@ -934,10 +991,15 @@ def test_two_workers_train_resume_after_one_is_killed_and_the_chief_exports(
     SIGKILL after epoch 1; the chief, stuck without its peer, is killed too,
     as a scheduler restarting the job would. The restarted pair resumes from
     the backup at epoch 2 (BackupAndRestore) and only the chief (worker 0)
-    writes the export, which matches the serving contract. (Not asserted:
-    scores like a one-worker run's. After 10 steps the two trajectories are
-    too far apart for a tolerance: mean |rating difference| 0.98 points, with
-    validation RMSE 0.77 for the pair and 1.34 for the one worker.)"""
+    writes the export, which matches the serving contract. Scores like a
+    one-worker run's are asserted where they can hold: on the same global
+    batch, two synchronous replicas train the one-replica model to 1e-4
+    (``tests/test_model.py::test_two_replicas_train_the_model_one_replica_
+    trains_on_the_same_global_batch``). Here they cannot: the resumed epoch
+    restarts the input pipeline (BackupAndRestore keeps weights and epoch,
+    not the iterator), dropout differs per replica, and the retrieval loss's
+    negatives are one replica's batch; after 10 steps the mean |rating
+    difference| to the one worker is about 1 point, so it is printed."""
     config, _ = run
     shared = tmp_path / "shared"
     fn_args = _trainer_args(

@@ -1,0 +1,179 @@
+"""Warm start against training from scratch, on logs in spans.
+
+    python -m bench.warm_start
+
+The synthetic log (60 days) is cut into spans of ``--span-days`` days
+(``events/span-{SPAN}/``, a session in the span it starts in). Three runs:
+
+* **full window, from scratch**: every span, ``--steps`` steps;
+* **history**: every span but the newest, from scratch, ``--steps`` steps,
+  blessed (no gates): the model a daily run would have;
+* **warm start**: then the newest span alone, in the history run's work
+  directory, starting from its blessed model, ``--steps / 3`` steps.
+
+Both final models are scored on the same examples, the warm run's eval
+split (the newest days, which neither trained on), and the Trainer's wall
+seconds are compared (#19's target: the warm run reaches the full window's
+metrics in at most a third of its training time).
+"""
+
+from __future__ import annotations
+
+from trainer import keras_env as _keras_env  # noqa: F401  (before TF)
+
+import argparse
+import glob
+import json
+import os
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from bench import model_quality
+
+SPANS = "events/span-{SPAN}/*.jsonl"
+
+
+def write_spans(source: str, out: str, span_days: int) -> List[int]:
+    """Copies the log at ``source`` into ``out`` with its events cut into
+    spans of ``span_days`` (a session goes to the span it starts in); the
+    span numbers written."""
+    rows = [
+        json.loads(line)
+        for path in sorted(glob.glob(os.path.join(source, "events", "*.jsonl")))
+        for line in open(path)
+        if line.strip()
+    ]
+    start = min(int(r["timestamp"]) for r in rows)
+    session_start: Dict[str, int] = {}
+    for r in rows:
+        key = r.get("session_id") or r["event_id"]
+        session_start[key] = min(session_start.get(key, r["timestamp"]), r["timestamp"])
+    spans: Dict[int, List[dict]] = defaultdict(list)
+    for r in rows:
+        key = r.get("session_id") or r["event_id"]
+        spans[1 + (session_start[key] - start) // (span_days * 86_400)].append(r)
+    for name in os.listdir(source):
+        if name != "events" and os.path.isfile(os.path.join(source, name)):
+            shutil.copy(os.path.join(source, name), out)
+    for span, events in spans.items():
+        folder = Path(out) / "events" / f"span-{span}"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "part-0.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in events)
+    return sorted(spans)
+
+
+def scores(model_dir: str, examples_uri: str) -> Dict[str, float]:
+    """Each task's metric of ``model_dir`` on the eval split at ``examples_uri``:
+    AUC (click, conversion), RMSE (rating), accuracy (category), hit@100
+    over clicked impressions (retrieval), over the examples each task labels."""
+    import tensorflow as tf
+    from sklearn.metrics import roc_auc_score
+
+    from trainer import features as F
+
+    files = sorted(glob.glob(os.path.join(examples_uri, "Split-eval", "*")))
+    records = tf.constant(
+        [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    )
+    model = tf.saved_model.load(model_dir)
+    outputs = {k: v.numpy() for k, v in model.signatures["evaluate"](examples=records).items()}
+    labels = {
+        k: v.numpy() for k, v in model.signatures["transform_features"](examples=records).items()
+    }
+    figures: Dict[str, float] = {}
+    for task in F.TASKS:
+        if task.name not in outputs:
+            continue
+        mask = labels[task.weight].reshape(-1) > 0
+        label = labels[task.label].reshape(len(mask), -1)[:, 0][mask]
+        if task.kind == "binary":
+            figures[f"{task.name} AUC"] = roc_auc_score(label, outputs[task.name][mask, 0])
+        elif task.kind == "regression":
+            error = outputs[task.name][mask, 0] - label
+            figures[f"{task.name} RMSE"] = float(np.sqrt(np.mean(error**2)))
+        elif task.kind == "multiclass":
+            hits = np.argmax(outputs[task.name][mask], axis=1) == label
+            figures[f"{task.name} accuracy"] = float(np.mean(hits))
+        elif task.kind == "retrieval":
+            clicked = label > 0
+            figures["retrieval hit@100"] = float(
+                np.mean(outputs["retrieval_hit_at_100"][mask, 0][clicked])
+            )
+    return {k: round(float(v), 4) for k, v in figures.items()}
+
+
+def trainer_seconds(summary: Dict) -> float:
+    return next(r["seconds"] for r in summary["components"] if r["component"] == "Trainer")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work-dir", default="runs/bench-warm-start")
+    parser.add_argument("--impressions", type=int, default=20_000)
+    parser.add_argument("--span-days", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--out", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    from components.log_config import LogConfig
+    from datagen import synthetic
+
+    import schemas
+
+    work = Path(args.work_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    source = work / "source"
+    synthetic.generate(str(source), synthetic.GeneratorConfig(num_impressions=args.impressions))
+    full_data, history_data = work / "full-data", work / "history-data"
+    for folder in (full_data, history_data):
+        folder.mkdir(parents=True)
+    spans = write_spans(str(source), str(full_data), args.span_days)
+    write_spans(str(source), str(history_data), args.span_days)
+    newest = Path(history_data) / "events" / f"span-{spans[-1]}"
+    held_back = work / "newest-span"
+    shutil.move(str(newest), str(held_back))
+
+    def run(data: Path, run_dir: str, window: int, steps: int, warm: bool) -> Dict:
+        log_config = LogConfig(events_pattern=SPANS, span_window=window)
+        return model_quality.run_pipeline(
+            str(data),
+            str(work / run_dir),
+            log_config,
+            schemas.SCHEMA_PATH,
+            steps,
+            {"warm_start": warm},
+        )
+
+    print(f"spans {spans}: full window from scratch, {args.steps} steps ...", flush=True)
+    full = run(full_data, "full", len(spans), args.steps, warm=False)
+    print(f"spans {spans[:-1]}: history from scratch, {args.steps} steps ...", flush=True)
+    run(history_data, "daily", len(spans) - 1, args.steps, warm=False)
+    shutil.move(str(held_back), str(newest))
+    print(f"span {spans[-1]}: warm start, {args.steps // 3} steps ...", flush=True)
+    warm = run(history_data, "daily", 1, args.steps // 3, warm=True)
+    record = os.path.join(os.path.dirname(warm["training_curves"]), "warm_start.json")
+    taken_over = json.load(open(record)) if os.path.exists(record) else {}
+    results = {
+        "spans": spans,
+        "steps": {"full": args.steps, "warm": args.steps // 3},
+        "trainer_seconds": {"full": trainer_seconds(full), "warm": trainer_seconds(warm)},
+        "scores": {
+            "full window, from scratch": scores(full["model_uri"], warm["examples_uri"]),
+            "newest span, warm start": scores(warm["model_uri"], warm["examples_uri"]),
+        },
+        "warm_start": taken_over.get("summary", "no warm start recorded"),
+    }
+    seconds = results["trainer_seconds"]
+    results["time_ratio"] = round(seconds["warm"] / seconds["full"], 3)
+    print(json.dumps(results, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
