@@ -374,6 +374,24 @@ def test_trainer_and_tuner_executors_hand_the_text_embeddings_uri_to_the_stock_e
         }
 
 
+def test_the_trainer_executor_hands_the_compact_models_uri_to_run_fn_and_keeps_the_output():
+    from unittest import mock
+
+    from tfx.types import standard_artifacts
+
+    from components import trainer
+
+    model, compact = standard_artifacts.Model(), standard_artifacts.Model()
+    model.uri, compact.uri = "/runs/Trainer/model/9", "/runs/Trainer/compact_model/9"
+    outputs = {"model": [model], "compact_model": [compact]}
+    with mock.patch("tfx.components.trainer.executor.GenericExecutor.Do") as do:
+        trainer.Executor().Do({"examples": []}, outputs, {"custom_config": "null"})
+    _, stock_outputs, properties = do.call_args[0]
+    assert sorted(stock_outputs) == ["model"]  # the stock executor sees its own outputs
+    assert sorted(outputs) == ["compact_model", "model"]  # TFX still publishes both
+    assert json.loads(properties["custom_config"]) == {"compact_model_uri": compact.uri}
+
+
 def test_the_logs_rating_range_reaches_the_trainer_and_the_rmse_bar(tmp_path):
     from components.log_config import LogConfig
     from trainer import features as F
@@ -408,3 +426,30 @@ def test_span_runs_warm_start_from_the_latest_blessed_model(tmp_path):
     assert base_model(daily, {"warm_start": False}) is None
     assert base_model({}) is None
     assert base_model({}, {"warm_start": True}) == "latest_blessed_model_resolver"
+
+
+def test_a_compact_model_is_judged_against_the_runs_full_model_and_pushed_beside_it(tmp_path):
+    """compact_weights adds the Trainer's compact_model output, a
+    CompactEvaluator whose baseline is this run's full model (not the last
+    blessed one) and a CompactPusher to <push_base>_compact; off, none."""
+    from pipeline.pipeline import COMPACT_EVALUATOR, COMPACT_PUSHER, compact_push_base
+
+    def nodes(model_config):
+        config = configs.RunConfig(
+            data_dir=str(tmp_path), work_dir=str(tmp_path), model_config=model_config
+        )
+        pipeline = runners.pipeline_for(config, config.schema_path)
+        return config, {n.id: n for n in pipeline.components}
+
+    _, plain = nodes({})
+    assert COMPACT_EVALUATOR not in plain and "compact_model" not in plain["Trainer"].outputs
+    config, with_compact = nodes({"compact_weights": "int8"})
+    evaluator, pusher = with_compact[COMPACT_EVALUATOR], with_compact[COMPACT_PUSHER]
+    model, baseline = evaluator.inputs["model"], evaluator.inputs["baseline_model"]
+    assert (model.producer_component_id, model.output_key) == ("Trainer", "compact_model")
+    assert (baseline.producer_component_id, baseline.output_key) == ("Trainer", "model")
+    assert pusher.inputs["model_blessing"].producer_component_id == COMPACT_EVALUATOR
+    destination = pusher.exec_properties["push_destination"]
+    assert compact_push_base(config.push_base) in str(destination)
+    with pytest.raises(ValueError, match="compact_weights"):
+        nodes({"compact_weights": "int4"})
