@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional
 from trainer import keras_env as _keras_env  # noqa: F401  (must run before TF)
 
 import schemas
+from components import spans
 from components.log_config import LogConfig
 from datagen import synthetic
 from pipeline import configs, console
@@ -32,7 +33,8 @@ DEFAULT_SYNTHETIC_DIR = "data/synthetic"
 
 
 def check_data_dir(data_dir: str, log_config: LogConfig = LogConfig()) -> None:
-    """Fails early, naming the path, when the input is missing or empty."""
+    """Fails early, naming the path, when the input is missing or empty (with
+    span specs: when no span has a non-empty file)."""
     if not os.path.isdir(data_dir):
         raise SystemExit(f"error: data path {data_dir!r} does not exist or is not a directory")
     inputs = [
@@ -42,7 +44,7 @@ def check_data_dir(data_dir: str, log_config: LogConfig = LogConfig()) -> None:
     if log_config.users_pattern:
         inputs.append(("user table", log_config.users_pattern))
     for what, pattern in inputs:
-        files = glob.glob(os.path.join(data_dir, pattern))
+        files = glob.glob(os.path.join(data_dir, spans.any_span_glob(pattern)))
         if not any(os.path.isfile(f) and os.path.getsize(f) for f in files):
             raise SystemExit(
                 f"error: no {what}: nothing non-empty matches {os.path.join(data_dir, pattern)!r}"

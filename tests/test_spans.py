@@ -106,3 +106,16 @@ def test_the_component_records_the_spans_it_read_in_ml_metadata(tmp_path):
 def test_a_span_window_that_cannot_work_is_named(window):
     with pytest.raises(ValueError, match="span_window"):
         LogConfig(span_window=window)
+
+
+def test_the_local_runners_input_check_reads_span_patterns(tmp_path):
+    """The pre-run check finds a span pattern's files (it globbed the
+    pattern literally, so every local run over spans stopped at once) and
+    still names a pattern no span matches."""
+    from pipeline.local_runner import check_data_dir
+
+    _dated_logs(tmp_path)
+    check_data_dir(str(tmp_path), LogConfig(events_pattern=DATED))
+    check_data_dir(str(tmp_path), LogConfig(events_pattern="events/{YYYY}-{MM}-{DD}/*"))
+    with pytest.raises(SystemExit, match="no event logs"):
+        check_data_dir(str(tmp_path), LogConfig(events_pattern="events/span-{SPAN}/*.jsonl"))
