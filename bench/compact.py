@@ -30,7 +30,11 @@ from typing import Callable, Dict, List
 
 from bench import model_quality
 
-_LOAD = "import sys, time\nfrom trainer import keras_env\nimport tensorflow as tf\n{load}\n"
+# TF Serving links tensorflow-text's ops (the export's tokenizers); so does this loader.
+_LOAD = (
+    "import sys, time\nfrom trainer import keras_env\nimport tensorflow as tf\n"
+    "import tensorflow_text\n{load}\n"
+)
 _LOAD_SAVED_MODEL = (
     "t = time.perf_counter(); tf.saved_model.load(sys.argv[1]); print(time.perf_counter() - t)"
 )
@@ -60,8 +64,9 @@ def load_seconds(path: str, tflite: bool, repeats: int = 3) -> float:
             timeout=600,
             cwd=root,
             env={**os.environ, "PYTHONPATH": root},
-            check=True,
         )
+        if out.returncode != 0:
+            raise RuntimeError(f"loading {path} failed: {out.stderr[-2000:]}")
         times.append(float(out.stdout.strip().splitlines()[-1]))
     return statistics.median(times)
 

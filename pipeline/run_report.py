@@ -141,6 +141,44 @@ def _slices(evaluation_uri: str) -> List[str]:
     ]
 
 
+def _compact(summary: Dict[str, Any]) -> List[str]:
+    """The compact model: its blessing, push, size and every task's TFMA
+    metrics beside the full model's ([] when the run made none)."""
+    compact = summary.get("compact")
+    if not compact:
+        return []
+    lines = ["## Compact model", ""]
+    sizes = [
+        sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs) / 1e6
+        for path in (summary.get("model_uri") or "", compact["model_uri"])
+    ]
+    lines += [f"`{compact['model_uri']}`: {sizes[1]:.1f} MB (full model {sizes[0]:.1f} MB).", ""]
+    rows = []
+    for task in summary["tasks"]:
+        full, small = summary["metrics"].get(task, {}), compact["metrics"].get(task, {})
+        for name in sorted(set(full) & set(small) - {"example_count", "loss", "rmse"}):
+            rows.append(
+                [
+                    task,
+                    name,
+                    _fmt(full[name]),
+                    _fmt(small[name]),
+                    f"{small[name] - full[name]:+.4f}",
+                ]
+            )
+    lines += _table(["task", "metric", "full", "compact", "difference"], rows)
+    lines += [f"**Blessed against the full model: {'yes' if compact['blessed'] else 'no'}.**", ""]
+    lines += [f"- failed: {failure}" for failure in compact["validation_failures"]]
+    if compact["pushed"]:
+        lines += [
+            f"Pushed as version {compact['pushed_version']} to `{compact['pushed_destination']}`.",
+            "",
+        ]
+    else:
+        lines += ["Not pushed: not blessed.", ""]
+    return lines
+
+
 def write_report(summary: Dict[str, Any], work_dir: str) -> str:
     """Writes the report (and copies its plots) under ``<work_dir>/report``; returns its path."""
     out = os.path.join(work_dir, "report")
@@ -194,6 +232,7 @@ def write_report(summary: Dict[str, Any], work_dir: str) -> str:
         ]
     else:
         lines += ["Not pushed: the model was not blessed.", ""]
+    lines += _compact(summary)
     lines += [
         "## Components",
         "",

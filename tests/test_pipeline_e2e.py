@@ -432,6 +432,10 @@ def test_the_compact_model_is_gated_against_the_full_one_and_pushed_beside_it(ru
         print(name, "mean |int8 - full|", difference)
         assert difference <= COMPACT_MEAN_TOLERANCE.get(name, COMPACT_MEAN_TOLERANCE_DEFAULT)
 
+    report = open(os.path.join(config.work_dir, "report", "run_report.md")).read()
+    assert "## Compact model" in report and "Blessed against the full model: yes" in report
+    assert "| click | auc |" in report
+
     heads = os.path.join(summary["pushed_destination"], "assets.extra", "ranking_heads.tflite")
     interpreter = tf.lite.Interpreter(model_path=heads)
     runner = interpreter.get_signature_runner()
