@@ -128,7 +128,10 @@ def metric_deltas(full: Dict, compact: Dict) -> Dict[str, Dict[str, float]]:
         task: {
             name: round(compact[task][name] - value, 5)
             for name, value in sorted(metrics.items())
-            if name != "example_count" and name in compact.get(task, {})
+            # TFMA's "<metric>_diff" are against each evaluator's own baseline: not compared
+            if name != "example_count"
+            and not name.endswith("_diff")
+            and name in compact.get(task, {})
         }
         for task, metrics in full.items()
     }

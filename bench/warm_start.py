@@ -35,6 +35,7 @@ import numpy as np
 from bench import model_quality
 
 SPANS = "events/span-{SPAN}/*.jsonl"
+SCORED_KINDS = ("binary", "regression", "multiclass", "retrieval")
 
 
 def write_spans(source: str, out: str, span_days: int) -> List[int]:
@@ -87,8 +88,8 @@ def scores(model_dir: str, examples_uri: str) -> Dict[str, float]:
     }
     figures: Dict[str, float] = {}
     for task in F.TASKS:
-        if task.name not in outputs:
-            continue
+        if task.name not in outputs or task.kind not in SCORED_KINDS:
+            continue  # interest (multilabel): its label is a sparse list
         mask = labels[task.weight].reshape(-1) > 0
         label = labels[task.label].reshape(len(mask), -1)[:, 0][mask]
         if task.kind == "binary":
@@ -118,13 +119,21 @@ def main(argv=None) -> int:
     parser.add_argument("--span-days", type=int, default=10)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--out", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--score-only", action="store_true", help="score the runs already in --work-dir"
+    )
     args = parser.parse_args(argv)
+    work = Path(args.work_dir)
+    if args.score_only:
+        from pipeline.run_summary import summarize
+
+        full, warm = (summarize(str(work / run / "metadata.sqlite")) for run in ("full", "daily"))
+        return report(args, work, full, warm)
     from components.log_config import LogConfig
     from datagen import synthetic
 
     import schemas
 
-    work = Path(args.work_dir)
     shutil.rmtree(work, ignore_errors=True)
     source = work / "source"
     synthetic.generate(str(source), synthetic.GeneratorConfig(num_impressions=args.impressions))
@@ -155,6 +164,12 @@ def main(argv=None) -> int:
     shutil.move(str(held_back), str(newest))
     print(f"span {spans[-1]}: warm start, {args.steps // 3} steps ...", flush=True)
     warm = run(history_data, "daily", 1, args.steps // 3, warm=True)
+    return report(args, work, full, warm)
+
+
+def report(args, work: Path, full: Dict, warm: Dict) -> int:
+    """Scores both final models on the warm run's eval split and prints the figures."""
+    spans = sorted(int(p.name.split("-")[1]) for p in (work / "full-data" / "events").iterdir())
     record = os.path.join(os.path.dirname(warm["training_curves"]), "warm_start.json")
     taken_over = json.load(open(record)) if os.path.exists(record) else {}
     results = {

@@ -156,7 +156,8 @@ def _compact(summary: Dict[str, Any]) -> List[str]:
     rows = []
     for task in summary["tasks"]:
         full, small = summary["metrics"].get(task, {}), compact["metrics"].get(task, {})
-        for name in sorted(set(full) & set(small) - {"example_count", "loss", "rmse"}):
+        shared = set(full) & set(small) - {"example_count", "loss", "rmse"}
+        for name in sorted(n for n in shared if not n.endswith("_diff")):  # vs own baselines
             rows.append(
                 [
                     task,
