@@ -1032,6 +1032,48 @@ def test_two_workers_train_resume_after_one_is_killed_and_the_chief_exports(
     _assert_serves_like_the_contract(run, one_worker, str(shared / "serving_model"))
 
 
+# Two workers vs one process, same global batch and steps, with what is
+# per replica by design switched off (dropout; retrieval's in-batch
+# negatives): the scores agree up to the order of float sums (measured 1e-6).
+_EQUIVALENT_MODEL = {
+    **_CLUSTER_MODEL,
+    "epochs": 1,
+    "dropout": 0.0,
+    "item_id_dropout": 0.0,
+    "tasks": ["click", "conversion", "rating", "category", "interest"],
+}
+WORKER_TOLERANCE = 1e-4
+
+
+def test_two_worker_processes_export_the_one_process_model_within_a_tolerance(run, tmp_path):
+    """MultiWorkerMirroredStrategy across two processes on 127.0.0.1 vs the
+    Trainer in one process, on the same data, global batch (32) and 10
+    steps: the chief's export scores every task of 128 eval examples within
+    WORKER_TOLERANCE of the one-process export."""
+    from trainer import task as trainer_task
+
+    config, _ = run
+    custom = {"model_config": _EQUIVALENT_MODEL}
+    single = _trainer_args(config, tmp_path / "one", custom, _CLUSTER_STEPS)
+    trainer_task.run_fn(single)
+    shared = tmp_path / "shared"
+    procs, logs = _two_workers(single, shared, tmp_path, "equal")
+    _wait_or_kill(procs, 600)
+    for proc, log in zip(procs, logs):
+        assert proc.returncode == 0, log.read_text()[-3000:]
+    (examples_uri,) = glob.glob(
+        os.path.join(config.pipeline_root, "InteractionLogExampleGen", "examples", "*")
+    )
+    one = _eval_scores(single.serving_model_dir, examples_uri)
+    two = _eval_scores(str(shared / "serving_model"), examples_uri)
+    assert set(one) == set(_EQUIVALENT_MODEL["tasks"])
+    for name in one:
+        difference = float(np.max(np.abs(two[name] - one[name])))
+        print(name, "max |two workers - one process|", difference)
+        assert difference <= WORKER_TOLERANCE, (name, difference)
+        assert np.ptp(one[name]) > 0, name
+
+
 def test_parameter_servers_on_loopback_train_and_the_chief_exports(run, one_worker, tmp_path):
     """ParameterServerStrategy from TF_CONFIG: a chief (the coordinator), a
     worker and a parameter server on 127.0.0.1. The large tables live on
