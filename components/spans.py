@@ -15,8 +15,15 @@ import dataclasses
 import re
 from typing import List, Tuple
 
-from tfx.components.example_gen import utils as example_gen_utils
 from tfx.proto import example_gen_pb2, range_config_pb2
+
+
+def _example_gen_utils():
+    """TFX's span resolution, imported when used: it imports TensorFlow, which
+    the CLI keeps out of the process until its quiet terminal is set up."""
+    from tfx.components.example_gen import utils
+
+    return utils
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +38,7 @@ class SpanSelection:
     def name(self, span: int) -> str:
         if not self.dated:
             return str(span)
-        return "%04d-%02d-%02d" % example_gen_utils.span_number_to_date(span)
+        return "%04d-%02d-%02d" % _example_gen_utils().span_number_to_date(span)
 
     def describe(self) -> str:
         """ "spans A..B (n read[, m missing: ...])", or '' for a pattern without spans."""
@@ -62,7 +69,7 @@ def uses_spans(pattern: str) -> bool:
 def _specs(pattern: str) -> Tuple[bool, bool]:
     """(has {SPAN}, has the date specs); ``ValueError`` for a malformed pattern."""
     split = example_gen_pb2.Input.Split(name="events", pattern=pattern)
-    is_span, is_date, _ = example_gen_utils.verify_split_pattern_specs(split)
+    is_span, is_date, _ = _example_gen_utils().verify_split_pattern_specs(split)
     return is_span, is_date
 
 
@@ -73,7 +80,7 @@ def _resolve(input_base: str, pattern: str, span: int | None) -> Tuple[int, str]
         range_config = range_config_pb2.RangeConfig(
             static_range=range_config_pb2.StaticRange(start_span_number=span, end_span_number=span)
         )
-    _, found, _ = example_gen_utils.calculate_splits_fingerprint_span_and_version(
+    _, found, _ = _example_gen_utils().calculate_splits_fingerprint_span_and_version(
         input_base, [split], range_config
     )
     return found, split.pattern

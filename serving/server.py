@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sys
 import threading
 from typing import Optional, Sequence
 
@@ -301,8 +303,9 @@ def main(argv: Optional[list] = None) -> None:
     done = threading.Event()
 
     def shutdown(signum, _frame):
+        if done.is_set():  # a second signal: stop waiting for the drain
+            os._exit(128 + signum)
         log.info("signal %d: draining and stopping", signum)
-        server.stop()
         done.set()
 
     signal.signal(signal.SIGTERM, shutdown)
@@ -310,6 +313,30 @@ def main(argv: Optional[list] = None) -> None:
     rest = f", REST on {server.rest.address}" if server.rest else ""
     print(f"serving {', '.join(server.stores)} on {server.address}{rest}", flush=True)
     done.wait()
+    stop_within(server, SHUTDOWN_SECONDS)
+
+
+# How long a signalled server may take to drain before it exits regardless.
+SHUTDOWN_SECONDS = 15.0
+
+
+def stop_within(server: ModelServer, seconds: float) -> None:
+    """Drains ``server`` for at most ``seconds``, then ends the process.
+
+    The drain runs on a daemon thread: a version still loading or a library
+    thread at interpreter shutdown (TensorFlow's) cannot keep a signalled
+    server alive. Exits 0 after a complete drain, 1 when the bound ran out.
+    """
+    stopper = threading.Thread(target=server.stop, name="shutdown", daemon=True)
+    stopper.start()
+    stopper.join(seconds)
+    drained = not stopper.is_alive()
+    if not drained:
+        log.error("not drained within %.0f s: exiting anyway", seconds)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if drained else 1)
 
 
 if __name__ == "__main__":

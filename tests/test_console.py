@@ -158,3 +158,18 @@ def test_verbose_shows_everything_and_writes_the_log_too(tmp_path):
     for detail in ("Using deployment config", "C++ noise", "this API is deprecated", "Epoch"):
         assert detail in proc.stdout, detail
     assert "Using deployment config" in open(log_path).read()
+
+
+def test_the_command_lines_import_no_tensorflow_before_the_quiet_terminal():
+    """TensorFlow's C++ start-up lines go to fd 2 at import: imported before
+    ``QuietRun`` they would reach the terminal, not the log file."""
+    script = (
+        "import sys\n"
+        "import pipeline.cli, pipeline.infer_schema, pipeline.local_runner\n"
+        "print(sorted(m for m in ('tensorflow', 'tfx.components') if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]", proc.stdout

@@ -379,3 +379,36 @@ def test_models_config_lists_the_model_for_tf_serving(tmp_path):
         and entry.base_path == str(base)
         and entry.model_platform == "tensorflow"
     )
+
+
+STOP_SCRIPT = """
+import sys, time
+from serving.server import stop_within
+
+class Server:
+    def stop(self):
+        time.sleep(float(sys.argv[1]))
+
+stop_within(Server(), 1.0)
+"""
+
+
+@pytest.mark.parametrize("drain_seconds, code", [(0.0, 0), (120.0, 1)])
+def test_a_signalled_server_exits_within_its_bound_even_when_the_drain_hangs(
+    drain_seconds, code
+):
+    """A drain that never ends (a version still loading, a library thread)
+    cannot keep the process alive: it exits 1 after the bound, 0 after a drain."""
+    import subprocess
+    import sys
+
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", STOP_SCRIPT, str(drain_seconds)],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == code, proc.stderr[-2000:]
+    assert time.monotonic() - started < 50

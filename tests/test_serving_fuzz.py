@@ -237,7 +237,7 @@ def server_process(model_dir, tmp_path):
     assert line.startswith("serving "), (line, open(tmp_path / "server.log").read()[-3000:])
     yield proc, line.split()[-1]
     proc.terminate()
-    proc.wait(30)
+    assert proc.wait(30) == 0  # drained and exited after SIGTERM
 
 
 def _channel(address):
