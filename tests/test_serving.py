@@ -394,9 +394,7 @@ stop_within(Server(), 1.0)
 
 
 @pytest.mark.parametrize("drain_seconds, code", [(0.0, 0), (120.0, 1)])
-def test_a_signalled_server_exits_within_its_bound_even_when_the_drain_hangs(
-    drain_seconds, code
-):
+def test_a_signalled_server_exits_within_its_bound_even_when_the_drain_hangs(drain_seconds, code):
     """A drain that never ends (a version still loading, a library thread)
     cannot keep the process alive: it exits 1 after the bound, 0 after a drain."""
     import subprocess
