@@ -6,9 +6,13 @@ Pure Python (no Beam), so every rule is easy to test:
 * ``normalize_event`` / ``normalize_item`` / ``normalize_user`` map the user's
   field names to ours and check every value, raising ``BadRecord`` with a
   reason code and the field;
-* ``user_examples`` walks one user's events in time order and yields one
-  example per impression, with its labels and the user's history strictly
-  before it, holding only the events of the label window in memory.
+* ``user_example_values`` walks one user's events in time order and yields
+  one example's feature values per impression, with its labels and the
+  user's history strictly before it, holding only the events of the label
+  window in memory; ``user_examples`` yields them as ``tf.train.Example``
+  protos (the reference the batched path, ``example_columns``, is tested
+  against). TensorFlow is imported only there: Beam workers that build
+  examples in batches never load it.
 """
 
 from __future__ import annotations
@@ -24,9 +28,8 @@ import json
 import itertools
 import math
 import random
+import re
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
-
-import tensorflow as tf
 
 from components.log_config import (
     EVENT_FIELDS,
@@ -45,6 +48,8 @@ MAX_LIST_VALUES = 100  # values kept of a multi-valued item field
 # Past reviews in an example's user text: the newest few, each cut to this length.
 REVIEWS_KEPT = 3
 REVIEW_CHARS = 300
+# Control characters but the tab: each becomes a space in a text field.
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0a-\x1f]")
 # Events at the same second are applied impression first, then its outcomes.
 _TYPE_ORDER = {t: i for i, t in enumerate(EVENT_TYPES)}
 
@@ -124,8 +129,8 @@ def _text(
             f"field {source_name!r} is longer than {MAX_FIELD_CHARS} characters",
             source,
         )
-    if any(ord(c) < 32 and c != "\t" for c in value):
-        value = "".join(c if ord(c) >= 32 or c == "\t" else " " for c in value)
+    if _CONTROL_CHARS.search(value):
+        value = _CONTROL_CHARS.sub(" ", value)
     return value
 
 
@@ -169,8 +174,9 @@ def derived_event_id(record: Mapping) -> str:
     return "h" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
-def _read_fields(record: Mapping, config: LogConfig, source: str) -> Dict[str, Any]:
-    names = field_map(config.event_field_map, EVENT_FIELDS)
+def _read_fields(
+    record: Mapping, config: LogConfig, source: str, names: Mapping[str, str]
+) -> Dict[str, Any]:
     read = ["user_id", "item_id", "session_id", "review_text"]
     if not config.derive_event_ids:
         read.append("event_id")
@@ -197,7 +203,7 @@ def normalize_event(
     (``implied_events`` spells them out); its type reads ``rating`` when a
     rating is among them, ``impression`` otherwise."""
     names = field_map(config.event_field_map, EVENT_FIELDS)
-    event = _read_fields(record, config, source)
+    event = _read_fields(record, config, source, names)
     if record.get(names["timestamp"]) in (None, ""):
         raise BadRecord(
             "missing_timestamp",
@@ -414,7 +420,14 @@ def sampled_negatives(
     return negatives
 
 
-def user_examples(
+def user_examples(*args, **kwargs) -> Iterator[Tuple[int, str, Any]]:
+    """Yields (timestamp, event_id, tf.train.Example) per impression of one
+    user: ``user_example_values`` (same arguments) as protos, one at a time."""
+    for ts, event_id, values in user_example_values(*args, **kwargs):
+        yield ts, event_id, to_example(values)
+
+
+def user_example_values(
     events: Iterable[Dict[str, Any]],
     catalog: Mapping[str, CatalogItem],
     config: LogConfig,
@@ -422,8 +435,9 @@ def user_examples(
     counts: Optional[collections.Counter] = None,
     duplicates: Optional[List[Dict[str, Any]]] = None,
     negative_pool: Optional[NegativePool] = None,
-) -> Iterator[Tuple[int, str, tf.train.Example]]:
-    """Yields (timestamp, event_id, example) per impression of one user.
+) -> Iterator[Tuple[int, str, Dict[str, Any]]]:
+    """Yields (timestamp, event_id, feature values) per impression of one user
+    (``example_values``: one value, or a list, per ``F.RAW_FEATURES`` name).
 
     * click: a click on the same item within ``click_window_seconds`` after the
       impression (and in the same session when both carry one);
@@ -463,7 +477,7 @@ def user_examples(
             if not same_item:
                 del by_item[imp.event["item_id"]]
             counts["examples"] += 1
-            yield imp.event["timestamp"], imp.event["event_id"], _to_example(imp, user_profile)
+            yield imp.event["timestamp"], imp.event["event_id"], example_values(imp, user_profile)
 
     for event in ordered:
         ts = event["timestamp"]
@@ -545,8 +559,10 @@ def _match(
     return None
 
 
-def _to_example(imp: _Impression, user_profile: str) -> tf.train.Example:
-    values = {
+def example_values(imp: _Impression, user_profile: str) -> Dict[str, Any]:
+    """One example's feature values by ``F.RAW_FEATURES`` name: a list for the
+    varlen features, one value for the others."""
+    return {
         F.EVENT_ID: imp.event["event_id"],
         F.TIMESTAMP: imp.event["timestamp"],
         F.USER_ID: imp.event["user_id"],
@@ -564,6 +580,12 @@ def _to_example(imp: _Impression, user_profile: str) -> tf.train.Example:
         F.RATING_WEIGHT: imp.rating_weight,
         F.IMPRESSION_WEIGHT: 1.0,
     }
+
+
+def to_example(values: Mapping[str, Any]):
+    """``example_values`` as a ``tf.train.Example``, built in Python."""
+    import tensorflow as tf
+
     feature = {}
     for spec in F.RAW_FEATURES:
         value = values[spec.name]

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -30,21 +30,15 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, channel, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 
-from components import interaction_logs as logs
-from components.log_config import LogConfig, SplitConfig, resolve_format, stable_fraction
+from components import event_batches as batches
+from components.event_batches import SPLITS
+from components.log_config import LogConfig, resolve_format
 from components.spans import SpanSelection, any_span_glob, select_spans
-from trainer import features as F
 
 LOG_CONFIG_KEY = "log_config"
 CODE_VERSION_KEY = "code_version"  # part of the cache key; not read by the executor
-SPLITS = ("train", "eval")
 DEAD_LETTER_DIR = "DeadLetters"
 REPORT_FILE = "ingestion_report.json"
-_NAMESPACE = "interaction_logs"
-_DEAD = "dead"
-_COUNTS = "counts"
-_DUPLICATES = "duplicates"
-_ROWS = "rows"
 SPANS_PROPERTY = "spans_read"  # "spans 2026-11-24..2026-11-27 (4 read)"
 SPAN_NUMBERS_PROPERTY = "span_numbers"
 
@@ -88,207 +82,6 @@ def _format_of(files: List[str], declared: str) -> str:
     return formats.pop()
 
 
-@beam.ptransform_fn
-def _ReadRecords(pipeline, files: List[str], fmt: str, label: str, has_header: bool = True):
-    """-> (source, raw) where raw is bytes (a line) or a dict (a Parquet row)."""
-    if fmt == "parquet":
-        return (
-            pipeline
-            | f"Read{label}Parquet" >> beam.Create(files)
-            | f"Read{label}ParquetRows" >> beam.io.ReadAllFromParquet(with_filename=True)
-        )
-    pcolls = [
-        pipeline
-        | f"Read{label}[{i}]"
-        >> beam.io.ReadFromTextWithFilename(
-            path,
-            coder=beam.coders.BytesCoder(),
-            skip_header_lines=1 if fmt == "csv" and has_header else 0,
-        )
-        for i, path in enumerate(files)
-    ]
-    return pcolls | f"Flatten{label}" >> beam.Flatten()
-
-
-def _decode(
-    source: str, raw: Any, fmt: str, header: Optional[List[str]], delimiter: str = ","
-) -> Dict[str, Any]:
-    if isinstance(raw, dict):
-        return raw
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise logs.BadRecord("invalid_utf8", f"line is not UTF-8 ({e})", source) from None
-    if fmt == "csv":
-        return logs.decode_csv(line, header, source, delimiter)
-    return logs.decode_json(line, source)
-
-
-def _dead_letter(source: str, raw: Any, error: logs.BadRecord, prefix: str = "") -> Dict[str, str]:
-    if isinstance(raw, bytes):
-        original = raw.decode("utf-8", "backslashreplace")
-    else:
-        original = json.dumps(raw, default=str)
-    return {
-        "source": source,
-        "reason": prefix + error.reason,
-        "detail": error.detail[:500],
-        "original": original[:20_000],
-    }
-
-
-def _is_blank(raw: Any) -> bool:
-    return isinstance(raw, bytes) and not raw.strip()
-
-
-class _ParseFn(beam.DoFn):
-    """(source, raw) -> a parsed record, or a dead letter on the ``dead`` output."""
-
-    def __init__(
-        self,
-        kind: str,
-        config_json: str,
-        fmt: str,
-        header: Optional[List[str]],
-        max_timestamp: int = 0,
-        delimiter: str = ",",
-    ):
-        self._kind, self._config_json, self._fmt = kind, config_json, fmt
-        self._header, self._max_timestamp = header, max_timestamp
-        self._delimiter = delimiter
-
-    def setup(self):
-        self._config = LogConfig.from_json(self._config_json)
-
-    def process(self, element, catalog=None):
-        source, raw = element
-        if _is_blank(raw):
-            return
-        try:
-            parsed = self._parse(source, raw, catalog)
-        except RecursionError:  # a row nested too deeply for a rule that walks it
-            parsed = logs.BadRecord("unparseable", "a value nested too deeply to process", source)
-        except logs.BadRecord as error:
-            parsed = error
-        if isinstance(parsed, logs.BadRecord):
-            prefix = "" if self._kind == "event" else f"{self._kind}_"
-            beam.metrics.Metrics.counter(_NAMESPACE, f"bad_{prefix}{parsed.reason}").inc()
-            yield beam.pvalue.TaggedOutput(_DEAD, _dead_letter(source, raw, parsed, prefix))
-            return
-        if self._kind == "event":
-            yield beam.pvalue.TaggedOutput(_ROWS, 1)  # one good row, whatever it implies
-        yield from parsed
-
-    def _parse(self, source: str, raw: Any, catalog) -> List[Any]:
-        record = _decode(source, raw, self._fmt, self._header, self._delimiter)
-        if self._kind == "item":
-            return [logs.normalize_item(record, self._config, source)]
-        if self._kind == "user":
-            return [logs.normalize_user(record, self._config, source)]
-        event = logs.normalize_event(record, self._config, self._max_timestamp, source)
-        if event["item_id"] not in catalog:
-            raise logs.BadRecord(
-                "unknown_item",
-                f"event {event['event_id']!r} refers to "
-                f"item {event['item_id']!r}, not in the catalogue",
-                source,
-            )
-        return [(e["user_id"], e) for e in logs.implied_events(event, self._config)]
-
-
-class _UserExamplesFn(beam.DoFn):
-    """One user's events -> (timestamp, event_id, item_id, serialized example); counts on
-    ``counts``."""
-
-    def __init__(self, config_json: str):
-        self._config_json = config_json
-
-    def setup(self):
-        self._config = LogConfig.from_json(self._config_json)
-        self._pool: Tuple[Any, Optional[logs.NegativePool]] = (None, None)
-
-    def _negative_pool(self, catalog, popularity) -> Optional[logs.NegativePool]:
-        """The pool negatives are drawn from, built once per side input."""
-        if not self._config.negatives_per_positive:
-            return None
-        source = popularity if self._config.negative_sampling == "popularity" else catalog
-        if self._pool[0] is not source:
-            pool = (
-                logs.NegativePool.by_popularity(source)
-                if source is popularity
-                else logs.NegativePool.uniform(source)
-            )
-            self._pool = (source, pool)
-        return self._pool[1]
-
-    def process(self, keyed, catalog, users, popularity=None):
-        user_id, events = keyed
-        counts: collections.Counter = collections.Counter()
-        duplicates: List[Dict[str, Any]] = []
-        pool = self._negative_pool(catalog, popularity)
-        for ts, event_id, example in logs.user_examples(
-            events, catalog, self._config, users.get(user_id, ""), counts, duplicates, pool
-        ):
-            item_id = example.features.feature[F.ITEM_ID].bytes_list.value[0].decode()
-            yield ts, event_id, item_id, example.SerializeToString()
-        for event in duplicates:
-            yield beam.pvalue.TaggedOutput(
-                _DUPLICATES,
-                {
-                    "source": "events",
-                    "reason": "duplicate_event",
-                    "detail": f"event id {event['event_id']!r} was logged before; "
-                    "the earliest copy is kept",
-                    "original": json.dumps(event, ensure_ascii=False),
-                },
-            )
-        for name, value in counts.items():
-            beam.metrics.Metrics.counter(_NAMESPACE, name).inc(value)
-            yield beam.pvalue.TaggedOutput(_COUNTS, (name, value))
-
-
-def _split_index(
-    record: Tuple[int, str, str, bytes],
-    num_partitions: int,
-    split: SplitConfig,
-    cutoff: Optional[int],
-) -> int:
-    ts, event_id, item_id, _ = record
-    if split.is_cold_item(item_id):
-        return 1
-    if split.kind == "random":
-        return 1 if stable_fraction(event_id) < split.eval_fraction else 0
-    return 1 if ts >= cutoff else 0
-
-
-def _time_cutoff(bounds: Tuple[int, int], config: LogConfig) -> int:
-    if config.split.split_timestamp is not None:
-        return int(config.split.split_timestamp)
-    low, high = bounds
-    if low is None:  # no good events: nothing to split (check_report says so)
-        return 0
-    return int(high - config.split.eval_fraction * (high - low))
-
-
-class _MinMax(beam.CombineFn):
-    def create_accumulator(self):
-        return (None, None)
-
-    def add_input(self, acc, ts):
-        low, high = acc
-        return (ts if low is None else min(low, ts), ts if high is None else max(high, ts))
-
-    def merge_accumulators(self, accs):
-        out = (None, None)
-        for low, high in accs:
-            if low is not None:
-                out = self.add_input(self.add_input(out, low), high)
-        return out
-
-    def extract_output(self, acc):
-        return acc
-
-
 def _write_report(counts: Iterable[Tuple[str, int]], path: str) -> None:
     merged: Dict[str, int] = collections.Counter()
     for name, value in counts:
@@ -323,44 +116,55 @@ def build_ingestion(
         header = None
         if fmt == "csv":
             header = list(columns) if columns else _csv_header(files, delimiter)
+        parser = batches.RowParser(kind, config, fmt, header, max_timestamp, delimiter)
+        parse_fn = batches.ParseBatchFn(parser, impressions=popularity)
         return (
             pipeline
-            | f"Read{label}" >> _ReadRecords(files, fmt, label, has_header=not columns)
+            | f"{label}Files" >> beam.Create(files)
+            | f"Read{label}"
+            >> beam.ParDo(batches.ReadBatchesFn(fmt, skip_header=fmt == "csv" and not columns))
             | f"Parse{label}"
-            >> beam.ParDo(
-                _ParseFn(kind, config_json, fmt, header, max_timestamp, delimiter), **kwargs
-            ).with_outputs(_DEAD, _ROWS, main="good")
+            >> beam.ParDo(parse_fn, **kwargs).with_outputs(
+                batches.DEAD, batches.ROWS, batches.BOUNDS, batches.IMPRESSIONS, main="good"
+            )
         )
 
+    popularity = bool(config.negatives_per_positive and config.negative_sampling == "popularity")
     items = parse("item", "catalog", item_files, config.catalog_format, "Items")
     catalog = beam.pvalue.AsDict(items.good)
     if user_files:
         users = parse("user", "users", user_files, config.users_format, "Users")
-        users_good, users_dead = users.good, [users[_DEAD]]
+        users_good, users_dead = users.good, [users[batches.DEAD]]
     else:
         users_good, users_dead = pipeline | "NoUsers" >> beam.Create([]), []
     events = parse("event", "events", event_files, config.events_format, "Events", catalog=catalog)
 
     side_inputs = {"catalog": catalog, "users": beam.pvalue.AsDict(users_good)}
-    if config.negatives_per_positive and config.negative_sampling == "popularity":
+    if config.split.kind == "time":
+        bounds = events[batches.BOUNDS] | "TimeBounds" >> beam.CombineGlobally(batches.MinMax())
+        side_inputs["cutoff"] = beam.pvalue.AsSingleton(
+            bounds | "Cutoff" >> beam.Map(batches.time_cutoff, config)
+        )
+    if popularity:
         side_inputs["popularity"] = beam.pvalue.AsDict(
-            events.good
-            | "Impressions" >> beam.Filter(lambda kv: kv[1]["event_type"] == "impression")
-            | "ImpressedItems" >> beam.Map(lambda kv: (kv[1]["event_id"], kv[1]["item_id"]))
+            events[batches.IMPRESSIONS]
+            | "Impressions" >> beam.FlatMap(lambda pairs: pairs)
             | "OncePerEvent" >> beam.Distinct()
             | "ItemOf" >> beam.Values()
             | "Popularity" >> beam.combiners.Count.PerElement()
         )
     built = (
         events.good
-        | "GroupByUser" >> beam.GroupByKey()
+        | "GroupByUserShard" >> beam.GroupByKey()
         | "BuildExamples"
-        >> beam.ParDo(_UserExamplesFn(config_json), **side_inputs).with_outputs(
-            _COUNTS, _DUPLICATES, main="examples"
+        >> beam.ParDo(batches.ShardExamplesFn(config_json), **side_inputs).with_outputs(
+            batches.COUNTS, batches.DUPLICATES, *SPLITS
         )
     )
 
-    dead = [items[_DEAD], events[_DEAD], *users_dead] | "AllDeadLetters" >> beam.Flatten()
+    dead = [items[batches.DEAD], events[batches.DEAD], *users_dead] | "AllDeadLetters" >> (
+        beam.Flatten()
+    )
     _ = (
         dead
         | "DeadLetterJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False))
@@ -372,41 +176,18 @@ def build_ingestion(
     # Re-sent events: kept apart from bad rows (they do not count against
     # max_bad_fraction), counted as duplicate_events.
     _ = (
-        built[_DUPLICATES]
+        built[batches.DUPLICATES]
         | "DuplicateJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False))
         | "WriteDuplicates"
         >> beam.io.WriteToText(
             os.path.join(output_uri, DEAD_LETTER_DIR, "duplicates"), file_name_suffix=".jsonl"
         )
     )
-
-    cutoff = None
-    if config.split.kind == "time":
-        bounds = (
-            events.good
-            | "Timestamps" >> beam.Map(lambda kv: kv[1]["timestamp"])
-            | "TimeBounds" >> beam.CombineGlobally(_MinMax())
-        )
-        cutoff = beam.pvalue.AsSingleton(bounds | "Cutoff" >> beam.Map(_time_cutoff, config))
-    parts = built.examples | "Split" >> beam.Partition(
-        _split_index, len(SPLITS), config.split, cutoff=cutoff
-    )
-
     count_rows = [
-        events[_ROWS] | "CountGood" >> beam.Map(lambda _: ("good_event_rows", 1)),
+        events[batches.ROWS] | "CountGood" >> beam.Map(lambda n: ("good_event_rows", n)),
         dead | "CountBad" >> beam.Map(lambda d: ("bad:" + d["reason"], 1)),
-        built[_COUNTS],
+        built[batches.COUNTS],
     ]
-    if config.split.cold_item_fraction:
-        count_rows.append(
-            parts[SPLITS.index("eval")]
-            | "CountCold" >> beam.Filter(lambda r: config.split.is_cold_item(r[2]))
-            | "ColdCounts" >> beam.Map(lambda _: ("examples_eval_cold_items", 1))
-        )
-    for index, name in enumerate(SPLITS):
-        count_rows.append(
-            parts[index] | f"Count[{name}]" >> beam.Map(lambda _, n=name: (f"examples_{n}", 1))
-        )
     _ = (
         count_rows
         | "AllCounts" >> beam.Flatten()
@@ -415,8 +196,8 @@ def build_ingestion(
         | "WriteReport" >> beam.Map(_write_report, os.path.join(output_uri, REPORT_FILE))
     )
     return {
-        name: parts[i] | f"Serialized[{name}]" >> beam.Map(lambda r: r[3])
-        for i, name in enumerate(SPLITS)
+        name: built[name] | f"Unbatch[{name}]" >> beam.FlatMap(lambda batch: batch)
+        for name in SPLITS
     }
 
 

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
+from components import event_batches as batches
 from components import log_example_gen as gen
 from components.log_config import LogConfig, SplitConfig
 from tests.conftest import CATALOG, event, write_jsonl
@@ -254,7 +255,9 @@ def test_beam_counters_count_bad_rows_by_reason_and_duplicates(logdir, tmp_path)
     result.wait_until_finish()
     counters = {
         c.key.metric.name: c.committed
-        for c in result.metrics().query(MetricsFilter().with_namespace(gen._NAMESPACE))["counters"]
+        for c in result.metrics().query(MetricsFilter().with_namespace(batches.NAMESPACE))[
+            "counters"
+        ]
     }
     assert counters["bad_unparseable"] == 1 and counters["bad_unknown_item"] == 1
     assert counters["duplicate_events"] == 1
