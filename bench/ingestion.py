@@ -21,10 +21,9 @@ from trainer import keras_env as _keras_env  # noqa: F401  (before TF)
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from tfx.components.example_gen import write_split
-from tfx.proto import example_gen_pb2
 
 from bench.memory import PeakMemory
+from components import example_files
 from components import log_example_gen as gen
 from components.log_config import LogConfig
 from datagen import synthetic
@@ -54,8 +53,8 @@ def run_ingestion(input_base: str, out_dir: str, beam_args: List[str]) -> Dict:
                 pipeline, input_base, LogConfig(), out_dir, max_timestamp=int(time.time()) + 86400
             )
             for name, split in splits.items():
-                _ = split | f"Write[{name}]" >> write_split.WriteSplit(
-                    os.path.join(out_dir, f"Split-{name}"), example_gen_pb2.FORMAT_TFRECORDS_GZIP
+                _ = split | f"Write[{name}]" >> example_files.WriteExampleFiles(
+                    os.path.join(out_dir, f"Split-{name}")
                 )
     seconds = time.perf_counter() - start
     with open(os.path.join(out_dir, gen.REPORT_FILE)) as f:

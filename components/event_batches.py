@@ -12,7 +12,8 @@ stages pass batches, not rows:
 * ``ShardExamplesFn``: one shard's events -> each user's examples
   (``interaction_logs.user_example_values``: the same walk as ever),
   serialized ``EXAMPLE_BATCH`` at a time by tfx_bsl's C++ encoder
-  (``example_columns``) and split into train and eval there.
+  (``example_columns``), split into train and eval and sent to a random
+  output file there (``example_files`` writes them).
 
 A shard holds about 1/``NUM_SHARDS`` of the users, each user whole. The
 modules imported here import no TensorFlow, so Beam workers start without it.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import collections
 import json
 import pickle
+import random
 import zlib
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -30,7 +32,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from components import example_columns
+from components import example_columns, example_files
 from components import interaction_logs as logs
 from components.log_config import LogConfig, SplitConfig, stable_fraction
 from trainer import features as F
@@ -295,12 +297,19 @@ class MinMax(beam.CombineFn):
 
 
 class ShardExamplesFn(beam.DoFn):
-    """(shard, packed event batches) -> lists of serialized examples on the
-    ``train`` and ``eval`` outputs; re-sent events on ``duplicates``, the
-    walk's counts (and ``examples_<split>``) on ``counts``."""
+    """(shard, packed event batches) -> (file bucket, serialized examples) on
+    the ``train`` and ``eval`` outputs (``example_files`` writes them); re-sent
+    events on ``duplicates``, the walk's counts (and ``examples_<split>``) on
+    ``counts``."""
 
-    def __init__(self, config_json: str, example_batch: int = EXAMPLE_BATCH):
+    def __init__(
+        self,
+        config_json: str,
+        example_batch: int = EXAMPLE_BATCH,
+        num_files: int = example_files.NUM_FILES,
+    ):
         self._config_json, self._example_batch = config_json, example_batch
+        self._num_files = num_files
 
     def setup(self):
         self._config = LogConfig.from_json(self._config_json)
@@ -321,8 +330,9 @@ class ShardExamplesFn(beam.DoFn):
         return self._pool[1]
 
     def process(self, keyed, catalog, users, cutoff=None, popularity=None):
-        _, packed_batches = keyed
+        shard, packed_batches = keyed
         config = self._config
+        self._rng = random.Random(shard)  # each example's file: seeded, so reruns match
         by_user: Dict[str, List[Dict[str, Any]]] = collections.defaultdict(list)
         for packed in packed_batches:
             for event in unpack(packed):
@@ -355,12 +365,13 @@ class ShardExamplesFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(COUNTS, (name, value))
 
     def _flush(self, rows: Sequence[Dict[str, Any]], targets: Sequence[int], counts):
-        serialized = example_columns.serialize_examples(rows)
-        for index, name in enumerate(SPLITS):
-            batch = [s for s, t in zip(serialized, targets) if t == index]
-            if batch:
-                counts[f"examples_{name}"] += len(batch)
-                yield beam.pvalue.TaggedOutput(name, batch)
+        """Encodes ``rows``; yields (file bucket, serialized examples) on each split's output."""
+        buckets: Dict[Tuple[int, int], List[bytes]] = collections.defaultdict(list)
+        for serialized, target in zip(example_columns.serialize_examples(rows), targets):
+            buckets[target, self._rng.randrange(self._num_files)].append(serialized)
+        for (target, bucket), batch in sorted(buckets.items()):
+            counts[f"examples_{SPLITS[target]}"] += len(batch)
+            yield beam.pvalue.TaggedOutput(SPLITS[target], (bucket, batch))
 
     @staticmethod
     def _duplicates(duplicates: Sequence[Dict[str, Any]]):

@@ -31,6 +31,7 @@ from tfx.types import artifact_utils, channel, standard_artifacts, standard_comp
 from tfx.types.component_spec import ExecutionParameter
 
 from components import event_batches as batches
+from components import example_files
 from components.event_batches import SPLITS
 from components.log_config import LogConfig, resolve_format
 from components.spans import SpanSelection, any_span_glob, select_spans
@@ -99,7 +100,8 @@ def build_ingestion(
     spans: Optional[SpanSelection] = None,
 ) -> Dict[str, beam.PCollection]:
     """Adds the ingestion graph over ``spans`` (default: ``select_spans``);
-    returns the serialized examples per split."""
+    returns the examples per split as (file bucket, [serialized example])
+    batches, for ``example_files.WriteExampleFiles`` (or ``Unbatch``)."""
     config_json = config.to_json()
     spans = spans or select_spans(input_base, config.events_pattern, config.span_window)
     event_files = sorted(
@@ -195,10 +197,7 @@ def build_ingestion(
         | "OneReport" >> beam.combiners.ToList()
         | "WriteReport" >> beam.Map(_write_report, os.path.join(output_uri, REPORT_FILE))
     )
-    return {
-        name: built[name] | f"Unbatch[{name}]" >> beam.FlatMap(lambda batch: batch)
-        for name in SPLITS
-    }
+    return {name: built[name] for name in SPLITS}
 
 
 def check_report(report: Dict[str, int], config: LogConfig, dead_letter_dir: str) -> None:
@@ -291,10 +290,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 pipeline, input_base, config, examples.uri, max_timestamp, spans
             )
             for name, split in splits.items():
-                _ = split | f"WriteSplit[{name}]" >> write_split.WriteSplit(
-                    artifact_utils.get_split_uri([examples], name),
-                    example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-                    exec_properties,
+                _ = split | f"WriteSplit[{name}]" >> example_files.WriteExampleFiles(
+                    artifact_utils.get_split_uri([examples], name)
                 )
         with tf.io.gfile.GFile(os.path.join(examples.uri, REPORT_FILE)) as f:
             report = json.load(f)

@@ -95,11 +95,13 @@ def ingest_and_describe(
     from tfx_bsl.public import tfxio
 
     from components import log_example_gen as gen
+    from components.example_files import Unbatch
 
     max_timestamp = int(time.time()) + log_config.max_future_seconds  # as the Executor does
     paths = {name: os.path.join(work, f"stats-{name}.pb") for name in (*gen.SPLITS, ALL)}
     with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
-        splits = gen.build_ingestion(pipeline, data_dir, log_config, work, max_timestamp)
+        batches = gen.build_ingestion(pipeline, data_dir, log_config, work, max_timestamp)
+        splits = {name: b | f"Unbatch[{name}]" >> Unbatch() for name, b in batches.items()}
         examples = {**splits, ALL: list(splits.values()) | "AllSplits" >> beam.Flatten()}
         for name, serialized in examples.items():
             _ = (

@@ -21,6 +21,7 @@ import pytest
 import tensorflow as tf
 
 from components import event_batches as batches
+from components import example_files
 from components import interaction_logs as logs
 from components.log_config import LogConfig, SplitConfig
 from tests.conftest import write_jsonl
@@ -293,3 +294,26 @@ def test_the_column_encoder_gives_the_protos_python_builds():
 
     for row, serialized in zip(rows, example_columns.serialize_examples(rows)):
         assert tf.train.Example.FromString(serialized) == logs.to_example(row)
+
+
+def test_examples_are_written_shuffled_into_files_as_a_reshuffle_would(tmp_path):
+    """Each file is a random sample of the split in random order: a user's
+    examples are spread over the files, and neighbours rarely share a user."""
+    base = tmp_path / "logs"
+    write_logs(base, impressions=3000)
+    _, report, _ = ingest(base, LogConfig(max_bad_fraction=0.5), tmp_path / "out", MAX_TS)
+    files = sorted(glob.glob(str(tmp_path / "out" / "Split-train" / "*")))
+    assert len(files) == example_files.NUM_FILES
+    users_per_file = []
+    for path in files:
+        users = [
+            tf.train.Example.FromString(r.numpy()).features.feature["user_id"].bytes_list.value[0]
+            for r in tf.data.TFRecordDataset(path, compression_type="GZIP")
+        ]
+        users_per_file.append(users)
+    assert sum(map(len, users_per_file)) == report["examples_train"]
+    heavy_files = sum(b"heavy" in users for users in users_per_file)
+    assert heavy_files == len(files)  # ~270 of the heavy user's examples, in every file
+    same = sum(a == b for users in users_per_file for a, b in zip(users, users[1:]))
+    pairs = sum(len(users) - 1 for users in users_per_file)
+    assert same / pairs < 0.1, same / pairs  # grouped by user it would be about 0.97

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from components import event_batches as batches
+from components import example_files
 from components import log_example_gen as gen
 from components.log_config import LogConfig, SplitConfig
 from tests.conftest import CATALOG, event, write_jsonl
@@ -25,12 +26,15 @@ def ingest(input_base, config, out, max_timestamp=2_000_000_000):
     with beam.Pipeline(runner="DirectRunner") as p:
         splits = gen.build_ingestion(p, str(input_base), config, str(out), max_timestamp)
         for name, split in splits.items():
-            _ = split | f"Write{name}" >> beam.io.WriteToTFRecord(os.path.join(str(out), name))
+            _ = split | f"Write{name}" >> example_files.WriteExampleFiles(
+                os.path.join(str(out), f"Split-{name}")
+            )
     examples = {}
     for name in gen.SPLITS:
-        files = glob.glob(os.path.join(str(out), name + "*"))
+        files = glob.glob(os.path.join(str(out), f"Split-{name}", "*"))
         examples[name] = [
-            tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files)
+            tf.train.Example.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(files, compression_type="GZIP")
         ]
     with open(os.path.join(str(out), gen.REPORT_FILE)) as f:
         report = json.load(f)
