@@ -34,7 +34,13 @@ from apache_beam.io.filesystems import FileSystems
 
 from components import example_columns, example_files
 from components import interaction_logs as logs
-from components.log_config import LogConfig, SplitConfig, stable_fraction
+from components.log_config import (
+    EVENT_FIELDS,
+    LogConfig,
+    SplitConfig,
+    field_map,
+    stable_fraction,
+)
 from trainer import features as F
 
 NAMESPACE = "interaction_logs"
@@ -163,6 +169,7 @@ class RowParser:
         self.kind, self.config, self.fmt, self.header = kind, config, fmt, header
         self.max_timestamp, self.delimiter = max_timestamp, delimiter
         self.prefix = "" if kind == "event" else f"{kind}_"
+        self.names = field_map(config.event_field_map, EVENT_FIELDS)
 
     def parse(self, source: str, raw: Any, catalog=None) -> Any:
         """The row's outputs (a list), or its dead letter (a dict)."""
@@ -181,7 +188,7 @@ class RowParser:
             return [logs.normalize_item(record, self.config, source)]
         if self.kind == "user":
             return [logs.normalize_user(record, self.config, source)]
-        event = logs.normalize_event(record, self.config, self.max_timestamp, source)
+        event = logs.normalize_event(record, self.config, self.max_timestamp, source, self.names)
         if event["item_id"] not in catalog:
             raise logs.BadRecord(
                 "unknown_item",

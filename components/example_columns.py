@@ -21,24 +21,26 @@ from trainer import features as F
 _VALUE_TYPES = {"string": pa.binary(), "int": pa.int64(), "float": pa.float32()}
 
 
-def _encode(value: Any, dtype: str) -> Any:
-    if dtype == "string":
-        return value.encode("utf-8", "replace")
-    return int(value) if dtype == "int" else float(value)
+def _values(flat: List[Any], dtype: str) -> pa.Array:
+    """A column's values, converted in C++; a string with a lone surrogate
+    (which UTF-8 cannot hold) falls back to Python, replaced as protos do."""
+    if dtype != "string":
+        return pa.array(flat, _VALUE_TYPES[dtype])
+    try:
+        return pa.array(flat, pa.string()).cast(pa.binary())
+    except (pa.ArrowException, UnicodeEncodeError):
+        return pa.array([v.encode("utf-8", "replace") for v in flat], pa.binary())
 
 
 def _column(values: Sequence[Any], dtype: str) -> pa.Array:
     """One feature's column: a list per example (one value, or a list's values)."""
     if not any(isinstance(v, list) for v in values):
-        flat = [_encode(v, dtype) for v in values]
-        offsets = range(len(values) + 1)
+        flat, offsets = list(values), range(len(values) + 1)
     else:
         lists = [v if isinstance(v, list) else [v] for v in values]
-        flat = [_encode(v, dtype) for v in itertools.chain.from_iterable(lists)]
+        flat = list(itertools.chain.from_iterable(lists))
         offsets = [0, *itertools.accumulate(len(v) for v in lists)]
-    return pa.ListArray.from_arrays(
-        pa.array(offsets, pa.int32()), pa.array(flat, _VALUE_TYPES[dtype])
-    )
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), _values(flat, dtype))
 
 
 def record_batch(rows: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import struct
+import zlib
 from typing import Iterable, List, Sequence, Tuple
 
 import apache_beam as beam
@@ -25,6 +26,8 @@ from apache_beam.io.filesystems import FileSystems
 
 FILE_PREFIX = "data_tfrecord"  # TFX's write_split.DEFAULT_TF_RECORD_FILE_NAME
 NUM_FILES = 32  # per split: the buckets examples are shuffled into
+# zlib's fastest level: 2.5x faster than the default 6 on examples, files 20% larger.
+GZIP_LEVEL = 1
 _crc32c = crcmod.predefined.mkPredefinedCrcFun("crc-32c")
 
 
@@ -57,8 +60,9 @@ class WriteBucketFn(beam.DoFn):
         records: List[bytes] = sorted(r for batch in batches for r in batch)
         random.Random(bucket).shuffle(records)
         path = os.path.join(self._split_dir, file_name(bucket, self._num_files))
-        with FileSystems.create(path, compression_type=CompressionTypes.GZIP) as f:
-            f.write(tfrecord_bytes(records))
+        gzip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            f.write(gzip.compress(tfrecord_bytes(records)) + gzip.flush())
         beam.metrics.Metrics.counter("interaction_logs", "examples_written").inc(len(records))
         yield path
 

@@ -134,6 +134,18 @@ def _text(
     return value
 
 
+def _plain_text(value: Any) -> bool:
+    """A non-empty string ``_text`` would keep as it is: no outer whitespace,
+    no control character, not too long."""
+    return (
+        type(value) is str
+        and 0 < len(value) <= MAX_FIELD_CHARS
+        and value.isprintable()
+        and not value[0].isspace()
+        and not value[-1].isspace()
+    )
+
+
 def _show(record: Mapping) -> str:
     return json.dumps(record, default=str)[:200]
 
@@ -182,7 +194,13 @@ def _read_fields(
         read.append("event_id")
     if not config.row_implies and config.event_type_constant is None:
         read.append("event_type")
-    event = {f: _text(record, names[f], f, source, f in REQUIRED_EVENT_FIELDS) for f in read}
+    event = {}
+    for f in read:
+        value = record.get(names[f])
+        if _plain_text(value):  # the common case, already clean: what ``_text`` returns
+            event[f] = value
+        else:
+            event[f] = _text(record, names[f], f, source, f in REQUIRED_EVENT_FIELDS)
     if event["review_text"] is None:
         del event["review_text"]
     if config.derive_event_ids:
@@ -195,14 +213,20 @@ def _read_fields(
 
 
 def normalize_event(
-    record: Mapping, config: LogConfig, max_timestamp: int, source: str = ""
+    record: Mapping,
+    config: LogConfig,
+    max_timestamp: int,
+    source: str = "",
+    names: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, Any]:
     """Maps and checks one event record; raises BadRecord naming the field.
+    ``names``: ``field_map(config.event_field_map, EVENT_FIELDS)``, when the
+    caller keeps it.
 
     With ``config.row_implies`` the record is one row of its implied events
     (``implied_events`` spells them out); its type reads ``rating`` when a
     rating is among them, ``impression`` otherwise."""
-    names = field_map(config.event_field_map, EVENT_FIELDS)
+    names = names or field_map(config.event_field_map, EVENT_FIELDS)
     event = _read_fields(record, config, source, names)
     if record.get(names["timestamp"]) in (None, ""):
         raise BadRecord(

@@ -1,5 +1,7 @@
 """Record normalisation and the per-user walk that builds examples."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import collections
 
 import pytest
@@ -212,3 +214,12 @@ def test_datetime_timestamps_from_parquet_columns():
     assert logs.parse_timestamp(utc.replace(tzinfo=None)) == 1704164645  # naive = UTC
     plus_two = datetime.timezone(datetime.timedelta(hours=2))
     assert logs.parse_timestamp(utc.astimezone(plus_two)) == 1704164645
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(max_size=40) | st.sampled_from(["x" * 10_000, "x" * 10_001, " a", "a\t", "\x85b"]))
+def test_the_fast_text_check_only_passes_what_the_full_rules_keep_unchanged(value):
+    """``_plain_text`` skips ``_text`` for clean values: it must never let
+    through one that ``_text`` would strip, clean, cut or reject."""
+    if logs._plain_text(value):
+        assert logs._text({"f": value}, "f", "f", "", True) == value
