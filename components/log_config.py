@@ -79,6 +79,8 @@ class LogConfig:
     # May name spans, TFX's way: events/{YYYY}-{MM}-{DD}/* or events/span-{SPAN}/*.
     events_pattern: str = "events/*"
     events_format: str = "auto"
+    # The catalogue and user table may name spans too: each span is a whole
+    # snapshot, and a run reads the newest (components/spans.newest_snapshot).
     catalog_pattern: str = "items.*"
     catalog_format: str = "auto"
     users_pattern: Optional[str] = None

@@ -34,7 +34,7 @@ from components import event_batches as batches
 from components import example_files
 from components.event_batches import SPLITS
 from components.log_config import LogConfig, resolve_format
-from components.spans import SpanSelection, any_span_glob, select_spans
+from components.spans import SpanSelection, any_span_glob, newest_snapshot, select_spans
 
 LOG_CONFIG_KEY = "log_config"
 CODE_VERSION_KEY = "code_version"  # part of the cache key; not read by the executor
@@ -56,6 +56,14 @@ def _files(input_base: str, pattern: str, what: str) -> List[str]:
     if not files:
         raise FileNotFoundError(f"No {what} files match {os.path.join(input_base, pattern)!r}.")
     return files
+
+
+def _snapshot_files(input_base: str, pattern: str, what: str) -> List[str]:
+    """The files of a snapshot table's newest span (all of ``pattern`` without span specs)."""
+    snapshot = newest_snapshot(input_base, pattern, what)
+    if snapshot.describe():
+        logging.warning("InteractionLogExampleGen reads the %s of %s", what, snapshot.describe())
+    return _files(input_base, snapshot.patterns[-1], what)
 
 
 def _csv_header(files: List[str], delimiter: str = ",") -> List[str]:
@@ -107,9 +115,11 @@ def build_ingestion(
     event_files = sorted(
         {f for pattern in spans.patterns for f in _files(input_base, pattern, "event log")}
     )
-    item_files = _files(input_base, config.catalog_pattern, "item catalogue")
+    item_files = _snapshot_files(input_base, config.catalog_pattern, "item catalogue")
     user_files = (
-        _files(input_base, config.users_pattern, "user table") if config.users_pattern else []
+        _snapshot_files(input_base, config.users_pattern, "user table")
+        if config.users_pattern
+        else []
     )
 
     def parse(kind: str, source: str, files: List[str], declared: str, label: str, **kwargs):
@@ -342,13 +352,13 @@ class InteractionLogExampleGen(base_beam_component.BaseBeamComponent):
         code_version: Optional[str] = None,
     ):
         log_config = log_config or LogConfig()
-        # TFX's driver fingerprints these files for the cache; the events'
-        # span specs are globs here (the executor picks the spans), so a new
-        # day's logs invalidate the cache.
+        # TFX's driver fingerprints these files for the cache; span specs
+        # are globs here (the executor picks the spans), so a new day's logs
+        # or catalogue invalidate the cache.
         patterns = [("events", any_span_glob(log_config.events_pattern))]
-        patterns.append(("items", log_config.catalog_pattern))
+        patterns.append(("items", any_span_glob(log_config.catalog_pattern)))
         if log_config.users_pattern:
-            patterns.append(("users", log_config.users_pattern))
+            patterns.append(("users", any_span_glob(log_config.users_pattern)))
         input_config = example_gen_pb2.Input(
             splits=[
                 example_gen_pb2.Input.Split(name=name, pattern=pattern)

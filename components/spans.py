@@ -86,17 +86,19 @@ def _resolve(input_base: str, pattern: str, span: int | None) -> Tuple[int, str]
     return found, split.pattern
 
 
-def select_spans(input_base: str, pattern: str, window: int = 1) -> SpanSelection:
+def select_spans(
+    input_base: str, pattern: str, window: int = 1, what: str = "events"
+) -> SpanSelection:
     """The newest ``window`` spans matching ``pattern`` under ``input_base``;
     a pattern without span specs is one span, 0, as it is. ``ValueError``
-    names the pattern when no span matches."""
+    names the pattern (``what`` it is for) when no span matches."""
     is_span, is_date = _specs(pattern)
     if not (is_span or is_date):
         return SpanSelection((0,), (pattern,))
     try:
         latest, latest_pattern = _resolve(input_base, pattern, None)
     except ValueError as e:
-        raise ValueError(f"no span of the events pattern {pattern!r} under {input_base!r}") from e
+        raise ValueError(f"no span of the {what} pattern {pattern!r} under {input_base!r}") from e
     spans: List[int] = []
     patterns: List[str] = []
     missing: List[int] = []
@@ -114,3 +116,10 @@ def select_spans(input_base: str, pattern: str, window: int = 1) -> SpanSelectio
         tuple(s for s in missing if s >= 0),
         dated=is_date,
     )
+
+
+def newest_snapshot(input_base: str, pattern: str, what: str) -> SpanSelection:
+    """The newest span of a table that is a whole snapshot per span (the
+    catalogue, the user table: ``items/{YYYY}-{MM}-{DD}.jsonl``); the pattern
+    as it is when it has no span specs."""
+    return select_spans(input_base, pattern, 1, what)
