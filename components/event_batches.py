@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import collections
 import json
-import pickle
 import random
 import zlib
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
+import orjson
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -205,12 +205,19 @@ def shard_of(user_id: str, num_shards: int = NUM_SHARDS) -> int:
 
 
 def pack(events: List[Dict[str, Any]]) -> bytes:
-    """A list of events as one bytes value: Beam moves it without coding each dict."""
-    return pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL)
+    """A list of events as one bytes value, so Beam moves it without coding
+    each dict: JSON (a normalized event holds only strings and numbers), by
+    orjson, or by ``json`` for what orjson refuses (a lone surrogate, an int
+    past 64 bits). The first byte says which."""
+    try:
+        return b"o" + orjson.dumps(events)
+    except TypeError:
+        return b"j" + json.dumps(events, separators=(",", ":")).encode("ascii")
 
 
 def unpack(packed: bytes) -> List[Dict[str, Any]]:
-    return pickle.loads(packed)
+    body = packed[1:]
+    return orjson.loads(body) if packed[:1] == b"o" else json.loads(body)
 
 
 class ParseBatchFn(beam.DoFn):

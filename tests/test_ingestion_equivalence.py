@@ -317,3 +317,14 @@ def test_examples_are_written_shuffled_into_files_as_a_reshuffle_would(tmp_path)
     same = sum(a == b for users in users_per_file for a, b in zip(users, users[1:]))
     pairs = sum(len(users) - 1 for users in users_per_file)
     assert same / pairs < 0.1, same / pairs  # grouped by user it would be about 0.97
+
+
+def test_packed_events_come_back_as_they_were():
+    """What orjson cannot write (a lone surrogate, a big int) takes the json path."""
+    for events in (
+        [{"event_id": "e", "timestamp": 1, "rating": 0.1, "session_id": None}],
+        [{"event_id": "\ud800", "timestamp": 2}],
+        [{"event_id": "x", "timestamp": 2**70}],
+        [],
+    ):
+        assert batches.unpack(batches.pack(events)) == events
