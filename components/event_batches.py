@@ -318,15 +318,14 @@ class ShardExamplesFn(beam.DoFn):
 
     def __init__(
         self,
-        config_json: str,
+        config: LogConfig,
         example_batch: int = EXAMPLE_BATCH,
         num_files: int = example_files.NUM_FILES,
     ):
-        self._config_json, self._example_batch = config_json, example_batch
+        self._config, self._example_batch = config, example_batch
         self._num_files = num_files
 
     def setup(self):
-        self._config = LogConfig.from_json(self._config_json)
         self._pool: Tuple[Any, Optional[logs.NegativePool]] = (None, None)
 
     def _negative_pool(self, catalog, popularity) -> Optional[logs.NegativePool]:

@@ -110,7 +110,6 @@ def build_ingestion(
     """Adds the ingestion graph over ``spans`` (default: ``select_spans``);
     returns the examples per split as (file bucket, [serialized example])
     batches, for ``example_files.WriteExampleFiles`` (or ``Unbatch``)."""
-    config_json = config.to_json()
     spans = spans or select_spans(input_base, config.events_pattern, config.span_window)
     event_files = sorted(
         {f for pattern in spans.patterns for f in _files(input_base, pattern, "event log")}
@@ -169,7 +168,7 @@ def build_ingestion(
         events.good
         | "GroupByUserShard" >> beam.GroupByKey()
         | "BuildExamples"
-        >> beam.ParDo(batches.ShardExamplesFn(config_json), **side_inputs).with_outputs(
+        >> beam.ParDo(batches.ShardExamplesFn(config), **side_inputs).with_outputs(
             batches.COUNTS, batches.DUPLICATES, *SPLITS
         )
     )
