@@ -117,6 +117,43 @@ def test_a_bad_peer_timeout_is_named(value):
     assert cluster_lib.peer_timeout({"RECSYS_PEER_TIMEOUT_S": "2.5"}) == 2.5
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "later", "nan", "inf"])
+def test_a_bad_heartbeat_timeout_is_named(value):
+    with pytest.raises(ClusterConfigError, match="RECSYS_HEARTBEAT_TIMEOUT_S"):
+        cluster_lib.heartbeat_timeout({"RECSYS_HEARTBEAT_TIMEOUT_S": value})
+    assert cluster_lib.heartbeat_timeout({}) == cluster_lib.DEFAULT_HEARTBEAT_TIMEOUT_S
+    assert cluster_lib.heartbeat_timeout({"RECSYS_HEARTBEAT_TIMEOUT_S": "45"}) == 45.0
+
+
+def test_the_coordination_service_gets_the_heartbeat_timeout_and_the_strategys_leader():
+    """The configuration MultiWorkerMirroredStrategy would write itself
+    (leader: the chief; jobs: chief and workers, not the evaluator), with
+    the longer heartbeat timeout; the strategy keeps a configuration it finds."""
+    from tensorflow.python.eager import context
+
+    config = {
+        "cluster": {
+            "chief": ["127.0.0.1:1"],
+            "worker": ["127.0.0.1:2", "127.0.0.1:3"],
+            "evaluator": ["127.0.0.1:4"],
+        },
+        "task": {"type": "worker", "index": 1},
+    }
+    before = context.context().coordination_service
+    try:
+        cluster_lib.configure_coordination(read_cluster(_env(config)), 90.5)
+        service = context.context().coordination_service
+        assert service.heartbeat_timeout_in_ms == 90_500
+        assert service.service_type == "standalone"
+        assert service.service_leader == "/job:chief/replica:0/task:0"
+        assert [(j.name, j.num_tasks) for j in service.coordinated_job_list] == [
+            ("chief", 1),
+            ("worker", 2),
+        ]
+    finally:
+        context.context()._coordination_service_config = before
+
+
 def test_unreachable_peers_are_found_by_tcp():
     with socket.socket() as up:
         up.bind(("127.0.0.1", 0))

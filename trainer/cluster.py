@@ -29,6 +29,11 @@ from typing import Callable, Dict, List, Mapping, Optional, TypeVar
 T = TypeVar("T")
 PEER_TIMEOUT_ENV = "RECSYS_PEER_TIMEOUT_S"
 DEFAULT_PEER_TIMEOUT_S = 900.0
+HEARTBEAT_TIMEOUT_ENV = "RECSYS_HEARTBEAT_TIMEOUT_S"
+# TensorFlow's own default is 10 s: a worker starved of CPU that long (a
+# busy shared machine, a long garbage collection) is declared dead and the
+# whole job aborts with "heartbeat timeout".
+DEFAULT_HEARTBEAT_TIMEOUT_S = 120.0
 
 TRAINER_TASKS = ("chief", "worker")
 TASK_TYPES = ("chief", "worker", "ps", "evaluator")
@@ -174,18 +179,53 @@ def check_port_free(cluster: Cluster) -> None:
             ) from None
 
 
-def peer_timeout(environ: Optional[Mapping[str, str]] = None) -> float:
-    """Seconds to wait for the other tasks (``RECSYS_PEER_TIMEOUT_S``, default 900)."""
-    text = (environ if environ is not None else os.environ).get(PEER_TIMEOUT_ENV, "")
+def _seconds(environ: Optional[Mapping[str, str]], name: str, default: float) -> float:
+    """A positive number of seconds from ``environ[name]``, or ``default`` when unset."""
+    text = (environ if environ is not None else os.environ).get(name, "")
     if not text.strip():
-        return DEFAULT_PEER_TIMEOUT_S
+        return default
     try:
         seconds = float(text)
     except ValueError:
         seconds = -1.0
-    if not seconds > 0:
-        raise ClusterConfigError(f"{PEER_TIMEOUT_ENV} {text!r}: expected a positive number")
+    if not 0 < seconds < float("inf"):
+        raise ClusterConfigError(f"{name} {text!r}: expected a positive number of seconds")
     return seconds
+
+
+def peer_timeout(environ: Optional[Mapping[str, str]] = None) -> float:
+    """Seconds to wait for the other tasks (``RECSYS_PEER_TIMEOUT_S``, default 900)."""
+    return _seconds(environ, PEER_TIMEOUT_ENV, DEFAULT_PEER_TIMEOUT_S)
+
+
+def heartbeat_timeout(environ: Optional[Mapping[str, str]] = None) -> float:
+    """Seconds without a heartbeat before a task counts as dead
+    (``RECSYS_HEARTBEAT_TIMEOUT_S``, default 120)."""
+    return _seconds(environ, HEARTBEAT_TIMEOUT_ENV, DEFAULT_HEARTBEAT_TIMEOUT_S)
+
+
+def configure_coordination(cluster: Cluster, heartbeat_seconds: float) -> None:
+    """TensorFlow's coordination service for the chief and workers, as
+    ``MultiWorkerMirroredStrategy`` configures it itself (its leader, the
+    coordinated jobs), but with a heartbeat timeout of ``heartbeat_seconds``
+    in place of TensorFlow's 10 s. Call it before the strategy is built: the
+    strategy keeps a configuration it finds."""
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+    from tensorflow.tsl.protobuf import coordination_config_pb2
+
+    spec = {job: list(addresses) for job, addresses in cluster.cluster.items()}
+    jobs = [
+        coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(spec[job]))
+        for job in TRAINER_TASKS
+        if spec.get(job)
+    ]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(spec),
+        heartbeat_timeout_in_ms=int(heartbeat_seconds * 1000),
+        coordinated_jobs=jobs,
+    )
 
 
 def unreachable_peers(cluster: Cluster, seconds: float = 2.0) -> Dict[str, str]:

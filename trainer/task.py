@@ -28,7 +28,14 @@ from trainer import data, embedding_table, export, plots, selection, warm_start
 from trainer import features as F
 from trainer import serving_contract as C
 from trainer import transform as transform_lib
-from trainer.cluster import Cluster, check_port_free, read_cluster, within_peer_timeout
+from trainer.cluster import (
+    Cluster,
+    check_port_free,
+    configure_coordination,
+    heartbeat_timeout,
+    read_cluster,
+    within_peer_timeout,
+)
 from trainer.config import (
     COMPACT_MODEL_URI,
     CONFIG_KEY,
@@ -84,6 +91,7 @@ def accelerator_setup(config: ModelConfig) -> Tuple[tf.distribute.Strategy, bool
             cluster.num_workers,
             f"{len(gpus)} GPU(s) each" if gpus else "CPU",
         )
+        configure_coordination(cluster, heartbeat_timeout())
         strategy = within_peer_timeout(
             cluster, tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"
         )
