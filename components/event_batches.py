@@ -28,12 +28,13 @@ import zlib
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
-import orjson
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from components import example_columns, example_files
 from components import interaction_logs as logs
+from components import time_buckets as tb
+from components.packed_events import pack
 from components.log_config import (
     EVENT_FIELDS,
     LogConfig,
@@ -51,9 +52,12 @@ ROWS = "rows"
 BOUNDS = "bounds"
 IMPRESSIONS = "impressions"
 SPLITS = ("train", "eval")
-BATCH_ROWS = 4096  # rows per element out of a file
+BATCH_ROWS = 16384  # rows per element out of a file
 EXAMPLE_BATCH = 4096  # examples serialized per call of the C++ encoder
-NUM_SHARDS = 128  # users are grouped into this many keys
+AHEAD = "ahead"
+SUMMED = "summed"  # the events a bucket's summary reads (time_buckets.BucketSummaryFn)
+IDS = "ids"
+shard_of = tb.shard_of
 _READ_BYTES = 4 << 20
 
 
@@ -199,41 +203,25 @@ class RowParser:
         return [(e["user_id"], e) for e in logs.implied_events(event, self.config)]
 
 
-def shard_of(user_id: str, num_shards: int = NUM_SHARDS) -> int:
-    """The shard of a user: stable across processes and runs (not Python's ``hash``)."""
-    return zlib.crc32(user_id.encode("utf-8", "surrogatepass")) % num_shards
-
-
-def pack(events: List[Dict[str, Any]]) -> bytes:
-    """A list of events as one bytes value, so Beam moves it without coding
-    each dict: JSON (a normalized event holds only strings and numbers), by
-    orjson, or by ``json`` for what orjson refuses (a lone surrogate, an int
-    past 64 bits). The first byte says which."""
-    try:
-        return b"o" + orjson.dumps(events)
-    except TypeError:
-        return b"j" + json.dumps(events, separators=(",", ":")).encode("ascii")
-
-
-def unpack(packed: bytes) -> List[Dict[str, Any]]:
-    body = packed[1:]
-    return orjson.loads(body) if packed[:1] == b"o" else json.loads(body)
-
-
 class ParseBatchFn(beam.DoFn):
-    """(file, rows) -> for events: (shard, packed events) per shard in the
-    batch, and on ``rows`` the count of good rows, on ``bounds`` the batch's
-    (min, max) timestamp, on ``impressions`` (with ``impressions=True``) the
-    (event_id, item_id) of its impressions; for items and users: one
-    (id, value) per row. Bad rows leave on ``dead``, one dead letter each."""
+    """(file, rows) -> for events: ((user shard, bucket), packed events) per
+    key in the batch (``time_buckets``), on ``ahead`` the look-ahead copies
+    the bucket before needs, on ``summed`` [the key's users, the events its
+    summary reads], on
+    ``ids`` (event-id shard, packed [user, event id, timestamp, type order]),
+    on ``rows`` the count of good rows, on ``bounds`` the batch's (min, max)
+    timestamp, on ``impressions`` (with ``impressions=True``) the (event_id,
+    item_id) of its impressions; for items and users: one (id, value) per
+    row. Bad rows leave on ``dead``, one dead letter each."""
 
     def __init__(self, parser: RowParser, impressions: bool = False):
         self._parser, self._impressions = parser, impressions
+        self._shards: Dict[str, int] = {}  # user -> shard, of the users seen (bounded)
 
     def process(self, element, catalog=None):
         source, raws = element
         parser = self._parser
-        shards: Dict[int, List[Dict[str, Any]]] = collections.defaultdict(list)
+        events: List[Dict[str, Any]] = []
         good_rows = 0
         for raw in raws:
             if is_blank(raw):
@@ -245,24 +233,52 @@ class ParseBatchFn(beam.DoFn):
                 yield from parsed
             else:
                 good_rows += 1
-                for user_id, event in parsed:
-                    shards[shard_of(user_id)].append(event)
+                events.extend(event for _, event in parsed)
         if parser.kind != "event":
             return
         if good_rows:
             yield beam.pvalue.TaggedOutput(ROWS, good_rows)
-        events = [e for batch in shards.values() for e in batch]
-        if events:
-            times = [e["timestamp"] for e in events]
-            yield beam.pvalue.TaggedOutput(BOUNDS, (min(times), max(times)))
+        if not events:
+            return
+        times = [e["timestamp"] for e in events]
+        yield beam.pvalue.TaggedOutput(BOUNDS, (min(times), max(times)))
         if self._impressions:
-            impressed = [(e["event_id"], e["item_id"]) for e in events]
             yield beam.pvalue.TaggedOutput(
                 IMPRESSIONS,
-                [p for p, e in zip(impressed, events) if e["event_type"] == "impression"],
+                [(e["event_id"], e["item_id"]) for e in events if e["event_type"] == "impression"],
             )
-        for shard, batch in shards.items():
-            yield shard, pack(batch)
+        config = parser.config
+        width, horizon = config.bucket_seconds, config.label_horizon
+        every_item = bool(config.negatives_per_positive)  # the summaries need every item
+        own: Dict[Tuple[int, int], List[Dict[str, Any]]] = collections.defaultdict(list)
+        ahead: Dict[Tuple[int, int], List[Dict[str, Any]]] = collections.defaultdict(list)
+        summed: Dict[Tuple[int, int], List[Dict[str, Any]]] = collections.defaultdict(list)
+        ids: Dict[int, List[Tuple[str, str, int, int]]] = collections.defaultdict(list)
+        order, crc32, id_shards = tb.TYPE_ORDER, zlib.crc32, tb.NUM_ID_SHARDS
+        shards = self._shards
+        if len(shards) > 1_000_000:
+            shards.clear()
+        for event, ts in zip(events, times):
+            user, event_id, kind = event["user_id"], event["event_id"], event["event_type"]
+            shard = shards.get(user)
+            if shard is None:
+                shard = shards[user] = shard_of(user)
+            key = (shard, ts // width)
+            own[key].append(event)
+            if ts - key[1] * width < horizon:
+                ahead[key[0], key[1] - 1].append(event)
+            if every_item or kind == "click" or event.get("review_text"):
+                summed[key].append(event)
+            id_shard = crc32(event_id.encode("utf-8", "surrogatepass")) % id_shards
+            ids[id_shard].append((user, event_id, ts, order[kind]))
+        for key, batch in own.items():
+            yield key, pack(batch)
+            users = list(dict.fromkeys(e["user_id"] for e in batch))
+            yield beam.pvalue.TaggedOutput(SUMMED, (key, pack([users, summed.get(key, [])])))
+        for key, batch in ahead.items():
+            yield beam.pvalue.TaggedOutput(AHEAD, (key, pack(batch)))
+        for id_shard, records in ids.items():
+            yield beam.pvalue.TaggedOutput(IDS, (id_shard, pack(records)))
 
 
 # --- examples ----------------------------------------------------------------
@@ -310,11 +326,12 @@ class MinMax(beam.CombineFn):
         return acc
 
 
-class ShardExamplesFn(beam.DoFn):
-    """(shard, packed event batches) -> (file bucket, serialized examples) on
-    the ``train`` and ``eval`` outputs (``example_files`` writes them); re-sent
-    events on ``duplicates``, the walk's counts (and ``examples_<split>``) on
-    ``counts``."""
+class BucketExamplesFn(beam.DoFn):
+    """((user shard, bucket), {own, ahead, drops, states}) -> (file bucket,
+    serialized examples) on the ``train`` and ``eval`` outputs
+    (``example_files`` writes them): each user's walk of the bucket
+    (``time_buckets.walk_window``); re-sent events on ``duplicates``, the
+    walks' counts (and ``examples_<split>``) on ``counts``."""
 
     def __init__(
         self,
@@ -343,22 +360,34 @@ class ShardExamplesFn(beam.DoFn):
         return self._pool[1]
 
     def process(self, keyed, catalog, users, cutoff=None, popularity=None):
-        shard, packed_batches = keyed
+        (shard, bucket), groups = keyed
         config = self._config
-        self._rng = random.Random(shard)  # each example's file: seeded, so reruns match
-        by_user: Dict[str, List[Dict[str, Any]]] = collections.defaultdict(list)
-        for packed in packed_batches:
-            for event in unpack(packed):
-                by_user[event["user_id"]].append(event)
+        # Each example's output file: seeded by the key, so reruns match.
+        self._rng = random.Random(f"{shard}:{bucket}")
+        own = tb.by_user(groups[tb.OWN])
+        ahead = tb.by_user(groups[tb.AHEAD])
+        places = tb.kept_places(groups[tb.DROPS])
+        states = {state[0]: state for state in groups[tb.STATES]}
         counts: collections.Counter = collections.Counter()
         duplicates: List[Dict[str, Any]] = []
         pool = self._negative_pool(catalog, popularity)
         rows: List[Dict[str, Any]] = []
         targets: List[int] = []
-        for user_id in sorted(by_user):
-            profile = users.get(user_id, "")
+        for user_id in sorted(set(own) | set(ahead)):
+            state = states.get(user_id)
+            if user_id in own and state is None:
+                raise RuntimeError(f"no state for user {user_id!r} in bucket {bucket}")
+            events = own.pop(user_id, []) + ahead.pop(user_id, [])
             walk = logs.user_example_values(
-                by_user.pop(user_id), catalog, config, profile, counts, duplicates, pool
+                events,
+                catalog,
+                config,
+                users.get(user_id, ""),
+                counts,
+                duplicates,
+                pool,
+                window=tb.walk_window(bucket, config, catalog, state),
+                kept_at=places.get(user_id),
             )
             for ts, event_id, values in walk:
                 item_id = values[F.ITEM_ID]

@@ -140,6 +140,22 @@ class LogConfig:
     # lists (nested ones too) need no entry. A multi-valued category's first
     # value is the item's category; every value is also a tag.
     item_list_delimiters: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Each user's timeline is cut into buckets of this many seconds (at least
+    # the label horizon, ``label_horizon``): the example walk holds one bucket
+    # of a shard's users at a time, however long or busy a user's timeline.
+    time_bucket_seconds: int = 91 * 86400
+
+    @property
+    def label_horizon(self) -> int:
+        """Seconds after an impression in which its outcomes can come: the
+        click window plus the conversion window."""
+        return max(0, self.click_window_seconds + self.conversion_window_seconds)
+
+    @property
+    def bucket_seconds(self) -> int:
+        """The width of a time bucket: ``time_bucket_seconds``, or the label
+        horizon when that is longer."""
+        return max(self.time_bucket_seconds, self.label_horizon, 1)
 
     def __post_init__(self):
         for name in ("events_format", "catalog_format", "users_format"):
@@ -153,6 +169,10 @@ class LogConfig:
             raise ValueError(f"max_bad_fraction {self.max_bad_fraction}: expected 0..1")
         if self.history_length < 0:
             raise ValueError("history_length must be >= 0")
+        for name in ("click_window_seconds", "conversion_window_seconds", "time_bucket_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} {value!r}: expected whole seconds >= 0")
         if (
             isinstance(self.span_window, bool)
             or not isinstance(self.span_window, int)

@@ -32,6 +32,7 @@ from tfx.types.component_spec import ExecutionParameter
 
 from components import event_batches as batches
 from components import example_files
+from components import time_buckets as tb
 from components.event_batches import SPLITS
 from components.log_config import LogConfig, resolve_format
 from components.spans import SpanSelection, any_span_glob, newest_snapshot, select_spans
@@ -136,7 +137,14 @@ def build_ingestion(
             >> beam.ParDo(batches.ReadBatchesFn(fmt, skip_header=fmt == "csv" and not columns))
             | f"Parse{label}"
             >> beam.ParDo(parse_fn, **kwargs).with_outputs(
-                batches.DEAD, batches.ROWS, batches.BOUNDS, batches.IMPRESSIONS, main="good"
+                batches.DEAD,
+                batches.ROWS,
+                batches.BOUNDS,
+                batches.IMPRESSIONS,
+                batches.AHEAD,
+                batches.SUMMED,
+                batches.IDS,
+                main="good",
             )
         )
 
@@ -164,11 +172,29 @@ def build_ingestion(
             | "ItemOf" >> beam.Values()
             | "Popularity" >> beam.combiners.Count.PerElement()
         )
+    # Keyed by (user shard, time bucket): see components/time_buckets.py.
+    drops = (
+        events[batches.IDS]
+        | "GroupByIdShard" >> beam.GroupByKey()
+        | "FindResentIds" >> beam.ParDo(tb.DuplicateIdsFn(config))
+    )
+    states = (
+        {tb.SUMMED: events[batches.SUMMED], tb.DROPS: drops}
+        | "GroupForSummaries" >> beam.CoGroupByKey()
+        | "SummarizeBuckets" >> beam.ParDo(tb.BucketSummaryFn(config))
+        | "GroupByUser" >> beam.GroupByKey()
+        | "StatesBeforeBuckets" >> beam.ParDo(tb.UserStatesFn(config))
+    )
     built = (
-        events.good
-        | "GroupByUserShard" >> beam.GroupByKey()
+        {
+            tb.OWN: events.good,
+            tb.AHEAD: events[batches.AHEAD],
+            tb.DROPS: drops,
+            tb.STATES: states,
+        }
+        | "GroupByUserShardAndBucket" >> beam.CoGroupByKey()
         | "BuildExamples"
-        >> beam.ParDo(batches.ShardExamplesFn(config), **side_inputs).with_outputs(
+        >> beam.ParDo(batches.BucketExamplesFn(config), **side_inputs).with_outputs(
             batches.COUNTS, batches.DUPLICATES, *SPLITS
         )
     )

@@ -21,6 +21,7 @@ import pytest
 import tensorflow as tf
 
 from components import event_batches as batches
+from components import packed_events
 from components import example_files
 from components import interaction_logs as logs
 from components.log_config import LogConfig, SplitConfig
@@ -100,6 +101,8 @@ def _user_events(rng, user, n_impressions, start):
             )
         if rng.random() < 0.03:
             rows.append(dict(rows[-1]))  # a re-sent row
+        if rng.random() < 0.03:  # re-sent later or stamped earlier: another time bucket
+            rows.append({**rows[-1], "timestamp": rows[-1]["timestamp"] + rng.randint(-9000, 9000)})
         if rng.random() < 0.02:  # an outcome that matches no impression
             rows.append(
                 {
@@ -199,21 +202,35 @@ def reference(base, config, tmp_path):
         }
         pool = logs.NegativePool.by_popularity(collections.Counter(i for _, i in impressed))
     examples, duplicates = {"train": {}, "eval": {}}, []
+    counts = collections.Counter()
     for events in by_user.values():
         found = []
         for ts, event_id, example in logs.user_examples(
-            events, catalog, config, "", collections.Counter(), found, pool
+            events, catalog, config, "", counts, found, pool
         ):
             item_id = example.features.feature["item_id"].bytes_list.value[0].decode()
             split = batches.SPLITS[batches.split_of(item_id, event_id, ts, config.split, cutoff)]
             examples[split][event_id] = example
         duplicates += [e["event_id"] for e in found]
-    return examples, dead, duplicates
+    return examples, dead, duplicates, counts
 
 
 VIEW = {"view": ("impression", "click")}  # a "view" row: an impression and its click
+# Windows of 10 and 20 minutes and buckets as short as they can be (the label
+# horizon, 30 minutes): a user's day is cut into ~50 buckets.
+SHORT_BUCKETS = dict(
+    click_window_seconds=600, conversion_window_seconds=1200, time_bucket_seconds=1
+)
 CONFIGS = {
     "time split": LogConfig(max_bad_fraction=0.5),
+    "time split, short buckets": LogConfig(max_bad_fraction=0.5, **SHORT_BUCKETS),
+    "random split, negatives, short buckets": LogConfig(
+        max_bad_fraction=0.5,
+        negatives_per_positive=2,
+        type_implies=VIEW,
+        split=SplitConfig(kind="random", eval_fraction=0.3),
+        **SHORT_BUCKETS,
+    ),
     "random split, sampled negatives, cold items": LogConfig(
         max_bad_fraction=0.5,
         negatives_per_positive=2,
@@ -237,7 +254,7 @@ def test_batched_ingestion_gives_the_examples_dead_letters_and_duplicates_of_the
     base = tmp_path / "logs"
     rows = write_logs(base)
     assert sum(r["user_id"] == "heavy" for r in rows) >= 0.09 * len(rows)
-    want_examples, want_dead, want_duplicates = reference(base, config, tmp_path)
+    want_examples, want_dead, want_duplicates, want_counts = reference(base, config, tmp_path)
     got, report, got_dead = ingest(base, config, tmp_path / "out", MAX_TS)
 
     for split in batches.SPLITS:
@@ -258,6 +275,15 @@ def test_batched_ingestion_gives_the_examples_dead_letters_and_duplicates_of_the
     ]
     assert sorted(got_duplicates) == sorted(want_duplicates) and want_duplicates
     assert report["duplicate_events"] == len(want_duplicates)
+    walked = ("orphan_click", "orphan_purchase", "orphan_rating", "examples", "sampled_negatives")
+    assert {k: report.get(k, 0) for k in walked} == {k: want_counts[k] for k in walked}
+    assert want_counts["orphan_click"] and want_counts["orphan_rating"]
+    times = sorted(
+        r["timestamp"] for r in rows if r["user_id"] == "heavy" and isinstance(r["timestamp"], int)
+    )
+    assert (times[-1] - times[0]) // config.bucket_seconds >= (
+        30 if config.time_bucket_seconds == 1 else 0
+    )  # the short buckets cut the heavy user's timeline into 30 or more
     reasons = collections.Counter(d["reason"] for d in want_dead)
     assert {k[4:]: v for k, v in report.items() if k.startswith("bad:")} == reasons
     assert reasons["unknown_item"] == 3 and reasons["item_unparseable"] == 1
@@ -327,4 +353,31 @@ def test_packed_events_come_back_as_they_were():
         [{"event_id": "x", "timestamp": 2**70}],
         [],
     ):
-        assert batches.unpack(batches.pack(events)) == events
+        assert packed_events.unpack(packed_events.pack(events)) == events
+
+
+@pytest.mark.parametrize(
+    "field", ["click_window_seconds", "conversion_window_seconds", "time_bucket_seconds"]
+)
+@pytest.mark.parametrize("value", [-1, 1.5, True, "3600", None])
+def test_a_window_or_bucket_that_cannot_work_is_named(field, value):
+    with pytest.raises(ValueError, match=field):
+        LogConfig(**{field: value})
+
+
+def test_a_bucket_is_never_shorter_than_the_label_horizon():
+    config = LogConfig(click_window_seconds=600, conversion_window_seconds=1200)
+    assert config.label_horizon == 1800
+    assert LogConfig(**SHORT_BUCKETS).bucket_seconds == 1800
+    assert config.bucket_seconds == config.time_bucket_seconds > 1800
+    assert LogConfig(click_window_seconds=0, conversion_window_seconds=0).bucket_seconds >= 1
+
+
+def test_an_event_goes_to_its_bucket_and_the_bucket_before_within_one_horizon():
+    """The look-ahead copies: an event in the first ``horizon`` seconds of
+    its bucket also goes to the bucket before; one later does not."""
+    from components import time_buckets as tb
+
+    width, horizon = 100, 30
+    assert [tb.ahead_bucket(t, width, horizon) for t in (200, 229, 230, 299)] == [1, 1, None, None]
+    assert [tb.bucket_of(t, width) for t in (-1, 0, 99, 100)] == [-1, 0, 0, 1]

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from components import event_batches as batches
+from components import packed_events
 from components.interaction_logs import CatalogItem
 from components.log_config import LogConfig
 from tests.conftest import CATALOG, event, write_jsonl
@@ -49,7 +50,7 @@ def _parse_line(fn, source, raw):
         e
         for o in outputs
         if not isinstance(o, beam.pvalue.TaggedOutput)
-        for e in batches.unpack(o[1])
+        for e in packed_events.unpack(o[1])
     ]
     assert not (dead and events), outputs
     return dead or events
@@ -107,3 +108,40 @@ def test_malformed_lines_mixed_with_good_rows_in_beam(tmp_path_factory, junk):
     assert report["good_event_rows"] + bad == len(
         [ln for ln in lines if ln.replace(b"\n", b" ").replace(b"\r", b" ").strip()]
     )
+
+
+def _parsed(loads, line):
+    try:
+        return ("value", repr(loads(line)))
+    except (ValueError, RecursionError) as e:
+        return ("error", type(e).__name__)
+
+
+ANY_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.floats(min_value=-1e-300, max_value=1e-300)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.one_of(
+        ANY_JSON.map(json.dumps),
+        ANY_JSON.map(lambda v: json.dumps(v, ensure_ascii=False, indent=1)),
+        st.text(max_size=80),
+        st.text(alphabet='{}[]":,0123456789.eE+-truefalsnl \\u\t\n', max_size=60),
+    )
+)
+def test_the_fast_json_reader_reads_every_line_as_json_loads_does(line):
+    """orjson (with its fallback) gives what ``json.loads`` gives on any line:
+    the same value (floats to the bit, big ints as ints) or an error."""
+    from components.interaction_logs import _loads
+
+    assert _parsed(_loads, line) == _parsed(json.loads, line)

@@ -296,7 +296,9 @@ def test_popularity_negatives_follow_the_counts_and_never_draw_an_unseen_item():
                        negatives_per_positive=2, negative_sampling="popularity")  # fmt: skip
     events = _normalized(config, [{"user_id": "u", "item_id": "a", "timestamp": T0}])
     counts = collections.Counter()
-    negatives = logs.sampled_negatives(events, pool, config, counts)
+    shown = [e for e in events if e["event_type"] == "impression"]
+    known = {e["item_id"] for e in events}
+    negatives = logs.sampled_negatives(shown, known, pool, config, counts)
     assert [n["item_id"] for n in negatives] == ["b"]  # "a" is the user's, "c" never drawn
     assert counts["negatives_unavailable"] == 1
 
