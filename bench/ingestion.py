@@ -5,6 +5,7 @@ InteractionLogExampleGen on synthetic logs, on this machine.
     python -m bench.ingestion --events 1000000 --heavy-share 0.1   # one user: 10% of events
     python -m bench.ingestion --events 200000 --users 2000 20000   # memory vs. users
     python -m bench.ingestion --graph-only ...   # the Beam graph alone, no TFX around it
+    python -m bench.ingestion --events 1000000 --heavy-share 0.1 --days 330 --key-sizes
 
 By default the component runs as a pipeline runs it (LocalDagRunner, ML
 Metadata, the executor, its own Beam pipeline): its seconds count every
@@ -44,7 +45,7 @@ EVENTS_PER_IMPRESSION = 1.55  # measured ratio of the default generator
 HEAVY_USER = "u-heavy"
 
 
-def make_logs(out_dir: str, events: int, users: int) -> Dict:
+def make_logs(out_dir: str, events: int, users: int, days: int = 60) -> Dict:
     impressions = int(events / EVENTS_PER_IMPRESSION)
     config = synthetic.GeneratorConfig(
         num_users=users,
@@ -52,6 +53,7 @@ def make_logs(out_dir: str, events: int, users: int) -> Dict:
         num_impressions=impressions,
         num_files=8,
         seed=1,
+        days=days,
     )
     return synthetic.ensure_dataset(out_dir, config)
 
@@ -91,6 +93,30 @@ def make_heavy_user(source_dir: str, out_dir: str, share: float, seed: int = 1) 
                     row["user_id"] = HEAVY_USER
                 out.write(json.dumps(row) + "\n")
     open(os.path.join(out_dir, "done"), "w").close()
+
+
+def largest_keys(input_base: str, config: LogConfig) -> Dict[str, int]:
+    """Events in the largest key of the example walk: by (user shard, time
+    bucket), look-ahead copies included, and by user shard alone (each user
+    whole, as before time buckets)."""
+    from components import time_buckets as tb
+
+    width, horizon = config.bucket_seconds, config.label_horizon
+    by_bucket: Dict[tuple, int] = {}
+    by_shard: Dict[int, int] = {}
+    for path in sorted(glob.glob(os.path.join(input_base, "events", "*"))):
+        with (gzip.open if path.endswith(".gz") else open)(path, "rt") as f:
+            for line in f:
+                row = json.loads(line)
+                shard, ts = tb.shard_of(row["user_id"]), int(row["timestamp"])
+                keys = [(shard, tb.bucket_of(ts, width))]
+                ahead = tb.ahead_bucket(ts, width, horizon)
+                if ahead is not None:
+                    keys.append((shard, ahead))
+                for key in keys:
+                    by_bucket[key] = by_bucket.get(key, 0) + 1
+                by_shard[shard] = by_shard.get(shard, 0) + 1
+    return {"largest_key": max(by_bucket.values()), "largest_user_shard": max(by_shard.values())}
 
 
 def _cpu_seconds() -> float:
@@ -178,6 +204,12 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="with --mode multi_processing")
     parser.add_argument("--graph-only", action="store_true", help="the Beam graph, without TFX")
     parser.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "recsys-bench"))
+    parser.add_argument("--days", type=int, default=60, help="the logs' time span")
+    parser.add_argument(
+        "--key-sizes",
+        action="store_true",
+        help="also count the events of the largest walk key (a second read of the logs)",
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     if args.mode == "multi_processing":
@@ -198,8 +230,9 @@ def main(argv=None) -> None:
     )
     for users in args.users:
         for events in args.events:
-            data = os.path.join(args.work_dir, f"logs-{events}-{users}")
-            make_logs(data, events, users)
+            suffix = "" if args.days == 60 else f"-{args.days}d"
+            data = os.path.join(args.work_dir, f"logs-{events}-{users}{suffix}")
+            make_logs(data, events, users, args.days)
             if args.heavy_share:
                 heavy = f"{data}-heavy{args.heavy_share:g}"
                 make_heavy_user(data, heavy, args.heavy_share)
@@ -213,6 +246,8 @@ def main(argv=None) -> None:
                     data, os.path.join(args.work_dir, "out"), beam_args, cores, args.graph_only
                 ),
             }
+            if args.key_sizes:
+                row.update(largest_keys(data, LogConfig()))
             results.append(row)
             print(
                 f"{row['events']:>10} {users:>7} {args.heavy_share:>6g} {args.mode:>17} "
@@ -220,6 +255,12 @@ def main(argv=None) -> None:
                 f"{row['cpu_cores']:>9} {row['peak_mib']:>9} {row['examples']:>9}",
                 flush=True,
             )
+            if args.key_sizes:
+                print(
+                    f"{'':>10} largest walk key: {row['largest_key']} events "
+                    f"(by user shard alone: {row['largest_user_shard']})",
+                    flush=True,
+                )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

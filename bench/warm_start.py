@@ -118,21 +118,53 @@ def main(argv=None) -> int:
     parser.add_argument("--impressions", type=int, default=20_000)
     parser.add_argument("--span-days", type=int, default=10)
     parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument(
+        "--warm-steps", type=int, help="steps of the warm-started run (default: --steps / 3)"
+    )
+    parser.add_argument(
+        "--warm-window", type=int, default=1, help="spans the warm-started run reads (newest N)"
+    )
+    parser.add_argument(
+        "--warm-learning-rate", type=float, help="its warm_start_learning_rate (default: none)"
+    )
+    parser.add_argument(
+        "--warm-epochs",
+        type=int,
+        default=1,
+        help="epochs of the warm-started run (validation passes; the full run keeps 3)",
+    )
+    parser.add_argument(
+        "--warm-only",
+        action="store_true",
+        help="re-run only the warm start, from the history run kept in --work-dir",
+    )
+    parser.add_argument(
+        "--full-only",
+        action="store_true",
+        help="re-run only the full-window run (from scratch, its work dir removed)",
+    )
     parser.add_argument("--out", help="also write the figures to this JSON file")
     parser.add_argument(
         "--score-only", action="store_true", help="score the runs already in --work-dir"
     )
     args = parser.parse_args(argv)
+    if args.warm_steps is None:
+        args.warm_steps = args.steps // 3
     work = Path(args.work_dir)
-    if args.score_only:
+    if args.score_only or args.warm_only or args.full_only:
         from pipeline.run_summary import summarize
 
+        if args.full_only:
+            shutil.rmtree(work / "full", ignore_errors=True)
+            spans = sorted(p.name for p in (work / "full-data" / "events").iterdir())
+            run(work / "full-data", work / "full", len(spans), args.steps, {"warm_start": False})
+        if args.warm_only:
+            shutil.rmtree(work / "daily", ignore_errors=True)
+            shutil.copytree(work / "daily-history", work / "daily")
+            warm_run(args, work)
         full, warm = (summarize(str(work / run / "metadata.sqlite")) for run in ("full", "daily"))
         return report(args, work, full, warm)
-    from components.log_config import LogConfig
     from datagen import synthetic
-
-    import schemas
 
     shutil.rmtree(work, ignore_errors=True)
     source = work / "source"
@@ -146,25 +178,47 @@ def main(argv=None) -> int:
     held_back = work / "newest-span"
     shutil.move(str(newest), str(held_back))
 
-    def run(data: Path, run_dir: str, window: int, steps: int, warm: bool) -> Dict:
-        log_config = LogConfig(events_pattern=SPANS, span_window=window)
-        return model_quality.run_pipeline(
-            str(data),
-            str(work / run_dir),
-            log_config,
-            schemas.SCHEMA_PATH,
-            steps,
-            {"warm_start": warm},
-        )
-
     print(f"spans {spans}: full window from scratch, {args.steps} steps ...", flush=True)
-    full = run(full_data, "full", len(spans), args.steps, warm=False)
+    full = run(full_data, work / "full", len(spans), args.steps, {"warm_start": False})
     print(f"spans {spans[:-1]}: history from scratch, {args.steps} steps ...", flush=True)
-    run(history_data, "daily", len(spans) - 1, args.steps, warm=False)
+    run(history_data, work / "daily", len(spans) - 1, args.steps, {"warm_start": False})
+    shutil.copytree(work / "daily", work / "daily-history")  # for --warm-only
     shutil.move(str(held_back), str(newest))
-    print(f"span {spans[-1]}: warm start, {args.steps // 3} steps ...", flush=True)
-    warm = run(history_data, "daily", 1, args.steps // 3, warm=True)
+    warm = warm_run(args, work)
     return report(args, work, full, warm)
+
+
+def run(data: Path, run_dir: Path, window: int, steps: int, model_config: Dict) -> Dict:
+    """One pipeline run over the newest ``window`` spans of ``data``."""
+    from components.log_config import LogConfig
+
+    import schemas
+
+    log_config = LogConfig(events_pattern=SPANS, span_window=window)
+    return model_quality.run_pipeline(
+        str(data), str(run_dir), log_config, schemas.SCHEMA_PATH, steps, model_config
+    )
+
+
+def warm_run(args, work: Path) -> Dict:
+    """The daily run on the newest span(s), warm-started from the history run."""
+    model_config = {"warm_start": True, "epochs": args.warm_epochs}
+    if args.warm_learning_rate is not None:
+        model_config["warm_start_learning_rate"] = args.warm_learning_rate
+    print(
+        f"newest {args.warm_window} span(s): warm start, {args.warm_steps} steps, "
+        f"{model_config} ...",
+        flush=True,
+    )
+    return run(
+        work / "history-data", work / "daily", args.warm_window, args.warm_steps, model_config
+    )
+
+
+def timings(summary: Dict) -> Dict[str, float]:
+    """The Trainer's phase seconds (``model_run/timings.json``)."""
+    path = os.path.join(os.path.dirname(summary["training_curves"]), "timings.json")
+    return json.load(open(path)) if os.path.exists(path) else {}
 
 
 def report(args, work: Path, full: Dict, warm: Dict) -> int:
@@ -174,8 +228,12 @@ def report(args, work: Path, full: Dict, warm: Dict) -> int:
     taken_over = json.load(open(record)) if os.path.exists(record) else {}
     results = {
         "spans": spans,
-        "steps": {"full": args.steps, "warm": args.steps // 3},
+        "steps": {"full": args.steps, "warm": args.warm_steps},
+        "warm_window": args.warm_window,
+        "warm_learning_rate": args.warm_learning_rate,
+        "warm_epochs": args.warm_epochs,
         "trainer_seconds": {"full": trainer_seconds(full), "warm": trainer_seconds(warm)},
+        "trainer_phases": {"full": timings(full), "warm": timings(warm)},
         "scores": {
             "full window, from scratch": scores(full["model_uri"], warm["examples_uri"]),
             "newest span, warm start": scores(warm["model_uri"], warm["examples_uri"]),
@@ -184,6 +242,9 @@ def report(args, work: Path, full: Dict, warm: Dict) -> int:
     }
     seconds = results["trainer_seconds"]
     results["time_ratio"] = round(seconds["warm"] / seconds["full"], 3)
+    fits = [results["trainer_phases"][run].get("fit") for run in ("full", "warm")]
+    if all(fits):
+        results["fit_time_ratio"] = round(fits[1] / fits[0], 3)
     print(json.dumps(results, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))

@@ -532,6 +532,8 @@ def test_a_new_task_is_one_task_record(run, one_more_task, tmp_path):
 
     history = json.load(open(tmp_path / "model_run" / "history.json"))
     assert "purchase_direct_loss" in history and "val_purchase_direct_auc" in history
+    timings = json.load(open(tmp_path / "model_run" / "timings.json"))
+    assert set(timings) == {"setup", "fit", "export"} and min(timings.values()) > 0, timings
     _assert_matches_the_contract(fn_args.serving_model_dir, F.TASK_NAMES, _num_categories(config))
     assert "purchase_direct" in F.TASK_NAMES
 

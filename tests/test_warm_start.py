@@ -115,6 +115,18 @@ def test_a_base_model_of_another_shape_is_skipped_and_nothing_changes(base, tmp_
         np.testing.assert_array_equal(was, weight.numpy())
 
 
+def test_a_warm_started_run_trains_at_its_own_learning_rate_only_when_it_took_over(base, tmp_path):
+    _, base_dir = base
+    config = ModelConfig(pretrained_text_encoder=None, warm_start_learning_rate=1e-4)
+    taken = W.warm_start(build_network(config, _sizes(NEW)), config, _sizes(NEW), base_dir, NEW)
+    assert taken.applied and W.learning_rate(taken, config) == 1e-4
+    assert W.learning_rate(taken, CONFIG) is None  # not set: learning_rate stays
+    skipped = W.WarmStartReport(base_model=str(tmp_path), reason="another shape")
+    assert W.learning_rate(skipped, config) is None
+    with pytest.raises(ValueError, match="warm_start_learning_rate"):
+        ModelConfig(warm_start_learning_rate=0.0)
+
+
 def test_a_base_model_without_its_vocabularies_is_named(base, tmp_path):
     old, _ = base
     bare = str(tmp_path / "bare")

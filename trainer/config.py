@@ -115,6 +115,10 @@ class ModelConfig:
     # vocabularies (``trainer/warm_start.py``): True, False, or None for on
     # when the logs are read by span (a run per day on new logs).
     warm_start: Optional[bool] = None
+    # The learning rate of a run that did start from a base model (None:
+    # ``learning_rate``): fine-tuning a trained model on one new span at the
+    # from-scratch rate forgets what the older spans taught it.
+    warm_start_learning_rate: Optional[float] = None
     # A second, smaller serving model beside the full one (``trainer/compact.py``):
     # None (off), "float16" or "int8" weights; the pipeline gates and pushes
     # it on its own. And the ranking heads as TFLite for devices, in the
@@ -188,6 +192,10 @@ class ModelConfig:
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(f"rating_range must be [min, max] with min < max, not {low}, {high}")
         object.__setattr__(self, "rating_range", (low, high))
+        if self.warm_start_learning_rate is not None and not self.warm_start_learning_rate > 0:
+            raise ValueError(
+                f"warm_start_learning_rate must be > 0 or null, not {self.warm_start_learning_rate}"
+            )
         if self.id_bias_l2 < 0:
             raise ValueError(f"id_bias_l2 must be >= 0, not {self.id_bias_l2}")
         if self.compact_weights not in (None, "float16", "int8"):

@@ -437,6 +437,10 @@ def start_from(
         for name in warm_start.VOCABULARIES
     }
     report = warm_start.warm_start(model.network, config, inputs.sizes, base_model, vocabularies)
+    rate = warm_start.learning_rate(report, config)
+    if rate is not None:
+        model.optimizer.learning_rate = rate
+        logging.info("Warm-started: learning rate %g.", rate)
     tf.io.gfile.makedirs(model_run_dir)
     with tf.io.gfile.GFile(os.path.join(model_run_dir, "warm_start.json"), "w") as f:
         json.dump({**dataclasses.asdict(report), "summary": report.summary()}, f, indent=2)
@@ -464,14 +468,34 @@ def compact_model_dir(fn_args: FnArgs, serving_model_dir: str) -> str:
     return os.path.join(os.path.dirname(serving_model_dir), "compact_model")
 
 
+class PhaseClock:
+    """Wall seconds of the Trainer's phases: setup (inputs, model, warm
+    start), fit (the training steps and validation) and export."""
+
+    def __init__(self) -> None:
+        self.seconds: Dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, phase: str) -> None:
+        now = time.monotonic()
+        self.seconds[phase] = round(now - self._last, 2)
+        self._last = now
+
+    def write(self, path: str) -> None:
+        with tf.io.gfile.GFile(path, "w") as f:
+            json.dump(self.seconds, f, indent=2)
+
+
 def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
     """The body of ``run_fn``."""
     model_run_dir, serving_model_dir = output_dirs(fn_args)
+    clock = PhaseClock()
     inputs = prepare_inputs(fn_args, config)
     model = build_trainable(config, inputs)
     model.network.summary(print_fn=logging.info)
     if fn_args.base_model:
         start_from(model, config, inputs, fn_args.base_model, model_run_dir)
+    clock.lap("setup")
     history = fit(
         model,
         config,
@@ -482,6 +506,8 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
         # others scratch copies beside it, and a restarted worker reads it.
         training_callbacks(config, model_run_dir, backup.backup_dir(fn_args.model_run_dir)),
     )
+    clock.lap("fit")
+    logging.info("Trained %d steps in %.1f s.", fn_args.train_steps, clock.seconds["fit"])
 
     tf.io.gfile.makedirs(model_run_dir)
     with tf.io.gfile.GFile(os.path.join(model_run_dir, "history.json"), "w") as f:
@@ -518,6 +544,8 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
             retrieval_ks=config.retrieval_ks,
             text_features=inputs.text_features,
         )
+    clock.lap("export")
+    clock.write(os.path.join(model_run_dir, "timings.json"))
     if serving_model_dir != fn_args.serving_model_dir:  # a worker's copy: not the model
         shutil.rmtree(os.path.dirname(serving_model_dir), ignore_errors=True)
         logging.info("Worker export discarded; the chief exports the model.")

@@ -170,3 +170,10 @@ def warm_start(
         report.copied += 1
     logging.info("%s", report.summary())
     return report
+
+
+def learning_rate(report: WarmStartReport, config: ModelConfig) -> Optional[float]:
+    """The learning rate a run trains at after ``report``'s warm start:
+    ``warm_start_learning_rate`` when the base model was taken over, else
+    None (keep ``learning_rate``)."""
+    return config.warm_start_learning_rate if report.applied else None
