@@ -222,21 +222,41 @@ def derived_event_id(record: Mapping) -> str:
     return "h" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
-def _read_fields(
-    record: Mapping, config: LogConfig, source: str, names: Mapping[str, str]
-) -> Dict[str, Any]:
+_FIELDS_READ: Dict[Tuple[int, bool, bool], Tuple[Mapping[str, str], Tuple]] = {}
+
+
+def _fields_read(config: LogConfig, names: Mapping[str, str]) -> Tuple[Tuple[str, str, bool], ...]:
+    """(field, its name in the record, required) of the text fields an event
+    row is read for; kept per ``names`` mapping (one per parser)."""
+    reads_type = not config.row_implies and config.event_type_constant is None
+    key = (id(names), config.derive_event_ids, reads_type)
+    cached = _FIELDS_READ.get(key)
+    if cached is not None and cached[0] is names:
+        return cached[1]
     read = ["user_id", "item_id", "session_id", "review_text"]
     if not config.derive_event_ids:
         read.append("event_id")
-    if not config.row_implies and config.event_type_constant is None:
+    if reads_type:
         read.append("event_type")
+    fields = tuple((f, names[f], f in REQUIRED_EVENT_FIELDS) for f in read)
+    if len(_FIELDS_READ) > 64:
+        _FIELDS_READ.clear()
+    _FIELDS_READ[key] = (names, fields)
+    return fields
+
+
+def _read_fields(
+    record: Mapping, config: LogConfig, source: str, names: Mapping[str, str]
+) -> Dict[str, Any]:
     event = {}
-    for f in read:
-        value = record.get(names[f])
-        if _plain_text(value):  # the common case, already clean: what ``_text`` returns
+    for f, name, required in _fields_read(config, names):
+        value = record.get(name)
+        if value is None and not required:
+            event[f] = None
+        elif _plain_text(value):  # the common case, already clean: what ``_text`` returns
             event[f] = value
         else:
-            event[f] = _text(record, names[f], f, source, f in REQUIRED_EVENT_FIELDS)
+            event[f] = _text(record, name, f, source, required)
     if event["review_text"] is None:
         del event["review_text"]
     if config.derive_event_ids:
@@ -633,7 +653,8 @@ def user_example_values(
 
     for event in ordered:
         ts = event["timestamp"]
-        yield from flush(ts)
+        if pending and pending[0].event["timestamp"] + horizon < ts:
+            yield from flush(ts)
         item = catalog[event["item_id"]]
         kind = event["event_type"]
         if kind == "impression":
