@@ -28,6 +28,8 @@ REQUIRED = [
     "prometheus_client",  # the model server's metrics (already in the lock)
     "urllib3",  # the client's REST transport (already in the lock)
     "kfp-pipeline-spec==0.7.0",  # compiling for Kubeflow Pipelines / Vertex
+    "orjson",  # ingestion's log lines and packed events (already in the lock)
+    "google-crc32c",  # TFRecord checksums of the written examples (already in the lock)
 ]
 
 setup(
