@@ -6,16 +6,17 @@ stages pass batches, not rows:
 * ``ReadBatchesFn``: a file -> (file, raw rows) batches of ``BATCH_ROWS``
   (lines as bytes, split as Beam's text source splits them, or Parquet rows
   as dicts);
-* ``ParseBatchFn``: a batch -> good events packed per user shard
-  (``shard_of``), dead letters (one per bad row, with its reason), the
-  count of good rows and the batch's time bounds;
-* ``ShardExamplesFn``: one shard's events -> each user's examples
-  (``interaction_logs.user_example_values``: the same walk as ever),
+* ``ParseBatchFn``: a batch -> good events packed per (user shard, time
+  bucket) (``time_buckets``), with the look-ahead copies, the summaries'
+  events and the event-id records the other passes read; dead letters (one
+  per bad row, with its reason), the count of good rows and the time bounds;
+* ``BucketExamplesFn``: one key's events -> each user's examples of the
+  bucket (``interaction_logs.user_example_values`` over a ``WalkWindow``),
   serialized ``EXAMPLE_BATCH`` at a time by tfx_bsl's C++ encoder
   (``example_columns``), split into train and eval and sent to a random
   output file there (``example_files`` writes them).
 
-A shard holds about 1/``NUM_SHARDS`` of the users, each user whole. The
+A key holds about 1/``NUM_SHARDS`` of the users, one time bucket of each. The
 modules imported here import no TensorFlow, so Beam workers start without it.
 """
 

@@ -22,8 +22,10 @@ the impressions of ``k``:
 * re-sent events: which copy of an event id is kept is decided over all
   its copies (``DuplicateIdsFn``), so every walk that sees one agrees.
 
-Every stage holds one key at a time: a (user shard, bucket), an event-id
-shard, or one user's bucket summaries (a few entries per bucket).
+Every stage holds one key at a time: a (user shard, bucket); an event-id
+shard (1/``NUM_ID_SHARDS`` of all events, four values each, spread evenly
+whoever the users are); or one user's bucket summaries (a few entries per
+bucket).
 """
 
 from __future__ import annotations
