@@ -66,7 +66,6 @@ _CONTROL_CHARS = re.compile("[\x00-\x08\x0a-\x1f]")
 _BIG = 2.0**63  # orjson reads integers past 64 bits as floats, this large or larger
 # Events at the same second are applied impression first, then its outcomes.
 TYPE_ORDER = {t: i for i, t in enumerate(EVENT_TYPES)}
-_TYPE_ORDER = TYPE_ORDER
 
 
 class BadRecord(ValueError):
@@ -502,12 +501,12 @@ def sampled_negatives(
 def sort_key(event: Mapping[str, Any]) -> Tuple[int, int, str]:
     """An event's place in its user's timeline: time, then impression before
     its outcomes, then id."""
-    return (event["timestamp"], _TYPE_ORDER[event["event_type"]], event["event_id"])
+    return (event["timestamp"], TYPE_ORDER[event["event_type"]], event["event_id"])
 
 
 def place(event: Mapping[str, Any]) -> Tuple[int, int]:
     """(timestamp, type order): what decides which copy of an event id is kept."""
-    return (event["timestamp"], _TYPE_ORDER[event["event_type"]])
+    return (event["timestamp"], TYPE_ORDER[event["event_type"]])
 
 
 def _content(event: Mapping[str, Any]) -> str:

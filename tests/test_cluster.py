@@ -109,20 +109,23 @@ def test_a_port_in_use_is_named():
     cluster_lib.check_port_free(cluster)  # free again
 
 
-@pytest.mark.parametrize("value", ["0", "-3", "soon", "nan", "inf x"])
-def test_a_bad_peer_timeout_is_named(value):
-    with pytest.raises(ClusterConfigError, match="RECSYS_PEER_TIMEOUT_S"):
-        cluster_lib.peer_timeout({"RECSYS_PEER_TIMEOUT_S": value})
-    assert cluster_lib.peer_timeout({}) == cluster_lib.DEFAULT_PEER_TIMEOUT_S
-    assert cluster_lib.peer_timeout({"RECSYS_PEER_TIMEOUT_S": "2.5"}) == 2.5
+SECONDS_SETTINGS = [
+    (cluster_lib.peer_timeout, "RECSYS_PEER_TIMEOUT_S", cluster_lib.DEFAULT_PEER_TIMEOUT_S),
+    (
+        cluster_lib.heartbeat_timeout,
+        "RECSYS_HEARTBEAT_TIMEOUT_S",
+        cluster_lib.DEFAULT_HEARTBEAT_TIMEOUT_S,
+    ),
+]
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "later", "nan", "inf"])
-def test_a_bad_heartbeat_timeout_is_named(value):
-    with pytest.raises(ClusterConfigError, match="RECSYS_HEARTBEAT_TIMEOUT_S"):
-        cluster_lib.heartbeat_timeout({"RECSYS_HEARTBEAT_TIMEOUT_S": value})
-    assert cluster_lib.heartbeat_timeout({}) == cluster_lib.DEFAULT_HEARTBEAT_TIMEOUT_S
-    assert cluster_lib.heartbeat_timeout({"RECSYS_HEARTBEAT_TIMEOUT_S": "45"}) == 45.0
+@pytest.mark.parametrize("read, name, default", SECONDS_SETTINGS)
+@pytest.mark.parametrize("value", ["0", "-3", "soon", "nan", "inf", "inf x"])
+def test_a_bad_peer_or_heartbeat_timeout_is_named(read, name, default, value):
+    with pytest.raises(ClusterConfigError, match=name):
+        read({name: value})
+    assert read({}) == default
+    assert read({name: "2.5"}) == 2.5
 
 
 def test_the_coordination_service_gets_the_heartbeat_timeout_and_the_strategys_leader():
