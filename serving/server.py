@@ -312,7 +312,11 @@ def main(argv: Optional[list] = None) -> None:
     signal.signal(signal.SIGINT, shutdown)
     rest = f", REST on {server.rest.address}" if server.rest else ""
     print(f"serving {', '.join(server.stores)} on {server.address}{rest}", flush=True)
-    done.wait()
+    # Wait in short slices: a signal the kernel delivers to one of gRPC's or
+    # TensorFlow's threads does not interrupt a wait without a timeout, and
+    # Python runs its handler only when the main thread wakes up.
+    while not done.wait(0.5):
+        pass
     stop_within(server, SHUTDOWN_SECONDS)
 
 
