@@ -9,6 +9,8 @@ import textwrap
 import time
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from trainer import cluster as cluster_lib
 from trainer.cluster import ClusterConfigError, read_cluster
@@ -62,6 +64,62 @@ def test_the_cluster_and_this_task_are_read(cluster, task, workers, chief):
 def test_a_tf_config_that_cannot_work_is_named(config, named):
     with pytest.raises(ClusterConfigError, match=named):
         read_cluster(_env(config))
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_GOOD_ADDRESS = st.builds("h{}:{}".format, st.integers(0, 3), st.integers(1, 65535))
+_BAD_ADDRESS = st.sampled_from(["h:0", "h:70000", "h", "h:1\n", " h:2", ""]) | _JSON
+_ADDRESSES = st.lists(st.one_of(*[_GOOD_ADDRESS] * 6, _BAD_ADDRESS), min_size=1, max_size=3)
+_TASK_TYPES = st.sampled_from(["chief", "worker", "ps", "evaluator"])
+_TF_CONFIGS = st.fixed_dictionaries(
+    {
+        "cluster": st.dictionaries(
+            st.sampled_from(["chief", "worker", "worker", "ps", "evaluator", "gpu"]),
+            _ADDRESSES,
+            min_size=1,
+            max_size=4,
+        ),
+        "task": st.fixed_dictionaries(
+            {"type": st.one_of(*[_TASK_TYPES] * 4, _JSON)},
+            optional={"index": st.one_of(*[st.integers(-1, 3)] * 4, _JSON)},
+        ),
+    }
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(config=_TF_CONFIGS | _TF_CONFIGS | _TF_CONFIGS | _JSON | st.text(max_size=40))
+@example({"cluster": {"worker": ["h:1\n"]}, "task": {"type": "worker"}})
+@example({"cluster": {"worker": ["h:1"]}, "task": {"type": ["worker"]}})
+def test_any_tf_config_is_read_or_named(config):
+    """Generated TF_CONFIGs, near-valid and garbage: each is a cluster this
+    task is in, or a ClusterConfigError about TF_CONFIG (never another error)."""
+    text = config if isinstance(config, str) else json.dumps(config)
+    try:
+        read = read_cluster({"TF_CONFIG": text})
+    except ClusterConfigError as e:
+        assert "TF_CONFIG" in str(e)
+        return
+    if read is None:
+        assert not text.strip()
+        return
+    assert read.address in read.cluster[read.task_type]
+    assert read.num_workers >= 1 and isinstance(read.is_chief, bool)
+    for addresses in read.cluster.values():
+        for address in addresses:
+            host, port = address.rsplit(":", 1)
+            assert host and not any(c.isspace() for c in address) and 0 < int(port) < 65536
+
+
+def test_deeply_nested_tf_config_is_named():
+    with pytest.raises(ClusterConfigError, match="not valid JSON"):
+        read_cluster({"TF_CONFIG": "[" * 100_000})
 
 
 def test_the_trainer_refuses_a_bad_tf_config_before_it_builds_anything(monkeypatch):

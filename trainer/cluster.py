@@ -104,7 +104,7 @@ def read_cluster(environ: Optional[Mapping[str, str]] = None) -> Optional[Cluste
         return None
     try:
         config = json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ClusterConfigError(f"TF_CONFIG is not valid JSON ({e})") from None
     if not isinstance(config, dict):
         raise ClusterConfigError("TF_CONFIG must be a JSON object with 'cluster' and 'task'")
@@ -113,7 +113,7 @@ def read_cluster(environ: Optional[Mapping[str, str]] = None) -> Optional[Cluste
     if not isinstance(task, dict):
         raise ClusterConfigError("TF_CONFIG 'task' must be an object with 'type' and 'index'")
     task_type, index = task.get("type"), task.get("index", 0)
-    if task_type not in cluster:
+    if not isinstance(task_type, str) or task_type not in cluster:
         raise ClusterConfigError(
             f"TF_CONFIG task.type {task_type!r} is not in the cluster {sorted(cluster)}"
         )
@@ -146,7 +146,7 @@ def _cluster(value) -> Dict[str, List[str]]:
         if not isinstance(addresses, list) or not addresses:
             raise ClusterConfigError(f"TF_CONFIG cluster.{task_type} must be a non-empty list")
         for n, address in enumerate(addresses):
-            match = _ADDRESS.match(address) if isinstance(address, str) else None
+            match = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
             if match is None or not 0 < int(match.group(1)) < 65536:
                 raise ClusterConfigError(
                     f"TF_CONFIG cluster.{task_type}[{n}] {address!r} is not host:port"
