@@ -176,11 +176,18 @@ SCORE_SCRIPT = textwrap.dedent("""
         history_titles=tf.constant([r["history_titles"] for r in rows]),
         history_item_ids=tf.constant([r.get("history_item_ids", "") for r in rows]),
         exclude_item_ids=tf.constant([r.get("exclude", "") for r in rows]))
-    recommend = {k: [[x.decode() if isinstance(x, bytes) else x for x in row] for row in v]
-                 for k, v in as_lists(recommend).items()}
+    unexcluded = model.signatures["recommend"](
+        user_id=tf.constant([r["user_id"] for r in rows]), user_profile=tf.constant(["", "", ""]),
+        history_titles=tf.constant([r["history_titles"] for r in rows]),
+        history_item_ids=tf.constant([r.get("history_item_ids", "") for r in rows]),
+        exclude_item_ids=tf.constant(["", "", ""]))
+    decoded = lambda outputs: {
+        k: [[x.decode() if isinstance(x, bytes) else x for x in row] for row in v]
+        for k, v in as_lists(outputs).items()}
     evaluate = model.signatures["evaluate"](examples=tf.constant([example(r) for r in rows]))
     print(json.dumps({"serving_default": as_lists(by_example), "predict": as_lists(by_feature),
-                      "recommend": recommend, "evaluate": as_lists(evaluate)}))
+                      "recommend": decoded(recommend), "unexcluded": decoded(unexcluded),
+                      "evaluate": as_lists(evaluate)}))
     print("modules:", json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in
                                         ("keras_nlp", "tensorflow_text", "tensorflow_transform"))))
 """)
@@ -266,15 +273,23 @@ def test_pushed_model_signatures_work_in_a_fresh_process(run, small_logs):
         assert user_scores == sorted(user_scores, reverse=True)
         seen = {*row.get("history_item_ids", "").split(" | "), *row.get("exclude", "").split(" | ")}
         assert not seen & set(user_ids)  # already consumed or excluded: never recommended
+    # exclude_item_ids only drops items: the rest keep their order.
+    unexcluded = result["unexcluded"]["item_ids"]
+    for row, user_ids, all_ids in zip(rows, ids, unexcluded):
+        excluded = set(row.get("exclude", "").split(" | "))
+        kept = [i for i in all_ids if i not in excluded]
+        assert user_ids[: len(kept)] == kept, row
     # evaluate (what TFMA scores): the task outputs, plus retrieval hits that
-    # agree with the recommend index for the catalogue items.
+    # agree with the recommend index for the catalogue items. evaluate ranks
+    # an item against the whole catalogue (as TFRS's FactorizedTopK does),
+    # while recommend drops the user's history, so only rows without one compare.
     hits = result["evaluate"]
     for name in F.TASK_NAMES:
         np.testing.assert_allclose(hits[name], outputs[name], atol=1e-5, err_msg=name)
     for row, hit_at_10, hit_at_100, user_ids in zip(
-        rows, hits["retrieval_hit_at_10"], hits["retrieval_hit_at_100"], ids
+        rows, hits["retrieval_hit_at_10"], hits["retrieval_hit_at_100"], unexcluded
     ):
-        if row[F.ITEM_ID] in catalogue:
+        if row[F.ITEM_ID] in catalogue and not row.get(F.HISTORY_ITEM_IDS):
             assert hit_at_10 == [float(row[F.ITEM_ID] in user_ids[:10])], (row, user_ids[:10])
             assert hit_at_100 == [float(row[F.ITEM_ID] in user_ids)], row
     # The serving graph needs neither keras-nlp nor tensorflow-text's Python
