@@ -24,7 +24,7 @@ from tfx.utils import path_utils
 
 from trainer import backup, compact
 from trainer import catalog as catalog_lib
-from trainer import data, embedding_table, export, plots, selection, warm_start
+from trainer import data, embedding_table, export, plots, selection, timings, warm_start
 from trainer import features as F
 from trainer import serving_contract as C
 from trainer import transform as transform_lib
@@ -468,28 +468,10 @@ def compact_model_dir(fn_args: FnArgs, serving_model_dir: str) -> str:
     return os.path.join(os.path.dirname(serving_model_dir), "compact_model")
 
 
-class PhaseClock:
-    """Wall seconds of the Trainer's phases: setup (inputs, model, warm
-    start), fit (the training steps and validation) and export."""
-
-    def __init__(self) -> None:
-        self.seconds: Dict[str, float] = {}
-        self._last = time.monotonic()
-
-    def lap(self, phase: str) -> None:
-        now = time.monotonic()
-        self.seconds[phase] = round(now - self._last, 2)
-        self._last = now
-
-    def write(self, path: str) -> None:
-        with tf.io.gfile.GFile(path, "w") as f:
-            json.dump(self.seconds, f, indent=2)
-
-
 def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
     """The body of ``run_fn``."""
     model_run_dir, serving_model_dir = output_dirs(fn_args)
-    clock = PhaseClock()
+    clock, fit_timer = timings.PhaseClock(), timings.FitTimer()
     inputs = prepare_inputs(fn_args, config)
     model = build_trainable(config, inputs)
     model.network.summary(print_fn=logging.info)
@@ -504,7 +486,10 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
         fn_args.eval_steps,
         # Every worker backs up to TFX's directory: the chief writes it, the
         # others scratch copies beside it, and a restarted worker reads it.
-        training_callbacks(config, model_run_dir, backup.backup_dir(fn_args.model_run_dir)),
+        [
+            *training_callbacks(config, model_run_dir, backup.backup_dir(fn_args.model_run_dir)),
+            fit_timer,
+        ],
     )
     clock.lap("fit")
     logging.info("Trained %d steps in %.1f s.", fn_args.train_steps, clock.seconds["fit"])
@@ -545,7 +530,7 @@ def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
             text_features=inputs.text_features,
         )
     clock.lap("export")
-    clock.write(os.path.join(model_run_dir, "timings.json"))
+    clock.write(os.path.join(model_run_dir, "timings.json"), fit_parts=fit_timer.seconds)
     if serving_model_dir != fn_args.serving_model_dir:  # a worker's copy: not the model
         shutil.rmtree(os.path.dirname(serving_model_dir), ignore_errors=True)
         logging.info("Worker export discarded; the chief exports the model.")

@@ -1,0 +1,75 @@
+"""FitTimer: fit's seconds split into the first step, the other steps and validation."""
+
+import json
+
+from trainer import keras_env as _keras_env  # noqa: F401
+
+import numpy as np
+import tensorflow as tf
+
+from trainer.timings import FitTimer, PhaseClock
+
+
+class _Clock(tf.keras.callbacks.Callback):
+    """A fake clock each batch moves on: 1 s a training batch, 10 s a
+    validation batch, so each part's seconds are known exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.now += 1.0
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.now += 10.0
+
+
+def _fit(validate: bool, epochs: int = 2):
+    model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+    clock = _Clock()
+    timer = FitTimer(clock)
+    model.fit(
+        x,
+        y,
+        batch_size=2,
+        epochs=epochs,
+        validation_data=(x, y) if validate else None,
+        callbacks=[clock, timer],
+        verbose=0,
+    )
+    return timer.seconds
+
+
+def test_validation_and_training_seconds_are_told_apart():
+    # 2 epochs of 4 training batches, each followed by 4 validation batches.
+    assert _fit(validate=True) == {
+        "first_train_step": 1.0,
+        "train_steps": 7.0,
+        "validation": 80.0,
+        "validation_passes": 2,
+    }
+
+
+def test_training_without_validation_counts_every_step():
+    assert _fit(validate=False, epochs=3) == {
+        "first_train_step": 1.0,
+        "train_steps": 11.0,
+        "validation": 0.0,
+        "validation_passes": 0,
+    }
+
+
+def test_timings_json_holds_the_phases_and_the_parts(tmp_path):
+    clock = PhaseClock()
+    clock.lap("setup")
+    clock.lap("fit")
+    clock.write(str(tmp_path / "timings.json"), fit_parts={"validation": 1.5})
+    written = json.load(open(tmp_path / "timings.json"))
+    assert set(written) == {"setup", "fit", "fit_parts"}
+    assert written["fit_parts"] == {"validation": 1.5}
