@@ -356,6 +356,13 @@ class MultiTaskRecommender(keras.Model):
             if isinstance(head, task_kinds.Retrieval):
                 head.set_candidates(self.network.item_model, candidates, ks, in_graph)
 
+    def evaluate(self, *args, **kwargs):
+        """Keras ``evaluate`` (``fit`` validates through it), after each task
+        head's ``before_validation`` (the catalogue embedded for recall@k)."""
+        for head in self._heads:
+            head.before_validation()
+        return super().evaluate(*args, **kwargs)
+
     @property
     def metrics(self) -> List[keras.metrics.Metric]:
         return [

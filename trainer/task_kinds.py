@@ -130,6 +130,9 @@ class TaskKind:
         metric = self.keras_metric()
         return (metric.name, self.higher_is_better) if metric is not None else None
 
+    def before_validation(self) -> None:
+        """Runs before each validation pass, outside the step (eagerly)."""
+
     def validation_logs(self, step: Step) -> Dict[str, tf.Tensor]:
         """Updates ``validation_metrics`` and returns their values for the logs."""
         return {}
@@ -335,6 +338,45 @@ class InGraphTopK(tfrs.layers.factorized_top_k.TopK):
         return True
 
 
+class CatalogueTopK(tfrs.layers.factorized_top_k.TopK):
+    """Exact top-k over the catalogue's item embeddings, computed once per
+    validation pass (``refresh``) and kept in a non-trainable variable:
+    each step is one matmul. TFRS's ``Streaming`` runs the item tower over
+    the whole catalogue again in every validation step; memory here is the
+    catalogue times the embedding width (64 MiB for 1M items at 16 floats)."""
+
+    def __init__(
+        self,
+        embed: Callable[[], tf.Tensor],
+        keys: tf.Tensor,
+        dim: int,
+        k: int,
+    ):
+        super().__init__(k=k)
+        self._embed = [embed]  # a list: Keras must not track the item tower twice
+        self._keys = keys
+        self._embeddings = tf.Variable(
+            tf.zeros([int(keys.shape[0]), dim], tf.float32),
+            trainable=False,
+            name="catalogue_embeddings",
+        )
+
+    def refresh(self) -> None:
+        """Embeds the catalogue with the item tower's current weights."""
+        self._embeddings.assign(tf.cast(self._embed[0](), tf.float32))
+
+    def index(self, candidates, identifiers=None):
+        raise NotImplementedError("CatalogueTopK embeds its catalogue in refresh()")
+
+    def call(self, queries: tf.Tensor, k: Optional[int] = None):
+        scores = tf.matmul(tf.cast(queries, tf.float32), self._embeddings, transpose_b=True)
+        values, index = tf.math.top_k(scores, k=k if k is not None else self._k)
+        return values, tf.gather(self._keys, index)
+
+    def is_exact(self) -> bool:
+        return True
+
+
 class Retrieval(TaskKind):
     """Two towers scored by the dot product of their L2-normalised embeddings,
     trained with an in-batch softmax over the clicked pairs (TFRS Retrieval);
@@ -408,30 +450,35 @@ class Retrieval(TaskKind):
         in_graph: bool = False,
     ) -> None:
         """Validation recall@k over a batched catalogue of item inputs with
-        ``ITEM_KEY``: streamed batch by batch (TFRS ``Streaming``), or with
-        ``in_graph`` embedded whole inside each step (``InGraphTopK``, for
-        ``ParameterServerStrategy``; memory grows with batch x catalogue)."""
+        ``ITEM_KEY``: embedded once per validation pass (``CatalogueTopK``),
+        or with ``in_graph`` embedded whole inside each step (``InGraphTopK``,
+        for ``ParameterServerStrategy``; memory grows with batch x catalogue)."""
         from trainer.data import ITEM_INPUTS, ITEM_KEY
 
         self.ks = tuple(ks)
+        batches = list(candidates)
+        keys = tf.concat([b[ITEM_KEY] for b in batches], 0)
         if in_graph:
-            batches = list(candidates)
-            catalogue = {n: tf.concat([b[n] for b in batches], 0) for n in batches[0]}
-            features = {n: catalogue[n] for n in ITEM_INPUTS}
+            catalogue = {n: tf.concat([b[n] for b in batches], 0) for n in ITEM_INPUTS}
             top_k = InGraphTopK(
-                lambda: item_model(features, training=False)["embedding"],
-                catalogue[ITEM_KEY],
-                max(self.ks),
+                lambda: item_model(catalogue, training=False)["embedding"], keys, max(self.ks)
             )
-            self.top_k = RecallAtK(candidates=top_k, ks=self.ks, name="retrieval_top_k")
-            return
-        embedded = candidates.map(
-            lambda batch: (
-                batch[ITEM_KEY],
-                item_model({n: batch[n] for n in ITEM_INPUTS}, training=False)["embedding"],
-            )
-        )
-        self.top_k = RecallAtK(candidates=embedded, ks=self.ks, name="retrieval_top_k")
+        else:
+
+            @tf.function
+            def embed_batch(batch):
+                return item_model(batch, training=False)["embedding"]
+
+            def embed():
+                return tf.concat([embed_batch({n: b[n] for n in ITEM_INPUTS}) for b in batches], 0)
+
+            dim = int(item_model.output["embedding"].shape[-1])
+            top_k = CatalogueTopK(embed, keys, dim, max(self.ks))
+        self.top_k = RecallAtK(candidates=top_k, ks=self.ks, name="retrieval_top_k")
+
+    def before_validation(self) -> None:
+        if self.top_k is not None and isinstance(self.top_k._candidates, CatalogueTopK):
+            self.top_k._candidates.refresh()
 
     def validation_metrics(self) -> List[keras.metrics.Metric]:
         return [self.top_k] if self.top_k is not None else []
