@@ -286,10 +286,16 @@ class ParseBatchFn(beam.DoFn):
 
 
 def split_of(
-    item_id: str, event_id: str, ts: int, split: SplitConfig, cutoff: Optional[int]
+    item_id: str,
+    event_id: str,
+    ts: int,
+    split: SplitConfig,
+    cutoff: Optional[int],
+    cold: Optional[bool] = None,
 ) -> int:
-    """0 (train) or 1 (eval): cold items to eval, else by time or at random."""
-    if split.is_cold_item(item_id):
+    """0 (train) or 1 (eval): cold items to eval, else by time or at random
+    (``cold``: ``split.is_cold_item(item_id)`` when the caller has it)."""
+    if split.is_cold_item(item_id) if cold is None else cold:
         return 1
     if split.kind == "random":
         return 1 if stable_fraction(event_id) < split.eval_fraction else 0
@@ -392,8 +398,9 @@ class BucketExamplesFn(beam.DoFn):
             )
             for ts, event_id, values in walk:
                 item_id = values[F.ITEM_ID]
-                target = split_of(item_id, event_id, ts, config.split, cutoff)
-                if target == 1 and config.split.is_cold_item(item_id):
+                cold = config.split.is_cold_item(item_id)
+                target = split_of(item_id, event_id, ts, config.split, cutoff, cold)
+                if cold:
                     counts["examples_eval_cold_items"] += 1
                 rows.append(values)
                 targets.append(target)
