@@ -11,8 +11,9 @@ from trainer.timings import FitTimer, PhaseClock
 
 
 class _Clock(tf.keras.callbacks.Callback):
-    """A fake clock each batch moves on: 1 s a training batch, 10 s a
-    validation batch, so each part's seconds are known exactly."""
+    """A fake clock the fit moves on: 1 s a training batch, 10 s a validation
+    batch, 100 s at each epoch's end and 1,000 s at the training's end (the
+    work of other callbacks), so each part's seconds are known exactly."""
 
     def __init__(self):
         super().__init__()
@@ -26,6 +27,12 @@ class _Clock(tf.keras.callbacks.Callback):
 
     def on_test_batch_end(self, batch, logs=None):
         self.now += 10.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.now += 100.0
+
+    def on_train_end(self, logs=None):
+        self.now += 1000.0
 
 
 def _fit(validate: bool, epochs: int = 2):
@@ -53,15 +60,18 @@ def test_validation_and_training_seconds_are_told_apart():
         "train_steps": 7.0,
         "validation": 80.0,
         "validation_passes": 2,
+        "callbacks": 1200.0,
     }
 
 
 def test_training_without_validation_counts_every_step():
+    # Without validation an epoch's end cannot be told from its last step.
     assert _fit(validate=False, epochs=3) == {
         "first_train_step": 1.0,
-        "train_steps": 11.0,
+        "train_steps": 311.0,
         "validation": 0.0,
         "validation_passes": 0,
+        "callbacks": 1000.0,
     }
 
 

@@ -34,20 +34,25 @@ class PhaseClock:
 class FitTimer(tf.keras.callbacks.Callback):
     """Splits ``fit``'s wall time: ``first_train_step`` (tracing the train
     function, filling the input pipeline), ``train_steps`` (the rest of
-    training) and ``validation`` (every pass, its tracing included), with
-    the number of passes."""
+    training), ``validation`` (every pass, its tracing included, with the
+    number of passes) and ``callbacks`` (the other callbacks' work between
+    the first and the last of them: checkpoints, backups, logs). Put it last
+    in the callback list, so that it sees the others' work as done."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self._clock = clock
         self.seconds: Dict[str, float] = {"first_train_step": 0.0, "train_steps": 0.0}
-        self.seconds.update(validation=0.0, validation_passes=0)
+        self.seconds.update(validation=0.0, validation_passes=0, callbacks=0.0)
         self._started = 0.0
         self._first_done = False
         self._validating = False
 
-    def on_epoch_begin(self, epoch, logs=None) -> None:
+    def on_train_begin(self, logs=None) -> None:
         self._started = self._clock()
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        self._add("callbacks")
         self._validating = False
 
     def on_train_batch_end(self, batch, logs=None) -> None:
@@ -64,8 +69,10 @@ class FitTimer(tf.keras.callbacks.Callback):
         self.seconds["validation_passes"] += 1
 
     def on_epoch_end(self, epoch, logs=None) -> None:
-        if not self._validating:  # an epoch without validation
-            self._add("train_steps")
+        self._add("callbacks" if self._validating else "train_steps")
+
+    def on_train_end(self, logs=None) -> None:
+        self._add("callbacks")
 
     def _add(self, part: str) -> None:
         now = self._clock()
