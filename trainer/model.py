@@ -468,14 +468,35 @@ class MultiTaskRecommender(keras.Model):
             logs.update(head.validation_logs(step))
         return logs
 
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        self.train_function = _without_autograph(super().make_train_function(force))
+        return self.train_function
+
     def make_test_function(self, force=False):
-        # XLA compiles the training step only: the streaming top-K evaluation
-        # over the catalogue dataset cannot be compiled.
+        if self.test_function is not None and not force:
+            return self.test_function
+        # XLA compiles the training step only.
         jit, self._jit_compile = self._jit_compile, False
         try:
-            return super().make_test_function(force)
+            self.test_function = _without_autograph(super().make_test_function(force))
         finally:
             self._jit_compile = jit
+        return self.test_function
+
+
+def _without_autograph(function):
+    """Keras's step ``tf.function`` traced without AutoGraph. The steps use
+    TensorFlow's own control flow (``tf.cond``, ``tf.where``), so there is
+    nothing to convert, and converting every layer's ``call`` on each trace
+    took most of the 20 s the first training step spent tracing. Keras's
+    function is kept where it is no ``tf.function`` (run eagerly, or
+    scheduled by a parameter-server coordinator)."""
+    python_function = getattr(function, "python_function", None)
+    if python_function is None:
+        return function
+    return tf.function(python_function, reduce_retracing=True, autograph=False)
 
 
 def build_model(
