@@ -226,6 +226,28 @@ def test_unknown_config_key_is_rejected():
         ModelConfig(loss_weighting="magic")
 
 
+def test_fit_writes_tensorboard_logs_with_the_train_graph(tmp_path):
+    """The steps traced without AutoGraph are still the functions Keras's
+    TensorBoard callback reads the train graph from."""
+    config = ModelConfig(retrieval_ks=(1, 5))
+    data = _dataset(_batch(32, seed=5), config)
+    model = build_model(config, VOCABS)
+    model.set_candidates(catalog_dataset(_catalog(), batch_size=4), 13)
+    board = tf.keras.callbacks.TensorBoard(log_dir=str(tmp_path), update_freq="epoch")
+    model.fit(
+        data,
+        steps_per_epoch=2,
+        epochs=1,
+        validation_data=data,
+        validation_steps=1,
+        callbacks=[board],
+        verbose=0,
+    )
+    assert model.train_tf_function is model.train_function
+    assert list((tmp_path / "train").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "validation").glob("events.out.tfevents.*"))
+
+
 def test_tasks_can_be_switched_off():
     config = ModelConfig(tasks=("click", "rating"))
     model = build_model(config, VOCABS)

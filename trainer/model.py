@@ -471,7 +471,10 @@ class MultiTaskRecommender(keras.Model):
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
             return self.train_function
-        self.train_function = _without_autograph(super().make_train_function(force))
+        keras_function = super().make_train_function(force)
+        self.train_function = _without_autograph(keras_function)
+        if getattr(self, "train_tf_function", None) is keras_function:
+            self.train_tf_function = self.train_function  # the graph TensorBoard writes
         return self.train_function
 
     def make_test_function(self, force=False):
