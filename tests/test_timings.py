@@ -1,4 +1,5 @@
-"""FitTimer: fit's seconds split into the first step, the other steps and validation."""
+"""FitTimer and StepFitTimer: fit's seconds split into the first step (StepFitTimer
+only), the other steps and validation."""
 
 import json
 
@@ -7,7 +8,9 @@ from trainer import keras_env as _keras_env  # noqa: F401
 import numpy as np
 import tensorflow as tf
 
-from trainer.timings import FitTimer, PhaseClock
+import pytest
+
+from trainer.timings import FitTimer, PhaseClock, StepFitTimer, fit_timer
 
 
 class _Clock(tf.keras.callbacks.Callback):
@@ -35,12 +38,12 @@ class _Clock(tf.keras.callbacks.Callback):
         self.now += 1000.0
 
 
-def _fit(validate: bool, epochs: int = 2):
+def _fit(validate: bool, epochs: int = 2, timer_class=StepFitTimer):
     model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     x, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
     clock = _Clock()
-    timer = FitTimer(clock)
+    timer = timer_class(clock)
     model.fit(
         x,
         y,
@@ -73,6 +76,25 @@ def test_training_without_validation_counts_every_step():
         "validation_passes": 0,
         "callbacks": 1000.0,
     }
+
+
+def test_the_epoch_level_timer_counts_the_first_step_with_the_others():
+    assert _fit(validate=True, timer_class=FitTimer) == {
+        "train_steps": 8.0,
+        "validation": 80.0,
+        "validation_passes": 2,
+        "callbacks": 1200.0,
+    }
+
+
+@pytest.mark.parametrize("batch_hooks", [True, False])
+def test_the_timer_has_batch_hooks_only_where_the_strategy_allows_them(batch_hooks):
+    # ParameterServerStrategy's fit refuses any callback for which Keras finds
+    # batch hooks (tf_keras _disallow_batch_hooks_in_ps_strategy): CI failed so.
+    timer = fit_timer(batch_hooks=batch_hooks)
+    assert timer._implements_train_batch_hooks() is batch_hooks
+    assert timer._implements_test_batch_hooks() is False
+    assert timer._implements_predict_batch_hooks() is False
 
 
 def test_timings_json_holds_the_phases_and_the_parts(tmp_path):

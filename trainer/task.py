@@ -471,8 +471,9 @@ def compact_model_dir(fn_args: FnArgs, serving_model_dir: str) -> str:
 def train_and_export(fn_args: FnArgs, config: ModelConfig) -> None:
     """The body of ``run_fn``."""
     model_run_dir, serving_model_dir = output_dirs(fn_args)
-    clock, fit_timer = timings.PhaseClock(), timings.FitTimer()
+    clock = timings.PhaseClock()
     inputs = prepare_inputs(fn_args, config)
+    fit_timer = timings.fit_timer(batch_hooks=not parameter_server_training(inputs.strategy))
     model = build_trainable(config, inputs)
     model.network.summary(print_fn=logging.info)
     if fn_args.base_model:

@@ -32,20 +32,19 @@ class PhaseClock:
 
 
 class FitTimer(tf.keras.callbacks.Callback):
-    """Splits ``fit``'s wall time: ``first_train_step`` (tracing the train
-    function, filling the input pipeline), ``train_steps`` (the rest of
-    training), ``validation`` (every pass, its tracing included, with the
-    number of passes) and ``callbacks`` (the other callbacks' work between
+    """Splits ``fit``'s wall time with epoch-level hooks only (the ones
+    ``ParameterServerStrategy`` allows): ``train_steps`` (training, its
+    tracing included), ``validation`` (every pass, its tracing included, with
+    the number of passes) and ``callbacks`` (the other callbacks' work between
     the first and the last of them: checkpoints, backups, logs). Put it last
     in the callback list, so that it sees the others' work as done."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self._clock = clock
-        self.seconds: Dict[str, float] = {"first_train_step": 0.0, "train_steps": 0.0}
+        self.seconds: Dict[str, float] = {"train_steps": 0.0}
         self.seconds.update(validation=0.0, validation_passes=0, callbacks=0.0)
         self._started = 0.0
-        self._first_done = False
         self._validating = False
 
     def on_train_begin(self, logs=None) -> None:
@@ -54,11 +53,6 @@ class FitTimer(tf.keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None) -> None:
         self._add("callbacks")
         self._validating = False
-
-    def on_train_batch_end(self, batch, logs=None) -> None:
-        if not self._first_done:
-            self._first_done = True
-            self._add("first_train_step")
 
     def on_test_begin(self, logs=None) -> None:
         self._add("train_steps")
@@ -78,3 +72,26 @@ class FitTimer(tf.keras.callbacks.Callback):
         now = self._clock()
         self.seconds[part] = round(self.seconds[part] + now - self._started, 2)
         self._started = now
+
+
+class StepFitTimer(FitTimer):
+    """:class:`FitTimer` that also tells the first training step (tracing the
+    train function, filling the input pipeline) from the others, by a
+    batch-level hook: not for ``ParameterServerStrategy``, which refuses
+    batch-level callbacks."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(clock)
+        self.seconds = {"first_train_step": 0.0, **self.seconds}
+        self._first_done = False
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        if not self._first_done:
+            self._first_done = True
+            self._add("first_train_step")
+
+
+def fit_timer(batch_hooks: bool) -> FitTimer:
+    """The fit timer a strategy allows: :class:`StepFitTimer` where batch-level
+    callbacks may run, else the epoch-level :class:`FitTimer`."""
+    return StepFitTimer() if batch_hooks else FitTimer()
