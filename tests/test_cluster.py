@@ -167,6 +167,23 @@ def test_a_port_in_use_is_named():
     cluster_lib.check_port_free(cluster)  # free again
 
 
+def test_a_restarted_tasks_port_with_connections_in_time_wait_is_free():
+    # A killed task's connections linger in TIME_WAIT on its port. gRPC binds
+    # with SO_REUSEADDR (its old sockets carry it too), so a restarted server
+    # binds there, and the check must let it.
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server side closes first: its end waits in TIME_WAIT
+            client.recv(1)
+    config = {"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker"}}
+    cluster_lib.check_port_free(read_cluster(_env(config)))
+
+
 SECONDS_SETTINGS = [
     (cluster_lib.peer_timeout, "RECSYS_PEER_TIMEOUT_S", cluster_lib.DEFAULT_PEER_TIMEOUT_S),
     (

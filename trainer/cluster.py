@@ -165,9 +165,11 @@ def _cluster(value) -> Dict[str, List[str]]:
 def check_port_free(cluster: Cluster) -> None:
     """A ``ClusterConfigError`` naming this task's address when its port is
     taken on this machine (TensorFlow's server would fail, or worse, talk to
-    another job's)."""
+    another job's). Bound as gRPC binds (``SO_REUSEADDR``): a restarted
+    task's own old connections, waiting in TIME_WAIT, do not count."""
     port = int(cluster.address.rsplit(":", 1)[1])
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("", port))
         except OSError as e:
