@@ -52,6 +52,23 @@ WORKER_SCRIPT = textwrap.dedent(
         task.training_callbacks = lambda *a: [
             *callbacks(*a), tf.keras.callbacks.LambdaCallback(on_epoch_end=die)
         ]
+    pause = args.pop("pause_after_first_epoch")
+    if pause:  # a bounded pause after epoch 1, for a peer to be killed meanwhile
+
+        def hold(epoch, logs):
+            if epoch == 0:
+                open(os.path.join(pause, "paused"), "w").close()
+                deadline = time.time() + 300
+                while not os.path.exists(os.path.join(pause, "resume")):
+                    if time.time() > deadline:
+                        raise TimeoutError("nobody resumed the paused task")
+                    time.sleep(0.2)
+                print("resumed after epoch", epoch + 1, flush=True)
+
+        callbacks = task.training_callbacks
+        task.training_callbacks = lambda *a: [
+            *callbacks(*a), tf.keras.callbacks.LambdaCallback(on_epoch_end=hold)
+        ]
     task.run_fn(FnArgs(**args, data_accessor=DataAccessor(factory, None, None)))
     """
 )
@@ -105,10 +122,13 @@ def start(
     log_dir: Path,
     attempt: str,
     doomed: Optional[Task] = None,
+    paused: Optional[Tuple[Task, Path]] = None,
 ) -> Tuple[List[subprocess.Popen], List[Path]]:
     """One process per task of ``cluster`` (None: one process, no
     TF_CONFIG), logging to ``log_dir/<type><index>-<attempt>.log``; task
-    ``doomed`` kills itself with SIGKILL after the first epoch's backup."""
+    ``doomed`` kills itself with SIGKILL after the first epoch's backup;
+    ``paused`` (a task, a folder) pauses that task's training after epoch 1,
+    writing ``paused`` there, until a file ``resume`` appears (at most 300 s)."""
     procs, logs = [], []
     for task_type, index in tasks:
         scratch = log_dir / f"tmp-{attempt}-{task_type}{index}"  # a non-chief's own copy
@@ -118,7 +138,14 @@ def start(
         if cluster is not None:
             task = {"type": task_type, "index": index}
             env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": task})
-        argv = json.dumps({**args, "die_after_first_epoch": (task_type, index) == doomed})
+        pause = str(paused[1]) if paused and paused[0] == (task_type, index) else None
+        argv = json.dumps(
+            {
+                **args,
+                "die_after_first_epoch": (task_type, index) == doomed,
+                "pause_after_first_epoch": pause,
+            }
+        )
         logs.append(log_dir / f"{task_type}{index}-{attempt}.log")
         with open(logs[-1], "w") as log:  # the process has its own copy
             procs.append(

@@ -941,7 +941,7 @@ def test_a_regressing_model_is_not_blessed_and_not_pushed(run):
     assert any("change_threshold" in f for f in summary["validation_failures"])
 
 
-def _start_tasks(fn_args, shared, tmp_path, attempt: str, cluster, tasks, doomed=None):
+def _start_tasks(fn_args, shared, tmp_path, attempt: str, cluster, tasks, doomed=None, paused=None):
     """``bench.local_cluster.start`` over ``fn_args``' data, writing TFX's
     directories under ``shared``."""
     from bench import local_cluster
@@ -953,7 +953,7 @@ def _start_tasks(fn_args, shared, tmp_path, attempt: str, cluster, tasks, doomed
         fn_args.train_steps,
         fn_args.custom_config["model_config"],
     )
-    return local_cluster.start(args, cluster, tasks, tmp_path, attempt, doomed)
+    return local_cluster.start(args, cluster, tasks, tmp_path, attempt, doomed, paused)
 
 
 def _two_workers(*args, doomed=None):
@@ -1096,13 +1096,25 @@ def test_two_worker_processes_export_the_one_process_model_within_a_tolerance(ru
         assert np.ptp(one[name]) > 0, name
 
 
-def test_parameter_servers_on_loopback_train_and_the_chief_exports(run, one_worker, tmp_path):
+def _wait_until(condition, seconds: float, what: str) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, f"no {what} within {seconds:.0f} s"
+        time.sleep(0.5)
+
+
+def test_parameter_servers_on_loopback_train_through_a_lost_worker_and_the_chief_exports(
+    run, one_worker, tmp_path
+):
     """ParameterServerStrategy from TF_CONFIG: a chief (the coordinator), a
     worker and a parameter server on 127.0.0.1. The large tables live on
     the parameter server, the worker runs the steps, validation recall@k
-    runs on the worker (the in-graph top-k), the worker and the parameter
-    server end once the chief's export exists, and the export matches the
-    serving contract."""
+    runs on the worker (the in-graph top-k). After epoch 1 the worker is
+    SIGKILLed; the coordinator's next step fails, it waits for the worker,
+    and the worker restarted by the "scheduler" (this test, same address)
+    is taken back: epoch 2 trains on it. The worker and the parameter server
+    end once the chief's export exists, and the export matches the serving
+    contract."""
     config, _ = run
     shared = tmp_path / "shared"
     fn_args = _trainer_args(
@@ -1112,13 +1124,28 @@ def test_parameter_servers_on_loopback_train_and_the_chief_exports(run, one_work
 
     cluster = loopback_cluster(workers=1, chief=True, ps=1)
     tasks = [("chief", 0), ("worker", 0), ("ps", 0)]
-    procs, logs = _start_tasks(fn_args, shared, tmp_path, "pss", cluster, tasks)
-    _wait_or_kill(procs, 600)
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    procs, logs = _start_tasks(
+        fn_args, shared, tmp_path, "pss", cluster, tasks, paused=(("chief", 0), pause)
+    )
+    try:
+        _wait_until(lambda: (pause / "paused").exists(), 600, "chief pausing after epoch 1")
+        _wait_or_kill(procs[1:2], 0)  # the worker is lost (SIGKILL)
+        (pause / "resume").touch()
+        _wait_until(lambda: "failed with" in logs[0].read_text(), 120, "worker failure seen")
+        restarted, restarted_logs = _start_tasks(
+            fn_args, shared, tmp_path, "pss-restart", cluster, [("worker", 0)]
+        )
+        procs, logs = [procs[0], *restarted, procs[2]], [logs[0], *restarted_logs, logs[2]]
+    finally:
+        _wait_or_kill(procs, 600)
     outputs = [log.read_text() for log in logs]
     for proc, out in zip(procs, outputs):
         assert proc.returncode == 0, out[-3000:]
     assert "ParameterServerStrategy" in outputs[0]
     assert "on the parameter servers" in outputs[0]
+    assert "resumed after epoch 1" in outputs[0] and "has been recovered" in outputs[0]
     assert "Serving as worker 0" in outputs[1] and "Serving as ps 0" in outputs[2]
     history = json.loads((shared / "model_run" / "history.json").read_text())
     assert len(history["loss"]) == 2
