@@ -38,37 +38,40 @@ WORKER_SCRIPT = textwrap.dedent(
     examples = standard_artifacts.Examples()
     examples.uri, examples.split_names = args.pop("examples_uri"), '["train", "eval"]'
     factory = tfxio_utils.get_tf_dataset_factory_from_artifact([examples], [])
+    def wait_for(path, seconds):
+        deadline = time.time() + seconds
+        while not os.path.exists(path):
+            if time.time() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
+    epoch_hooks = []
     if args.pop("die_after_first_epoch"):
         chief_backup = os.path.join(args["model_run_dir"], "backup", "chief", "checkpoint")
 
         def die(epoch, logs):  # after the chief's backup of epoch 1: the worker is lost
-            deadline = time.time() + 120
-            while not os.path.exists(chief_backup) and time.time() < deadline:
-                time.sleep(0.2)
+            wait_for(chief_backup, 120)
             print("worker killed after epoch", epoch + 1, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
 
-        callbacks = task.training_callbacks
-        task.training_callbacks = lambda *a: [
-            *callbacks(*a), tf.keras.callbacks.LambdaCallback(on_epoch_end=die)
-        ]
+        epoch_hooks.append(die)
     pause = args.pop("pause_after_first_epoch")
     if pause:  # a bounded pause after epoch 1, for a peer to be killed meanwhile
 
         def hold(epoch, logs):
             if epoch == 0:
                 open(os.path.join(pause, "paused"), "w").close()
-                deadline = time.time() + 300
-                while not os.path.exists(os.path.join(pause, "resume")):
-                    if time.time() > deadline:
-                        raise TimeoutError("nobody resumed the paused task")
-                    time.sleep(0.2)
+                if not wait_for(os.path.join(pause, "resume"), 300):
+                    raise TimeoutError("nobody resumed the paused task")
                 print("resumed after epoch", epoch + 1, flush=True)
 
-        callbacks = task.training_callbacks
-        task.training_callbacks = lambda *a: [
-            *callbacks(*a), tf.keras.callbacks.LambdaCallback(on_epoch_end=hold)
-        ]
+        epoch_hooks.append(hold)
+    callbacks = task.training_callbacks
+    task.training_callbacks = lambda *a: [
+        *callbacks(*a),
+        *(tf.keras.callbacks.LambdaCallback(on_epoch_end=hook) for hook in epoch_hooks),
+    ]
     task.run_fn(FnArgs(**args, data_accessor=DataAccessor(factory, None, None)))
     """
 )
